@@ -1,0 +1,1 @@
+//! Raw FFI to liblustreapi (issue 3).

@@ -1,0 +1,10 @@
+//! lmpi: clone very large (Lustre) filesystems as one MPI job.
+//!
+//! The binary is thin; everything lives here, one module per job. Only
+//! `transport::mpi` touches MPI; only `fsops` makes file-system syscalls.
+
+pub mod config;
+pub mod control;
+pub mod lustre;
+pub mod stats;
+pub mod statsd;
