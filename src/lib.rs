@@ -8,3 +8,7 @@ pub mod control;
 pub mod lustre;
 pub mod stats;
 pub mod statsd;
+pub mod transport;
+pub mod wire;
+pub mod engine;
+pub mod signals;
