@@ -10,11 +10,18 @@ use serde::Deserialize;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: cannot read config: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: {msg}")]
     Parse { path: String, msg: String },
     #[error("{path}: key `{key}`: {msg}")]
-    Value { path: String, key: String, msg: String },
+    Value {
+        path: String,
+        key: String,
+        msg: String,
+    },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -70,8 +77,10 @@ impl Default for Config {
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
         Self::parse(&text, &shown)
     }
 
@@ -106,16 +115,25 @@ impl Config {
         if self.chunk_threshold < self.chunk_size {
             return Err(bad("chunk_threshold", "must be at least chunk_size"));
         }
-        self.lustre.validate().map_err(|(k, m)| bad(&format!("lustre.{k}"), &m))?;
-        self.stats.validate().map_err(|(k, m)| bad(&format!("stats.{k}"), &m))?;
-        self.control.validate().map_err(|(k, m)| bad(&format!("control.{k}"), &m))?;
+        self.lustre
+            .validate()
+            .map_err(|(k, m)| bad(&format!("lustre.{k}"), &m))?;
+        self.stats
+            .validate()
+            .map_err(|(k, m)| bad(&format!("stats.{k}"), &m))?;
+        self.control
+            .validate()
+            .map_err(|(k, m)| bad(&format!("control.{k}"), &m))?;
         Ok(())
     }
 
     /// Exclusion prefixes from `exclude` and `exclude_file`, as raw bytes.
     pub fn exclude_prefixes(&self) -> Result<Vec<Vec<u8>>, ConfigError> {
-        let mut out: Vec<Vec<u8>> =
-            self.exclude.iter().map(|p| p.clone().into_os_string().into_vec()).collect();
+        let mut out: Vec<Vec<u8>> = self
+            .exclude
+            .iter()
+            .map(|p| p.clone().into_os_string().into_vec())
+            .collect();
         if let Some(f) = &self.exclude_file {
             let data = std::fs::read(f).map_err(|source| ConfigError::Read {
                 path: f.display().to_string(),
@@ -133,7 +151,11 @@ impl Config {
 }
 
 pub fn one_line(s: &str) -> String {
-    s.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('|')).collect::<Vec<_>>().join(" ")
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('|'))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Turn an `OsString` into its bytes; paths never go through `String`.

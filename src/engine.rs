@@ -43,7 +43,10 @@ pub struct RunControl {
 
 impl RunControl {
     pub fn new(threads: usize) -> Arc<RunControl> {
-        Arc::new(RunControl { stop: AtomicBool::new(false), threads: AtomicUsize::new(threads.max(1)) })
+        Arc::new(RunControl {
+            stop: AtomicBool::new(false),
+            threads: AtomicUsize::new(threads.max(1)),
+        })
     }
     pub fn stopping(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
@@ -58,10 +61,18 @@ impl RunControl {
         match cmd {
             Command::Stop => self.request_stop(),
             Command::PoolGrow(n) => {
-                let _ = self.threads.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| Some((t + n).min(1024)));
+                let _ = self
+                    .threads
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                        Some((t + n).min(1024))
+                    });
             }
             Command::PoolShrink(n) => {
-                let _ = self.threads.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| Some(t.saturating_sub(n).max(1)));
+                let _ = self
+                    .threads
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                        Some(t.saturating_sub(n).max(1))
+                    });
             }
             Command::Start => {}
         }
@@ -208,12 +219,16 @@ impl<I: Wire> Pool<I> {
             self.alive.fetch_add(1, Ordering::SeqCst);
             let id = self.next_id;
             self.next_id += 1;
-            let (rx, tx, alive, active) =
-                (self.task_rx.clone(), self.result_tx.clone(), self.alive.clone(), self.active.clone());
+            let (rx, tx, alive, active) = (
+                self.task_rx.clone(),
+                self.result_tx.clone(),
+                self.alive.clone(),
+                self.active.clone(),
+            );
             let (proc, ctl) = (proc.clone(), ctl.clone());
-            let spawned = std::thread::Builder::new().name(format!("lmpi-io-{id}")).spawn(move || {
-                worker(id, &*proc, &ctl, &rx, &tx, &alive, &active)
-            });
+            let spawned = std::thread::Builder::new()
+                .name(format!("lmpi-io-{id}"))
+                .spawn(move || worker(id, &*proc, &ctl, &rx, &tx, &alive, &active));
             match spawned {
                 Ok(h) => self.handles.push(h),
                 Err(e) => {
@@ -297,14 +312,16 @@ pub fn run<T: Transport + ?Sized, P: Processor>(
     let me = t.rank();
     let n = t.size();
     let epoch = opts.epoch;
-    let mut rng = SmallRng::seed_from_u64(opts.seed ^ (me as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut rng =
+        SmallRng::seed_from_u64(opts.seed ^ (me as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let mut pool: Pool<P::Item> = Pool::new();
     pool.resize(&proc, ctl);
 
     let mut queue: VecDeque<P::Item> = VecDeque::new();
     let mut pinned: VecDeque<P::Item> = VecDeque::new();
-    let mut held_seeds = if me == 0 { Some(seeds) } else { None };
-    let mut gate_open = !opts.wait_for_start;
+    // Every rank may bring seeds (phase 2 of a copy does); only rank 0 waits for the start gate.
+    let mut held_seeds = Some(seeds);
+    let mut gate_open = !(opts.wait_for_start && me == 0);
     let mut inflight = 0usize;
     let mut steal_out = false;
     let mut count: i64 = 0;
@@ -325,7 +342,9 @@ pub fn run<T: Transport + ?Sized, P: Processor>(
         while let Some((from, msg)) = t.try_recv() {
             progressed = true;
             let mut r = Reader::new(&msg);
-            let (Ok(kind), Ok(ep)) = (r.u8(), r.u32()) else { continue };
+            let (Ok(kind), Ok(ep)) = (r.u8(), r.u32()) else {
+                continue;
+            };
             if ep != epoch {
                 continue; // a straggler from an earlier phase
             }
@@ -343,7 +362,9 @@ pub fn run<T: Transport + ?Sized, P: Processor>(
                             Ok(_) if ctl.stopping() => abandoned += 1,
                             Ok(item) => queue.push_back(item),
                             Err(_) => {
-                                eprintln!("lmpi: rank {me}: malformed work message from rank {from}");
+                                eprintln!(
+                                    "lmpi: rank {me}: malformed work message from rank {from}"
+                                );
                                 break;
                             }
                         }
@@ -371,7 +392,9 @@ pub fn run<T: Transport + ?Sized, P: Processor>(
                 }
                 M_NOWORK => steal_out = false,
                 M_TOKEN => {
-                    let (Ok(q), Ok(b)) = (r.i64(), r.u8()) else { continue };
+                    let (Ok(q), Ok(b)) = (r.i64(), r.u8()) else {
+                        continue;
+                    };
                     token = Some(Token { q, black: b != 0 });
                 }
                 M_TERMINATE => terminated = true,
@@ -389,7 +412,10 @@ pub fn run<T: Transport + ?Sized, P: Processor>(
                         }
                     }
                     if from < reports.len() {
-                        reports[from] = Some(RankReport { counters: Snapshot::from_slice(&v), active });
+                        reports[from] = Some(RankReport {
+                            counters: Snapshot::from_slice(&v),
+                            active,
+                        });
                     }
                 }
                 M_CONTROL => {
@@ -421,10 +447,10 @@ pub fn run<T: Transport + ?Sized, P: Processor>(
                 }
                 ctl.apply(cmd);
             }
-            if gate_open {
-                if let Some(seeds) = held_seeds.take() {
-                    queue.extend(seeds);
-                }
+        }
+        if gate_open {
+            if let Some(seeds) = held_seeds.take() {
+                queue.extend(seeds);
             }
         }
         if crate::signals::stop_requested() {
@@ -442,7 +468,18 @@ pub fn run<T: Transport + ?Sized, P: Processor>(
         // Results of the I/O threads.
         while let Ok(m) = pool.results.try_recv() {
             progressed = true;
-            handle_result(m, me, epoch, t, &mut queue, &mut pinned, &mut inflight, &mut count, &mut abandoned, ctl);
+            handle_result(
+                m,
+                me,
+                epoch,
+                t,
+                &mut queue,
+                &mut pinned,
+                &mut inflight,
+                &mut count,
+                &mut abandoned,
+                ctl,
+            );
         }
 
         // Feed the pool; pinned items first, they unblock other ranks' bookkeeping.
@@ -459,7 +496,13 @@ pub fn run<T: Transport + ?Sized, P: Processor>(
         }
 
         // Ask for work when the queue ran dry.
-        if n > 1 && queue.is_empty() && pinned.is_empty() && !steal_out && !ctl.stopping() && inflight < ctl.threads() {
+        if n > 1
+            && queue.is_empty()
+            && pinned.is_empty()
+            && !steal_out
+            && !ctl.stopping()
+            && inflight < ctl.threads()
+        {
             let mut victim = rng.gen_range(0..n - 1);
             if victim >= me {
                 victim += 1;
@@ -468,7 +511,8 @@ pub fn run<T: Transport + ?Sized, P: Processor>(
             steal_out = true;
         }
 
-        let passive = queue.is_empty() && pinned.is_empty() && inflight == 0 && held_seeds.is_none();
+        let passive =
+            queue.is_empty() && pinned.is_empty() && inflight == 0 && held_seeds.is_none();
         if passive {
             if me == 0 {
                 if let Some(tok) = token.take() {
@@ -501,14 +545,20 @@ pub fn run<T: Transport + ?Sized, P: Processor>(
             }
         }
 
-        counters.queued.store((queue.len() + pinned.len()) as u64, Ordering::Relaxed);
+        counters
+            .queued
+            .store((queue.len() + pinned.len()) as u64, Ordering::Relaxed);
         counters.inflight.store(inflight as u64, Ordering::Relaxed);
         let now = Instant::now();
         if now >= next_report {
             next_report = now + opts.interval;
             let report = RankReport {
                 counters: counters.snapshot(),
-                active: pool.active.lock().map(|a| a.iter().map(|(_, s)| s.clone()).collect()).unwrap_or_default(),
+                active: pool
+                    .active
+                    .lock()
+                    .map(|a| a.iter().map(|(_, s)| s.clone()).collect())
+                    .unwrap_or_default(),
             };
             if me == 0 {
                 reports[0] = Some(report);
@@ -535,9 +585,18 @@ pub fn run<T: Transport + ?Sized, P: Processor>(
         if inflight > 0 {
             // Wake as soon as an I/O thread reports, but keep polling the transport.
             match pool.results.recv_timeout(Duration::from_micros(500)) {
-                Ok(m) => {
-                    handle_result(m, me, epoch, t, &mut queue, &mut pinned, &mut inflight, &mut count, &mut abandoned, ctl)
-                }
+                Ok(m) => handle_result(
+                    m,
+                    me,
+                    epoch,
+                    t,
+                    &mut queue,
+                    &mut pinned,
+                    &mut inflight,
+                    &mut count,
+                    &mut abandoned,
+                    ctl,
+                ),
                 Err(_) => {}
             }
         } else if !progressed {
@@ -549,7 +608,10 @@ pub fn run<T: Transport + ?Sized, P: Processor>(
     pool.shutdown();
     counters.queued.store(0, Ordering::Relaxed);
     counters.inflight.store(0, Ordering::Relaxed);
-    RunOutcome { stopped: ctl.stopping(), abandoned }
+    RunOutcome {
+        stopped: ctl.stopping(),
+        abandoned,
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -3,12 +3,19 @@
 //! The binary is thin; everything lives here, one module per job. Only
 //! `transport::mpi` touches MPI; only `fsops` makes file-system syscalls.
 
+pub mod cli;
 pub mod config;
 pub mod control;
+pub mod engine;
+pub mod errlog;
+pub mod filter;
+pub mod fsops;
 pub mod lustre;
+pub mod passes;
+pub mod report;
+pub mod run;
+pub mod signals;
 pub mod stats;
 pub mod statsd;
 pub mod transport;
 pub mod wire;
-pub mod engine;
-pub mod signals;

@@ -1,3 +1,49 @@
+//! `lmpi`: thin entry point over the library.
+
+use clap::Parser;
+
+use lmpi::cli::{Cli, StatsCmd, Sub};
+
 fn main() {
-    println!("lmpi");
+    let cli = Cli::parse();
+    let code = match cli.cmd {
+        Some(Sub::Ctl(args)) => {
+            let cfg = match lmpi::run::load_config(&cli.pass) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("lmpi: {e}");
+                    std::process::exit(lmpi::run::EXIT_USAGE);
+                }
+            };
+            lmpi::control::client::run_ctl(&args, &cfg.control)
+        }
+        Some(Sub::Stats {
+            cmd: StatsCmd::Graphite(args),
+        }) => {
+            let cfg = match lmpi::run::load_config(&cli.pass) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("lmpi: {e}");
+                    std::process::exit(lmpi::run::EXIT_USAGE);
+                }
+            };
+            lmpi::statsd::graphite(&args, &cfg.stats)
+        }
+        None => {
+            lmpi::signals::install();
+            lmpi::fsops::clear_umask();
+            match lmpi::transport::mpi::MpiTransport::init() {
+                Some(mut t) => {
+                    let code = lmpi::run::run_pass(&mut t, &cli.pass);
+                    drop(t);
+                    code
+                }
+                None => {
+                    eprintln!("lmpi: MPI could not be initialised");
+                    lmpi::run::EXIT_USAGE
+                }
+            }
+        }
+    };
+    std::process::exit(code);
 }

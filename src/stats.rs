@@ -76,7 +76,10 @@ impl Default for Histograms {
     fn default() -> Self {
         // 3 significant figures up to 1 PiB / ~11 days: wide enough never to saturate.
         let mk = |max| Histogram::new_with_bounds(1, max, 3).expect("static histogram bounds");
-        Histograms { size: Mutex::new(mk(1 << 50)), copy_us: Mutex::new(mk(1 << 40)) }
+        Histograms {
+            size: Mutex::new(mk(1 << 50)),
+            copy_us: Mutex::new(mk(1 << 40)),
+        }
     }
 }
 

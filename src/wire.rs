@@ -13,7 +13,9 @@ pub struct Writer {
 
 impl Writer {
     pub fn new() -> Self {
-        Writer { buf: Vec::with_capacity(64) }
+        Writer {
+            buf: Vec::with_capacity(64),
+        }
     }
     pub fn u8(&mut self, v: u8) -> &mut Self {
         self.buf.push(v);
@@ -61,13 +63,19 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
     pub fn u32(&mut self) -> Result<u32, Malformed> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().map_err(|_| Malformed)?))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().map_err(|_| Malformed)?,
+        ))
     }
     pub fn u64(&mut self) -> Result<u64, Malformed> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().map_err(|_| Malformed)?))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().map_err(|_| Malformed)?,
+        ))
     }
     pub fn i64(&mut self) -> Result<i64, Malformed> {
-        Ok(i64::from_le_bytes(self.take(8)?.try_into().map_err(|_| Malformed)?))
+        Ok(i64::from_le_bytes(
+            self.take(8)?.try_into().map_err(|_| Malformed)?,
+        ))
     }
     pub fn bytes(&mut self) -> Result<&'a [u8], Malformed> {
         let n = self.u32()? as usize;
@@ -102,7 +110,11 @@ mod tests {
         assert!(r.is_empty());
         for cut in 0..buf.len() {
             let mut r = Reader::new(&buf[..cut]);
-            let ok = r.u8().and_then(|_| r.u32()).and_then(|_| r.u64()).and_then(|_| r.i64());
+            let ok = r
+                .u8()
+                .and_then(|_| r.u32())
+                .and_then(|_| r.u64())
+                .and_then(|_| r.i64());
             let ok = ok.and_then(|_| r.bytes().map(|_| 0));
             assert!(ok.is_err(), "cut at {cut} must fail");
         }

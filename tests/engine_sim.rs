@@ -83,7 +83,10 @@ impl Processor for Sim {
                 match self.shape {
                     Shape::Chain(n) => {
                         if id + 1 < n {
-                            out.push(Node::Tree { id: id + 1, depth: depth + 1 });
+                            out.push(Node::Tree {
+                                id: id + 1,
+                                depth: depth + 1,
+                            });
                         }
                     }
                     Shape::Flat(n) => {
@@ -98,7 +101,10 @@ impl Processor for Sim {
                         if depth < max {
                             // Level-order numbering: children of id are id*f+1 ..= id*f+f.
                             for c in 1..=fanout {
-                                out.push(Node::Tree { id: id * fanout + c, depth: depth + 1 });
+                                out.push(Node::Tree {
+                                    id: id * fanout + c,
+                                    depth: depth + 1,
+                                });
                             }
                         }
                     }
@@ -127,7 +133,13 @@ fn item_key(n: &Node) -> u64 {
 }
 
 fn simulate(shape: Shape, ranks: usize, seed: Option<u64>, threads: usize) {
-    let sim = Arc::new(Sim { shape, ranks, seen: Mutex::new(Vec::new()), acks: AtomicU64::new(0), jitter: seed.is_some() });
+    let sim = Arc::new(Sim {
+        shape,
+        ranks,
+        seen: Mutex::new(Vec::new()),
+        acks: AtomicU64::new(0),
+        jitter: seed.is_some(),
+    });
     *sim.seen.lock().unwrap() = vec![0; sim.total() as usize];
     let nets = local::network(ranks, seed);
     let handles: Vec<_> = nets
@@ -137,8 +149,17 @@ fn simulate(shape: Shape, ranks: usize, seed: Option<u64>, threads: usize) {
             std::thread::spawn(move || {
                 let counters = Counters::default();
                 let ctl = RunControl::new(threads);
-                let opts = RunOpts { epoch: 1, interval: Duration::from_millis(50), wait_for_start: false, seed: seed.unwrap_or(0) };
-                let seeds = vec![Node::Tree { id: 0, depth: 0 }];
+                let opts = RunOpts {
+                    epoch: 1,
+                    interval: Duration::from_millis(50),
+                    wait_for_start: false,
+                    seed: seed.unwrap_or(0),
+                };
+                let seeds = if lmpi::transport::Transport::rank(&t) == 0 {
+                    vec![Node::Tree { id: 0, depth: 0 }]
+                } else {
+                    vec![]
+                };
                 let out = engine::run(&mut t, sim, seeds, &counters, &ctl, &mut NoMonitor, &opts);
                 assert!(!out.stopped);
                 // After termination every rank still agrees on a collective.
@@ -150,20 +171,40 @@ fn simulate(shape: Shape, ranks: usize, seed: Option<u64>, threads: usize) {
         assert_eq!(h.join().expect("rank thread"), ranks as u64);
     }
     let seen = sim.seen.lock().unwrap();
-    let bad: Vec<_> = seen.iter().enumerate().filter(|(_, &c)| c != 1).take(5).collect();
-    assert!(bad.is_empty(), "{shape:?} ranks={ranks} seed={seed:?}: items not seen exactly once: {bad:?}");
+    let bad: Vec<_> = seen
+        .iter()
+        .enumerate()
+        .filter(|(_, &c)| c != 1)
+        .take(5)
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "{shape:?} ranks={ranks} seed={seed:?}: items not seen exactly once: {bad:?}"
+    );
     let trees = match shape {
         Shape::Flat(_) => 1,
         _ => sim.total(),
     };
-    assert_eq!(sim.acks.load(Ordering::Relaxed), trees, "pinned items lost or duplicated");
+    assert_eq!(
+        sim.acks.load(Ordering::Relaxed),
+        trees,
+        "pinned items lost or duplicated"
+    );
 }
 
 #[test]
 fn random_schedules_wide_tree() {
     for seed in 0..40u64 {
         let ranks = 1 + (seed as usize % 5);
-        simulate(Shape::Wide { fanout: 4, depth: 4 }, ranks, Some(seed), 1 + (seed as usize % 3));
+        simulate(
+            Shape::Wide {
+                fanout: 4,
+                depth: 4,
+            },
+            ranks,
+            Some(seed),
+            1 + (seed as usize % 3),
+        );
     }
 }
 
@@ -188,6 +229,22 @@ fn one_directory_of_200000() {
 
 #[test]
 fn wide_shallow() {
-    simulate(Shape::Wide { fanout: 2000, depth: 1 }, 3, None, 4);
-    simulate(Shape::Wide { fanout: 8, depth: 5 }, 4, Some(99), 3);
+    simulate(
+        Shape::Wide {
+            fanout: 2000,
+            depth: 1,
+        },
+        3,
+        None,
+        4,
+    );
+    simulate(
+        Shape::Wide {
+            fanout: 8,
+            depth: 5,
+        },
+        4,
+        Some(99),
+        3,
+    );
 }

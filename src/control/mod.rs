@@ -3,6 +3,8 @@
 
 use std::sync::{Arc, Mutex};
 
+pub mod client;
+
 use serde::{Deserialize, Serialize};
 
 use crate::stats::Snapshot;

@@ -26,7 +26,10 @@ pub struct LocalTransport {
 /// Make `n` connected ranks. `seed`: randomise delivery order and delays.
 pub fn network(n: usize, seed: Option<u64>) -> Vec<LocalTransport> {
     let (txs, rxs): (Vec<_>, Vec<_>) = (0..n).map(|_| unbounded()).unzip();
-    let shared = Arc::new(Shared { barrier: Barrier::new(n), reduce: Mutex::new(vec![Vec::new(); n]) });
+    let shared = Arc::new(Shared {
+        barrier: Barrier::new(n),
+        reduce: Mutex::new(vec![Vec::new(); n]),
+    });
     rxs.into_iter()
         .enumerate()
         .map(|(rank, inbox)| LocalTransport {
@@ -35,7 +38,9 @@ pub fn network(n: usize, seed: Option<u64>) -> Vec<LocalTransport> {
             inbox,
             pending: Vec::new(),
             shared: shared.clone(),
-            chaos: seed.map(|s| SmallRng::seed_from_u64(s.wrapping_mul(1000003).wrapping_add(rank as u64))),
+            chaos: seed.map(|s| {
+                SmallRng::seed_from_u64(s.wrapping_mul(1000003).wrapping_add(rank as u64))
+            }),
         })
         .collect()
 }

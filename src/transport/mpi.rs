@@ -34,7 +34,11 @@ impl MpiTransport {
     pub fn init() -> Option<MpiTransport> {
         let (universe, _threading) = mpi::initialize_with_threading(mpi::Threading::Funneled)?;
         let world = universe.world();
-        Some(MpiTransport { _universe: universe, world, pending: VecDeque::new() })
+        Some(MpiTransport {
+            _universe: universe,
+            world,
+            pending: VecDeque::new(),
+        })
     }
 
     fn reap(&mut self) {
@@ -92,12 +96,14 @@ impl Transport for MpiTransport {
     }
     fn all_reduce_sum(&mut self, v: &[u64]) -> Vec<u64> {
         let mut out = vec![0u64; v.len()];
-        self.world.all_reduce_into(v, &mut out[..], mpi::collective::SystemOperation::sum());
+        self.world
+            .all_reduce_into(v, &mut out[..], mpi::collective::SystemOperation::sum());
         out
     }
     fn all_reduce_max(&mut self, v: &[u64]) -> Vec<u64> {
         let mut out = vec![0u64; v.len()];
-        self.world.all_reduce_into(v, &mut out[..], mpi::collective::SystemOperation::max());
+        self.world
+            .all_reduce_into(v, &mut out[..], mpi::collective::SystemOperation::max());
         out
     }
 }
@@ -109,7 +115,11 @@ impl Drop for MpiTransport {
         while !self.pending.is_empty() {
             self.reap();
             if !self.pending.is_empty() {
-                let _ = self.world.any_process().immediate_matched_probe().map(|p| p.matched_receive_vec::<u8>());
+                let _ = self
+                    .world
+                    .any_process()
+                    .immediate_matched_probe()
+                    .map(|p| p.matched_receive_vec::<u8>());
                 std::thread::sleep(std::time::Duration::from_micros(200));
             }
         }

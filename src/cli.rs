@@ -1,0 +1,122 @@
+//! Command line. Every option overrides the config file.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PassKind {
+    Copy,
+    Delete,
+    Dirtime,
+}
+
+impl PassKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            PassKind::Copy => "copy",
+            PassKind::Delete => "delete",
+            PassKind::Dirtime => "dirtime",
+        }
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "lmpi",
+    version,
+    about = "Clone a very large (Lustre) filesystem with one MPI job",
+    long_about = "Clone a very large (Lustre) filesystem with one MPI job.\n\n\
+        Run one pass per job: `copy` (walk the source, create what is missing or different), \
+        `delete` (remove what users deleted on the source) and `dirtime` (set directory times last). \
+        Start it with mpirun/srun for N ranks, or alone for one rank.",
+    after_help = "Exit status: 0 done; 1 finished with errors (see the error log); 2 bad usage, config or \
+        roots (nothing touched); 3 delete refused for safety; 4 stopped (signal or `lmpi ctl stop`) before \
+        finishing; 5 --max-delete reached.",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Option<Sub>,
+    #[command(flatten)]
+    pub pass: PassArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Sub {
+    /// Talk to a running job over RabbitMQ (stop, status, pool-grow, ...).
+    Ctl(crate::control::client::CtlArgs),
+    /// Stats tools.
+    Stats {
+        #[command(subcommand)]
+        cmd: StatsCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StatsCmd {
+    /// Read and clear the memcached counters and send them to Graphite.
+    Graphite(crate::statsd::GraphiteArgs),
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct PassArgs {
+    /// The pass to run.
+    #[arg(long, value_enum, required = true)]
+    pub pass: Option<PassKind>,
+    /// Config file (TOML); default: $LMPI_CONFIG if set, else built-in defaults.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Source tree root (overrides `source_mount`).
+    #[arg(long, value_name = "DIR")]
+    pub source: Option<PathBuf>,
+    /// Target tree root (overrides `target_mount`).
+    #[arg(long, value_name = "DIR")]
+    pub target: Option<PathBuf>,
+    /// Show what would change; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// I/O threads per rank (`threads_per_rank`).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Seconds between progress lines (`report_interval`).
+    #[arg(long, value_name = "SECS")]
+    pub report_interval: Option<u64>,
+    /// Skip files whose atime is older than now minus SECS (`oldest_date`; 0 = off).
+    #[arg(long, value_name = "SECS")]
+    pub oldest_date: Option<u64>,
+    /// Skip files whose mtime is newer than now minus SECS (`newest_date`; 0 = off).
+    #[arg(long, value_name = "SECS")]
+    pub newest_date: Option<u64>,
+    /// Skip this path prefix (relative to the source root, or absolute under it); repeatable.
+    #[arg(long, value_name = "PREFIX")]
+    pub exclude: Vec<PathBuf>,
+    /// Entries per work item when a directory is split (`batch_size`).
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
+    /// Files of at least this many bytes are copied in chunks by several ranks.
+    #[arg(long, value_name = "BYTES")]
+    pub chunk_threshold: Option<u64>,
+    /// Chunk size in bytes (multiple of 4096).
+    #[arg(long, value_name = "BYTES")]
+    pub chunk_size: Option<u64>,
+    /// delete: stop after removing N entries and exit with status 5.
+    #[arg(long, value_name = "N")]
+    pub max_delete: Option<u64>,
+    /// delete: run even if the source root is empty while the target is not.
+    #[arg(long)]
+    pub allow_empty_source: bool,
+    /// Wait for `lmpi ctl start` (or the old cmover start message) before starting.
+    #[arg(long)]
+    pub wait_for_start: bool,
+    /// Write the final summary as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Error log file (default: <log_dir>/lmpi-<pass>-<job>.errors).
+    #[arg(long, value_name = "FILE")]
+    pub error_log: Option<PathBuf>,
+    /// Print no progress lines, only errors and the summary.
+    #[arg(long, short)]
+    pub quiet: bool,
+}

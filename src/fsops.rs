@@ -1,0 +1,923 @@
+//! Every file-system syscall lmpi makes. Calls take a directory fd and a name
+//! (bytes), so depth is unlimited and no path is ever re-resolved from `/`.
+//! Errors are `OsError { op, errno }`; callers add the path with `.at(path)`.
+
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// A failed syscall, before the caller names the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{op}: {}", strerror(*.errno))]
+pub struct OsError {
+    pub op: &'static str,
+    pub errno: i32,
+}
+
+/// A failed operation on a named path: what the error log prints.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {op}: {} (errno {errno})", show(path), strerror(*errno))]
+pub struct FsError {
+    pub path: Vec<u8>,
+    pub op: &'static str,
+    pub errno: i32,
+}
+
+impl OsError {
+    pub fn at(self, path: &[u8]) -> FsError {
+        FsError {
+            path: path.to_vec(),
+            op: self.op,
+            errno: self.errno,
+        }
+    }
+    pub fn is_not_found(&self) -> bool {
+        self.errno == libc::ENOENT
+    }
+}
+
+pub type Res<T> = Result<T, OsError>;
+
+pub fn strerror(errno: i32) -> String {
+    std::io::Error::from_raw_os_error(errno)
+        .to_string()
+        .split(" (os error")
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+fn last(op: &'static str) -> OsError {
+    OsError {
+        op,
+        errno: std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO),
+    }
+}
+
+fn check(op: &'static str, rc: libc::c_int) -> Res<libc::c_int> {
+    if rc < 0 {
+        Err(last(op))
+    } else {
+        Ok(rc)
+    }
+}
+
+fn cstr(op: &'static str, name: &[u8]) -> Res<CString> {
+    CString::new(name).map_err(|_| OsError {
+        op,
+        errno: libc::EINVAL,
+    })
+}
+
+/// A path for humans: one line, any byte shown (non-UTF-8 and control bytes as \xNN).
+pub fn show(path: &[u8]) -> String {
+    let mut out = String::with_capacity(path.len());
+    for chunk in path.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c.is_control() || c == '\\' {
+                if c == '\\' {
+                    out.push_str("\\\\");
+                } else {
+                    for b in c.to_string().bytes() {
+                        out.push_str(&format!("\\x{b:02x}"));
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// Join a relative path and a name with '/', as bytes.
+pub fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(dir.len() + name.len() + 1);
+    if !dir.is_empty() {
+        p.extend_from_slice(dir);
+        p.push(b'/');
+    }
+    p.extend_from_slice(name);
+    p
+}
+
+pub fn parent_and_name(rel: &[u8]) -> (&[u8], &[u8]) {
+    match rel.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&rel[..i], &rel[i + 1..]),
+        None => (&[], rel),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Fifo,
+    Socket,
+    Char,
+    Block,
+}
+
+impl Kind {
+    fn from_mode(mode: u32) -> Kind {
+        match mode & libc::S_IFMT {
+            libc::S_IFDIR => Kind::Dir,
+            libc::S_IFLNK => Kind::Symlink,
+            libc::S_IFIFO => Kind::Fifo,
+            libc::S_IFSOCK => Kind::Socket,
+            libc::S_IFCHR => Kind::Char,
+            libc::S_IFBLK => Kind::Block,
+            _ => Kind::File,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Time {
+    pub sec: i64,
+    pub nsec: u32,
+}
+
+impl Time {
+    fn ts(self) -> libc::timespec {
+        libc::timespec {
+            tv_sec: self.sec as libc::time_t,
+            tv_nsec: self.nsec as libc::c_long,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    pub kind: Kind,
+    /// Permission bits including setuid/setgid/sticky (07777).
+    pub perm: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub blocks: u64,
+    pub nlink: u32,
+    pub dev: u64,
+    pub ino: u64,
+    pub rdev: u64,
+    pub atime: Time,
+    pub mtime: Time,
+}
+
+impl Stat {
+    /// Might the file have holes? Cheap test that saves two lseeks on dense files.
+    pub fn maybe_sparse(&self) -> bool {
+        self.blocks.saturating_mul(512) < self.size
+    }
+}
+
+fn from_statx(s: &libc::statx) -> Stat {
+    let mode = s.stx_mode as u32;
+    Stat {
+        kind: Kind::from_mode(mode),
+        perm: mode & 0o7777,
+        uid: s.stx_uid,
+        gid: s.stx_gid,
+        size: s.stx_size,
+        blocks: s.stx_blocks,
+        nlink: s.stx_nlink,
+        dev: libc::makedev(s.stx_dev_major, s.stx_dev_minor),
+        ino: s.stx_ino,
+        rdev: libc::makedev(s.stx_rdev_major, s.stx_rdev_minor),
+        atime: Time {
+            sec: s.stx_atime.tv_sec,
+            nsec: s.stx_atime.tv_nsec,
+        },
+        mtime: Time {
+            sec: s.stx_mtime.tv_sec,
+            nsec: s.stx_mtime.tv_nsec,
+        },
+    }
+}
+
+fn statx_raw(dirfd: RawFd, name: &CStr, flags: libc::c_int) -> Res<Stat> {
+    let mut sx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: valid C string and out-pointer.
+    let rc = unsafe {
+        libc::statx(
+            dirfd,
+            name.as_ptr(),
+            flags,
+            libc::STATX_BASIC_STATS,
+            &mut sx,
+        )
+    };
+    check("statx", rc)?;
+    Ok(from_statx(&sx))
+}
+
+/// lstat of `name` in `dir`.
+pub fn stat_at(dir: BorrowedFd, name: &[u8]) -> Res<Stat> {
+    statx_raw(
+        dir.as_raw_fd(),
+        &cstr("statx", name)?,
+        libc::AT_SYMLINK_NOFOLLOW,
+    )
+}
+
+pub fn fstat(fd: BorrowedFd) -> Res<Stat> {
+    statx_raw(fd.as_raw_fd(), c"", libc::AT_EMPTY_PATH)
+}
+
+fn open_raw(dirfd: RawFd, name: &CStr, flags: libc::c_int, mode: libc::mode_t) -> Res<OwnedFd> {
+    let flags = flags | libc::O_CLOEXEC;
+    // SAFETY: valid C string; the fd returned is owned by us.
+    let mut fd = unsafe { libc::openat(dirfd, name.as_ptr(), flags, mode as libc::c_uint) };
+    if fd < 0
+        && flags & libc::O_NOATIME != 0
+        && std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    {
+        // O_NOATIME needs ownership or CAP_FOWNER; without it, reading updates atime.
+        fd = unsafe {
+            libc::openat(
+                dirfd,
+                name.as_ptr(),
+                flags & !libc::O_NOATIME,
+                mode as libc::c_uint,
+            )
+        };
+    }
+    if fd < 0 {
+        return Err(last("open"));
+    }
+    // SAFETY: fd is a fresh, valid descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Open a tree root given on the command line.
+pub fn open_root(path: &Path) -> Res<OwnedFd> {
+    let c = cstr("open", path.as_os_str().as_bytes())?;
+    open_raw(
+        libc::AT_FDCWD,
+        &c,
+        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOATIME,
+        0,
+    )
+}
+
+pub fn open_dir_at(dir: BorrowedFd, name: &[u8]) -> Res<OwnedFd> {
+    let c = cstr("open", name)?;
+    open_raw(
+        dir.as_raw_fd(),
+        &c,
+        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_NOATIME,
+        0,
+    )
+}
+
+/// Open directory `rel` below `root`. Paths longer than PATH_MAX are opened in
+/// pieces, so any depth works; the last component never follows a symlink.
+pub fn open_dir_beneath(root: BorrowedFd, rel: &[u8]) -> Res<OwnedFd> {
+    if rel.is_empty() {
+        return open_dir_at(root, b".");
+    }
+    const STEP: usize = 3000;
+    if rel.len() <= STEP {
+        return open_dir_at(root, rel);
+    }
+    let mut cur: Option<OwnedFd> = None;
+    let mut rest = rel;
+    while !rest.is_empty() {
+        let cut = if rest.len() <= STEP {
+            rest.len()
+        } else {
+            rest[..STEP]
+                .iter()
+                .rposition(|&b| b == b'/')
+                .ok_or(OsError {
+                    op: "open",
+                    errno: libc::ENAMETOOLONG,
+                })?
+        };
+        let piece = &rest[..cut];
+        let base = cur.as_ref().map(|f| f.as_fd_b()).unwrap_or(root);
+        let next = open_dir_at(base, piece)?;
+        cur = Some(next);
+        rest = rest.get(cut + 1..).unwrap_or(&[]);
+    }
+    cur.ok_or(OsError {
+        op: "open",
+        errno: libc::EINVAL,
+    })
+}
+
+trait AsFdB {
+    fn as_fd_b(&self) -> BorrowedFd<'_>;
+}
+impl AsFdB for OwnedFd {
+    fn as_fd_b(&self) -> BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.as_fd()
+    }
+}
+
+pub fn open_read_at(dir: BorrowedFd, name: &[u8]) -> Res<OwnedFd> {
+    let c = cstr("open", name)?;
+    open_raw(
+        dir.as_raw_fd(),
+        &c,
+        libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NOATIME,
+        0,
+    )
+}
+
+/// Create a new file; fails if `name` exists (never truncates something else).
+pub fn create_at(dir: BorrowedFd, name: &[u8], perm: u32) -> Res<OwnedFd> {
+    let c = cstr("create", name)?;
+    open_raw(
+        dir.as_raw_fd(),
+        &c,
+        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+        perm,
+    )
+    .map_err(|e| OsError { op: "create", ..e })
+}
+
+pub fn open_write_at(dir: BorrowedFd, name: &[u8]) -> Res<OwnedFd> {
+    let c = cstr("open", name)?;
+    open_raw(dir.as_raw_fd(), &c, libc::O_WRONLY | libc::O_NOFOLLOW, 0)
+}
+
+pub fn mkdir_at(dir: BorrowedFd, name: &[u8], perm: u32) -> Res<()> {
+    let c = cstr("mkdir", name)?;
+    check("mkdir", unsafe {
+        libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), perm)
+    })
+    .map(drop)
+}
+
+pub fn unlink_at(dir: BorrowedFd, name: &[u8]) -> Res<()> {
+    let c = cstr("unlink", name)?;
+    check("unlink", unsafe {
+        libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), 0)
+    })
+    .map(drop)
+}
+
+pub fn rmdir_at(dir: BorrowedFd, name: &[u8]) -> Res<()> {
+    let c = cstr("rmdir", name)?;
+    check("rmdir", unsafe {
+        libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), libc::AT_REMOVEDIR)
+    })
+    .map(drop)
+}
+
+pub fn rename_at(dir: BorrowedFd, from: &[u8], to: &[u8]) -> Res<()> {
+    let (a, b) = (cstr("rename", from)?, cstr("rename", to)?);
+    check("rename", unsafe {
+        libc::renameat(dir.as_raw_fd(), a.as_ptr(), dir.as_raw_fd(), b.as_ptr())
+    })
+    .map(drop)
+}
+
+pub fn link_at(from_dir: BorrowedFd, from: &[u8], to_dir: BorrowedFd, to: &[u8]) -> Res<()> {
+    let (a, b) = (cstr("link", from)?, cstr("link", to)?);
+    check("link", unsafe {
+        libc::linkat(
+            from_dir.as_raw_fd(),
+            a.as_ptr(),
+            to_dir.as_raw_fd(),
+            b.as_ptr(),
+            0,
+        )
+    })
+    .map(drop)
+}
+
+pub fn readlink_at(dir: BorrowedFd, name: &[u8]) -> Res<Vec<u8>> {
+    let c = cstr("readlink", name)?;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let n = unsafe {
+            libc::readlinkat(
+                dir.as_raw_fd(),
+                c.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if n < 0 {
+            return Err(last("readlink"));
+        }
+        if (n as usize) < buf.len() {
+            buf.truncate(n as usize);
+            return Ok(buf);
+        }
+        buf.resize(buf.len() * 2, 0);
+    }
+}
+
+pub fn symlink_at(target: &[u8], dir: BorrowedFd, name: &[u8]) -> Res<()> {
+    let (t, c) = (cstr("symlink", target)?, cstr("symlink", name)?);
+    check("symlink", unsafe {
+        libc::symlinkat(t.as_ptr(), dir.as_raw_fd(), c.as_ptr())
+    })
+    .map(drop)
+}
+
+pub fn mknod_at(dir: BorrowedFd, name: &[u8], st: &Stat) -> Res<()> {
+    let c = cstr("mknod", name)?;
+    let fmt = match st.kind {
+        Kind::Fifo => libc::S_IFIFO,
+        Kind::Socket => libc::S_IFSOCK,
+        Kind::Char => libc::S_IFCHR,
+        Kind::Block => libc::S_IFBLK,
+        _ => {
+            return Err(OsError {
+                op: "mknod",
+                errno: libc::EINVAL,
+            })
+        }
+    };
+    check("mknod", unsafe {
+        libc::mknodat(dir.as_raw_fd(), c.as_ptr(), fmt | st.perm, st.rdev)
+    })
+    .map(drop)
+}
+
+/// chown without following symlinks.
+pub fn chown_at(dir: BorrowedFd, name: &[u8], uid: u32, gid: u32) -> Res<()> {
+    let c = cstr("chown", name)?;
+    check("chown", unsafe {
+        libc::fchownat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            uid,
+            gid,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+    .map(drop)
+}
+
+pub fn chmod_at(dir: BorrowedFd, name: &[u8], perm: u32) -> Res<()> {
+    let c = cstr("chmod", name)?;
+    check("chmod", unsafe {
+        libc::fchmodat(dir.as_raw_fd(), c.as_ptr(), perm, 0)
+    })
+    .map(drop)
+}
+
+pub fn fchown(fd: BorrowedFd, uid: u32, gid: u32) -> Res<()> {
+    check("chown", unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) }).map(drop)
+}
+
+pub fn fchmod(fd: BorrowedFd, perm: u32) -> Res<()> {
+    check("chmod", unsafe { libc::fchmod(fd.as_raw_fd(), perm) }).map(drop)
+}
+
+pub fn futimes(fd: BorrowedFd, atime: Time, mtime: Time) -> Res<()> {
+    let ts = [atime.ts(), mtime.ts()];
+    check("utimens", unsafe {
+        libc::futimens(fd.as_raw_fd(), ts.as_ptr())
+    })
+    .map(drop)
+}
+
+/// Set times without following symlinks.
+pub fn utimes_at(dir: BorrowedFd, name: &[u8], atime: Time, mtime: Time) -> Res<()> {
+    let c = cstr("utimens", name)?;
+    let ts = [atime.ts(), mtime.ts()];
+    check("utimens", unsafe {
+        libc::utimensat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            ts.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+    .map(drop)
+}
+
+pub fn ftruncate(fd: BorrowedFd, size: u64) -> Res<()> {
+    check("truncate", unsafe {
+        libc::ftruncate(fd.as_raw_fd(), size as libc::off_t)
+    })
+    .map(drop)
+}
+
+/// Tell the kernel we read once, front to back (as the old tool did).
+pub fn advise_sequential(fd: BorrowedFd) {
+    unsafe { libc::posix_fadvise(fd.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
+}
+
+/// Drop the copied range from the page cache: a migration reads everything once.
+pub fn advise_dontneed(fd: BorrowedFd, off: u64, len: u64) {
+    unsafe {
+        libc::posix_fadvise(
+            fd.as_raw_fd(),
+            off as libc::off_t,
+            len as libc::off_t,
+            libc::POSIX_FADV_DONTNEED,
+        )
+    };
+}
+
+/// Data segments of [off, end): holes are skipped so they stay holes.
+pub fn data_segments(
+    fd: BorrowedFd,
+    off: u64,
+    end: u64,
+    maybe_sparse: bool,
+) -> Res<Vec<(u64, u64)>> {
+    if !maybe_sparse {
+        return Ok(vec![(off, end)]);
+    }
+    let mut segs = Vec::new();
+    let mut pos = off;
+    while pos < end {
+        let d = unsafe { libc::lseek(fd.as_raw_fd(), pos as libc::off_t, libc::SEEK_DATA) };
+        if d < 0 {
+            let e = last("seek_data");
+            if e.errno == libc::ENXIO {
+                break; // only a hole remains
+            }
+            if e.errno == libc::EINVAL {
+                return Ok(vec![(off, end)]); // no SEEK_DATA support: copy it all
+            }
+            return Err(e);
+        }
+        let d = d as u64;
+        if d >= end {
+            break;
+        }
+        let h = unsafe { libc::lseek(fd.as_raw_fd(), d as libc::off_t, libc::SEEK_HOLE) };
+        if h < 0 {
+            return Err(last("seek_hole"));
+        }
+        let h = (h as u64).min(end);
+        segs.push((d, h));
+        pos = h;
+    }
+    Ok(segs)
+}
+
+/// Copy bytes [off, off+len) from `src` to the same offsets in `dst`.
+/// copy_file_range first (server-side on many filesystems); a plain
+/// pread/pwrite loop where the kernel or filesystem cannot.
+pub fn copy_range(
+    src: BorrowedFd,
+    dst: BorrowedFd,
+    off: u64,
+    len: u64,
+    buf: &mut Vec<u8>,
+) -> Res<u64> {
+    let mut done = 0u64;
+    let mut use_cfr = true;
+    while done < len {
+        let want = (len - done).min(1 << 30) as usize;
+        if use_cfr {
+            let mut so = (off + done) as libc::loff_t;
+            let mut doff = so;
+            let n = unsafe {
+                libc::copy_file_range(
+                    src.as_raw_fd(),
+                    &mut so,
+                    dst.as_raw_fd(),
+                    &mut doff,
+                    want,
+                    0,
+                )
+            };
+            if n > 0 {
+                done += n as u64;
+                continue;
+            }
+            if n == 0 {
+                break; // source shrank under us; the caller's re-stat notices
+            }
+            let e = last("copy_file_range");
+            match e.errno {
+                libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL | libc::EBADF => {
+                    use_cfr = false
+                }
+                libc::EINTR => continue,
+                _ => return Err(e),
+            }
+        }
+        if buf.is_empty() {
+            buf.resize(4 << 20, 0);
+        }
+        let chunk = want.min(buf.len());
+        let n = unsafe {
+            libc::pread(
+                src.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                chunk,
+                (off + done) as libc::off_t,
+            )
+        };
+        if n < 0 {
+            let e = last("read");
+            if e.errno == libc::EINTR {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            break;
+        }
+        let mut w = 0usize;
+        while w < n as usize {
+            let m = unsafe {
+                libc::pwrite(
+                    dst.as_raw_fd(),
+                    buf[w..].as_ptr().cast(),
+                    n as usize - w,
+                    (off + done) as libc::off_t + w as libc::off_t,
+                )
+            };
+            if m < 0 {
+                let e = last("write");
+                if e.errno == libc::EINTR {
+                    continue;
+                }
+                return Err(e);
+            }
+            w += m as usize;
+        }
+        done += n as u64;
+    }
+    Ok(done)
+}
+
+/// Names of a file's extended attributes (`fd`), or of `name` in `dir` without
+/// following a symlink when `fd` is None.
+pub fn list_xattrs(fd: Option<BorrowedFd>, dir: BorrowedFd, name: &[u8]) -> Res<Vec<Vec<u8>>> {
+    let mut buf = vec![0u8; 1024];
+    loop {
+        let n = match fd {
+            Some(fd) => unsafe {
+                libc::flistxattr(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len())
+            },
+            None => {
+                let p = proc_path(dir, name)?;
+                unsafe { libc::llistxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) }
+            }
+        };
+        if n < 0 {
+            let e = last("listxattr");
+            match e.errno {
+                libc::ERANGE => {
+                    buf.resize(buf.len() * 4, 0);
+                    continue;
+                }
+                libc::ENOTSUP => return Ok(Vec::new()),
+                _ => return Err(e),
+            }
+        }
+        buf.truncate(n as usize);
+        return Ok(buf
+            .split(|&b| b == 0)
+            .filter(|s| !s.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect());
+    }
+}
+
+/// `/proc/self/fd/N/name`: a short path to anything below an open directory.
+pub fn proc_path(dir: BorrowedFd, name: &[u8]) -> Res<CString> {
+    let mut p = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+    p.extend_from_slice(name);
+    cstr("path", &p)
+}
+
+pub fn get_xattr(fd: Option<BorrowedFd>, dir: BorrowedFd, name: &[u8], key: &[u8]) -> Res<Vec<u8>> {
+    let k = cstr("getxattr", key)?;
+    let p = if fd.is_none() {
+        Some(proc_path(dir, name)?)
+    } else {
+        None
+    };
+    let mut buf = vec![0u8; 256];
+    loop {
+        let n = match (fd, &p) {
+            (Some(fd), _) => unsafe {
+                libc::fgetxattr(
+                    fd.as_raw_fd(),
+                    k.as_ptr(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                )
+            },
+            (None, Some(p)) => unsafe {
+                libc::lgetxattr(p.as_ptr(), k.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+            },
+            (None, None) => -1,
+        };
+        if n < 0 {
+            let e = last("getxattr");
+            if e.errno == libc::ERANGE && buf.len() < (1 << 20) {
+                buf.resize(buf.len() * 8, 0);
+                continue;
+            }
+            return Err(e);
+        }
+        buf.truncate(n as usize);
+        return Ok(buf);
+    }
+}
+
+pub fn set_xattr(
+    fd: Option<BorrowedFd>,
+    dir: BorrowedFd,
+    name: &[u8],
+    key: &[u8],
+    value: &[u8],
+) -> Res<()> {
+    let k = cstr("setxattr", key)?;
+    let rc = match fd {
+        Some(fd) => unsafe {
+            libc::fsetxattr(
+                fd.as_raw_fd(),
+                k.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
+        },
+        None => {
+            let p = proc_path(dir, name)?;
+            unsafe {
+                libc::lsetxattr(
+                    p.as_ptr(),
+                    k.as_ptr(),
+                    value.as_ptr().cast(),
+                    value.len(),
+                    0,
+                )
+            }
+        }
+    };
+    check("setxattr", rc).map(drop)
+}
+
+pub fn remove_xattr(fd: BorrowedFd, key: &[u8]) -> Res<()> {
+    let k = cstr("removexattr", key)?;
+    check("removexattr", unsafe {
+        libc::fremovexattr(fd.as_raw_fd(), k.as_ptr())
+    })
+    .map(drop)
+}
+
+/// One directory entry: name and the type readdir reported (None: unknown).
+pub struct Entry {
+    pub name: Vec<u8>,
+    pub kind: Option<Kind>,
+}
+
+/// Streams a directory with getdents64 into a reusable buffer: no allocation
+/// per entry beyond the name, and no `DIR*` to manage.
+pub struct DirReader {
+    fd: OwnedFd,
+    buf: Vec<u8>,
+    pos: usize,
+    len: usize,
+    done: bool,
+}
+
+impl DirReader {
+    pub fn new(fd: OwnedFd) -> DirReader {
+        DirReader {
+            fd,
+            buf: vec![0u8; 64 * 1024],
+            pos: 0,
+            len: 0,
+            done: false,
+        }
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd_b()
+    }
+
+    pub fn next_entry(&mut self) -> Option<Res<Entry>> {
+        loop {
+            if self.pos >= self.len {
+                if self.done {
+                    return None;
+                }
+                let n = unsafe {
+                    libc::syscall(
+                        libc::SYS_getdents64,
+                        self.fd.as_raw_fd(),
+                        self.buf.as_mut_ptr(),
+                        self.buf.len(),
+                    )
+                };
+                if n < 0 {
+                    self.done = true;
+                    return Some(Err(last("readdir")));
+                }
+                if n == 0 {
+                    self.done = true;
+                    return None;
+                }
+                self.pos = 0;
+                self.len = n as usize;
+            }
+            // struct linux_dirent64 { u64 ino; i64 off; u16 reclen; u8 type; char name[]; }
+            let rec = &self.buf[self.pos..self.len];
+            if rec.len() < 19 {
+                self.done = true;
+                return Some(Err(OsError {
+                    op: "readdir",
+                    errno: libc::EIO,
+                }));
+            }
+            let reclen = u16::from_ne_bytes([rec[16], rec[17]]) as usize;
+            if reclen < 19 || reclen > rec.len() {
+                self.done = true;
+                return Some(Err(OsError {
+                    op: "readdir",
+                    errno: libc::EIO,
+                }));
+            }
+            let dtype = rec[18];
+            let raw = &rec[19..reclen];
+            let name = &raw[..raw.iter().position(|&b| b == 0).unwrap_or(raw.len())];
+            self.pos += reclen;
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let kind = match dtype {
+                libc::DT_DIR => Some(Kind::Dir),
+                libc::DT_REG => Some(Kind::File),
+                libc::DT_LNK => Some(Kind::Symlink),
+                libc::DT_FIFO => Some(Kind::Fifo),
+                libc::DT_SOCK => Some(Kind::Socket),
+                libc::DT_CHR => Some(Kind::Char),
+                libc::DT_BLK => Some(Kind::Block),
+                _ => None,
+            };
+            return Some(Ok(Entry {
+                name: name.to_vec(),
+                kind,
+            }));
+        }
+    }
+}
+
+/// Remove `name` in `dir` and everything below it (used when a target directory
+/// must become a file; the delete pass removes big trees in parallel instead).
+pub fn remove_tree_at(dir: BorrowedFd, name: &[u8]) -> Res<u64> {
+    let st = stat_at(dir, name)?;
+    if st.kind != Kind::Dir {
+        unlink_at(dir, name)?;
+        return Ok(1);
+    }
+    let sub = open_dir_at(dir, name)?;
+    let mut rd = DirReader::new(sub);
+    let mut n = 0;
+    let mut names = Vec::new();
+    while let Some(e) = rd.next_entry() {
+        names.push(e?.name);
+    }
+    for child in names {
+        n += remove_tree_at(rd.fd(), &child)?;
+    }
+    rmdir_at(dir, name)?;
+    Ok(n + 1)
+}
+
+pub fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Files we create must carry exactly the source's mode bits.
+pub fn clear_umask() {
+    unsafe { libc::umask(0) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn show_escapes_everything_odd() {
+        assert_eq!(show(b"a b/c"), "a b/c");
+        assert_eq!(show(b"x\ny"), "x\\x0ay");
+        assert_eq!(show(b"\xff\xfe"), "\\xff\\xfe");
+        assert_eq!(show("é".as_bytes()), "é");
+    }
+
+    #[test]
+    fn join_and_split() {
+        assert_eq!(join(b"", b"a"), b"a");
+        assert_eq!(join(b"a/b", b"c"), b"a/b/c");
+        assert_eq!(parent_and_name(b"a/b/c"), (&b"a/b"[..], &b"c"[..]));
+        assert_eq!(parent_and_name(b"c"), (&b""[..], &b"c"[..]));
+    }
+}

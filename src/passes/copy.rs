@@ -1,0 +1,1034 @@
+//! Copy pass: make the target hold everything the source holds.
+//!
+//! Phase 1 walks the source. Directories are created by the item that lists
+//! their parent; files are compared (type, size, mtime ns, mode, owner) and
+//! copied when they differ. A file is written under a temporary name when it
+//! replaces something, so a crash keeps the old version; a new file is written
+//! in place and gets its times last, so a partial file never matches the
+//! source. Files with several links go to an owner rank chosen by inode, and
+//! phase 2 copies each group once and links the rest. Big files are split
+//! into chunks that any rank may copy; the owner finishes the file when the
+//! last chunk reports back.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use super::{get_names, put_names, Ctx};
+use crate::engine::{Emitter, Processor};
+use crate::errlog::Side;
+use crate::fsops::{self, Kind, OsError, Stat};
+use crate::wire::{Malformed, Reader, Wire, Writer};
+
+#[derive(Debug)]
+pub enum Item {
+    Dir {
+        rel: Vec<u8>,
+    },
+    Batch {
+        dir: Vec<u8>,
+        names: Vec<Vec<u8>>,
+    },
+    Chunk {
+        dir: Vec<u8>,
+        name: Vec<u8>,
+        tmp: Vec<u8>,
+        id: u64,
+        off: u64,
+        len: u64,
+    },
+    ChunkDone {
+        id: u64,
+        ok: bool,
+    },
+    LinkRef {
+        dev: u64,
+        ino: u64,
+        rel: Vec<u8>,
+    },
+    LinkGroup {
+        paths: Vec<Vec<u8>>,
+    },
+}
+
+impl Wire for Item {
+    fn encode(&self, w: &mut Writer) {
+        match self {
+            Item::Dir { rel } => {
+                w.u8(0).bytes(rel);
+            }
+            Item::Batch { dir, names } => {
+                w.u8(1).bytes(dir);
+                put_names(w, names);
+            }
+            Item::Chunk {
+                dir,
+                name,
+                tmp,
+                id,
+                off,
+                len,
+            } => {
+                w.u8(2)
+                    .bytes(dir)
+                    .bytes(name)
+                    .bytes(tmp)
+                    .u64(*id)
+                    .u64(*off)
+                    .u64(*len);
+            }
+            Item::ChunkDone { id, ok } => {
+                w.u8(3).u64(*id).u8(*ok as u8);
+            }
+            Item::LinkRef { dev, ino, rel } => {
+                w.u8(4).u64(*dev).u64(*ino).bytes(rel);
+            }
+            Item::LinkGroup { paths } => {
+                w.u8(5);
+                put_names(w, paths);
+            }
+        }
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, Malformed> {
+        Ok(match r.u8()? {
+            0 => Item::Dir {
+                rel: r.bytes()?.to_vec(),
+            },
+            1 => Item::Batch {
+                dir: r.bytes()?.to_vec(),
+                names: get_names(r)?,
+            },
+            2 => Item::Chunk {
+                dir: r.bytes()?.to_vec(),
+                name: r.bytes()?.to_vec(),
+                tmp: r.bytes()?.to_vec(),
+                id: r.u64()?,
+                off: r.u64()?,
+                len: r.u64()?,
+            },
+            3 => Item::ChunkDone {
+                id: r.u64()?,
+                ok: r.u8()? != 0,
+            },
+            4 => Item::LinkRef {
+                dev: r.u64()?,
+                ino: r.u64()?,
+                rel: r.bytes()?.to_vec(),
+            },
+            5 => Item::LinkGroup {
+                paths: get_names(r)?,
+            },
+            _ => return Err(Malformed),
+        })
+    }
+}
+
+/// Why one entry was not done.
+enum Fail {
+    Os(Side, OsError),
+    /// The source changed while we copied it: the target must not look up to date.
+    Changed,
+}
+
+type Res<T> = Result<T, Fail>;
+
+fn on_src<T>(r: Result<T, OsError>) -> Res<T> {
+    r.map_err(|e| Fail::Os(Side::Source, e))
+}
+fn on_dst<T>(r: Result<T, OsError>) -> Res<T> {
+    r.map_err(|e| Fail::Os(Side::Target, e))
+}
+
+struct PendingFile {
+    dir: Vec<u8>,
+    name: Vec<u8>,
+    tmp: Vec<u8>,
+    st: Stat,
+    remaining: u64,
+    failed: bool,
+    started: Instant,
+}
+
+pub struct CopyOpts {
+    pub chunk_threshold: u64,
+    pub chunk_size: u64,
+}
+
+pub struct CopyPass {
+    pub ctx: Ctx,
+    opts: CopyOpts,
+    seq: AtomicU64,
+    pending: Mutex<HashMap<u64, PendingFile>>,
+    links: Mutex<HashMap<(u64, u64), Vec<Vec<u8>>>>,
+    euid: u32,
+    egid: u32,
+}
+
+thread_local! {
+    static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+fn same_data(s: &Stat, d: &Stat) -> bool {
+    s.kind == d.kind
+        && s.size == d.size
+        && s.mtime == d.mtime
+        && (!matches!(s.kind, Kind::Char | Kind::Block) || s.rdev == d.rdev)
+}
+
+fn same_meta(s: &Stat, d: &Stat) -> bool {
+    s.uid == d.uid && s.gid == d.gid && (s.kind == Kind::Symlink || s.perm == d.perm)
+}
+
+/// Extended attributes lmpi copies. `lustre.*` is the layout, handled by the Lustre layer.
+fn copy_key(key: &[u8], is_root: bool) -> bool {
+    !key.starts_with(b"lustre.")
+        && (is_root || key.starts_with(b"user.") || key.starts_with(b"system.posix_acl"))
+}
+
+impl CopyPass {
+    pub fn new(ctx: Ctx, opts: CopyOpts) -> CopyPass {
+        let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        CopyPass {
+            ctx,
+            opts,
+            seq: AtomicU64::new(0),
+            pending: Mutex::new(HashMap::new()),
+            links: Mutex::new(HashMap::new()),
+            euid,
+            egid,
+        }
+    }
+
+    fn temp_name(&self) -> Vec<u8> {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        format!(".lmpi-{}-{}-{n}.part", self.ctx.rank, std::process::id()).into_bytes()
+    }
+
+    fn report(&self, rel: &[u8], f: Fail) {
+        match f {
+            Fail::Os(side, e) => self.ctx.err(side, rel, e),
+            Fail::Changed => self.ctx.log.error_msg(
+                Side::Source,
+                rel,
+                "changed while being copied; target left out of date",
+            ),
+        }
+    }
+
+    /// Phase 2 seeds: this rank's hardlink groups.
+    pub fn take_link_groups(&self) -> Vec<Item> {
+        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        links
+            .drain()
+            .map(|(_, mut paths)| {
+                paths.sort();
+                paths.dedup();
+                Item::LinkGroup { paths }
+            })
+            .collect()
+    }
+
+    /// After a stop: files whose chunks never all arrived lose their temp file.
+    pub fn abandon_pending(&self) -> usize {
+        let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let n = p.len();
+        for (_, f) in p.drain() {
+            if let Ok(dd) = self.ctx.open_dst_dir(&f.dir) {
+                let _ = fsops::unlink_at(dd.as_fd(), &f.tmp);
+            }
+        }
+        n
+    }
+
+    fn dir(&self, rel: &[u8], out: &mut Emitter<'_, Item>) {
+        let c = &self.ctx;
+        let sd = match c.open_src_dir(rel) {
+            Ok(fd) => fd,
+            Err(e) => return c.err(Side::Source, rel, e),
+        };
+        let dd = match c.open_dst_dir(rel) {
+            Ok(fd) => fd,
+            // In a dry run a new directory's target does not exist: keep walking.
+            Err(e) if c.dry_run && e.is_not_found() => return self.list(rel, sd, None, out),
+            Err(e) => return c.err(Side::Target, rel, e),
+        };
+        c.bump(&c.counters.dirs, 1);
+        match (fsops::fstat(sd.as_fd()), fsops::fstat(dd.as_fd())) {
+            (Ok(s), Ok(d)) => {
+                if let Err(f) = self.sync_dir_meta(sd.as_fd(), dd.as_fd(), &s, &d, false) {
+                    self.report(rel, f);
+                }
+            }
+            (Err(e), _) => c.err(Side::Source, rel, e),
+            (_, Err(e)) => c.err(Side::Target, rel, e),
+        }
+        self.list(rel, sd, Some(dd), out);
+    }
+
+    /// Read a source directory: subdirectories are created on the target and
+    /// queued; everything else goes out in batches.
+    fn list(
+        &self,
+        rel: &[u8],
+        sd: std::os::fd::OwnedFd,
+        dd: Option<std::os::fd::OwnedFd>,
+        out: &mut Emitter<'_, Item>,
+    ) {
+        let c = &self.ctx;
+        let mut rd = fsops::DirReader::new(sd);
+        let mut batch: Vec<Vec<u8>> = Vec::new();
+        while let Some(e) = rd.next_entry() {
+            if out.stopping() {
+                return;
+            }
+            let e = match e {
+                Ok(e) => e,
+                Err(err) => {
+                    c.err(Side::Source, rel, err);
+                    break;
+                }
+            };
+            let child = fsops::join(rel, &e.name);
+            if c.filter.has_excludes() && c.filter.excluded(&child) {
+                c.bump(&c.counters.skipped, 1);
+                continue;
+            }
+            let kind = match e.kind {
+                Some(k) => k,
+                None => match fsops::stat_at(rd.fd(), &e.name) {
+                    Ok(st) => st.kind,
+                    Err(err) if err.is_not_found() => continue,
+                    Err(err) => {
+                        c.err(Side::Source, &child, err);
+                        continue;
+                    }
+                },
+            };
+            if kind == Kind::Dir {
+                if self.make_child_dir(rd.fd(), dd.as_ref().map(|d| d.as_fd()), &e.name, &child) {
+                    out.push(Item::Dir { rel: child });
+                }
+                continue;
+            }
+            batch.push(e.name);
+            if batch.len() >= c.batch {
+                out.push(Item::Batch {
+                    dir: rel.to_vec(),
+                    names: std::mem::take(&mut batch),
+                });
+            }
+        }
+        if !batch.is_empty() {
+            out.push(Item::Batch {
+                dir: rel.to_vec(),
+                names: batch,
+            });
+        }
+    }
+
+    /// Make sure the target has directory `name`; false if it cannot be walked.
+    fn make_child_dir(
+        &self,
+        sd: BorrowedFd,
+        dd: Option<BorrowedFd>,
+        name: &[u8],
+        rel: &[u8],
+    ) -> bool {
+        let c = &self.ctx;
+        let Some(dd) = dd else { return true }; // dry run below a missing dir
+        let st = match fsops::stat_at(sd, name) {
+            Ok(st) => st,
+            Err(e) if e.is_not_found() => return false, // vanished since readdir
+            Err(e) => {
+                c.err(Side::Source, rel, e);
+                return false;
+            }
+        };
+        match fsops::stat_at(dd, name) {
+            Ok(d) if d.kind == Kind::Dir => return true,
+            Ok(_) => {
+                if c.dry_run {
+                    println!("would replace with a directory: {}", fsops::show(rel));
+                    return true;
+                }
+                if let Err(e) = fsops::remove_tree_at(dd, name) {
+                    c.err(Side::Target, rel, e);
+                    return false;
+                }
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => {
+                c.err(Side::Target, rel, e);
+                return false;
+            }
+        }
+        if c.dry_run {
+            println!("would create directory: {}", fsops::show(rel));
+            return true;
+        }
+        // Without root, keep the directory writable for us; the dirtime pass sets the final mode.
+        let perm = if c.is_root { st.perm } else { st.perm | 0o700 };
+        match fsops::mkdir_at(dd, name, perm) {
+            Ok(()) => true,
+            Err(e) if e.errno == libc::EEXIST => true,
+            Err(e) => {
+                c.err(Side::Target, rel, e);
+                false
+            }
+        }
+    }
+
+    /// Owner, mode and (for new directories) xattrs of a directory; never its times.
+    fn sync_dir_meta(
+        &self,
+        sd: BorrowedFd,
+        dd: BorrowedFd,
+        s: &Stat,
+        d: &Stat,
+        _new: bool,
+    ) -> Res<()> {
+        if same_meta(s, d) {
+            return Ok(());
+        }
+        if self.ctx.dry_run {
+            return Ok(());
+        }
+        if s.uid != d.uid || s.gid != d.gid {
+            on_dst(fsops::fchown(dd, s.uid, s.gid))?;
+        }
+        let perm = if self.ctx.is_root {
+            s.perm
+        } else {
+            s.perm | 0o700
+        };
+        on_dst(fsops::fchmod(dd, perm))?;
+        self.copy_xattrs(Some(sd), Some(dd), sd, b"", dd, b"")?;
+        self.ctx.bump(&self.ctx.counters.meta, 1);
+        Ok(())
+    }
+
+    fn copy_xattrs(
+        &self,
+        sfd: Option<BorrowedFd>,
+        dfd: Option<BorrowedFd>,
+        sd: BorrowedFd,
+        sname: &[u8],
+        dd: BorrowedFd,
+        dname: &[u8],
+    ) -> Res<()> {
+        let keys = match fsops::list_xattrs(sfd, sd, sname) {
+            Ok(k) => k,
+            Err(e) if e.errno == libc::EPERM || e.errno == libc::EACCES => return Ok(()),
+            Err(e) => return Err(Fail::Os(Side::Source, e)),
+        };
+        for key in keys.iter().filter(|k| copy_key(k, self.ctx.is_root)) {
+            let val = match fsops::get_xattr(sfd, sd, sname, key) {
+                Ok(v) => v,
+                Err(e) if e.errno == libc::ENODATA => continue,
+                Err(e) => return Err(Fail::Os(Side::Source, e)),
+            };
+            on_dst(fsops::set_xattr(dfd, dd, dname, key, &val))?;
+        }
+        Ok(())
+    }
+
+    fn batch(&self, dir: &[u8], names: Vec<Vec<u8>>, out: &mut Emitter<'_, Item>) {
+        let c = &self.ctx;
+        let sd = match c.open_src_dir(dir) {
+            Ok(fd) => fd,
+            Err(e) => return c.err(Side::Source, dir, e),
+        };
+        let dd = match c.open_dst_dir(dir) {
+            Ok(fd) => Some(fd),
+            Err(e) if c.dry_run && e.is_not_found() => None,
+            Err(e) => return c.err(Side::Target, dir, e),
+        };
+        for name in names {
+            if out.stopping() {
+                return;
+            }
+            let rel = fsops::join(dir, &name);
+            if let Err(f) = self.entry(
+                sd.as_fd(),
+                dd.as_ref().map(|d| d.as_fd()),
+                dir,
+                &name,
+                &rel,
+                out,
+            ) {
+                self.report(&rel, f);
+            }
+        }
+    }
+
+    fn entry(
+        &self,
+        sd: BorrowedFd,
+        dd: Option<BorrowedFd>,
+        dir: &[u8],
+        name: &[u8],
+        rel: &[u8],
+        out: &mut Emitter<'_, Item>,
+    ) -> Res<()> {
+        let c = &self.ctx;
+        let s = match fsops::stat_at(sd, name) {
+            Ok(s) => s,
+            Err(e) if e.is_not_found() => {
+                c.log
+                    .note(Side::Source, rel, "vanished before it could be copied");
+                return Ok(());
+            }
+            Err(e) => return Err(Fail::Os(Side::Source, e)),
+        };
+        if s.kind == Kind::Dir {
+            // It became a directory since the listing: walk it like any other.
+            if self.make_child_dir(sd, dd, name, rel) {
+                out.push(Item::Dir { rel: rel.to_vec() });
+            }
+            return Ok(());
+        }
+        c.bump(&c.counters.scanned, 1);
+        if c.filter.skip(&s) {
+            c.bump(&c.counters.skipped, 1);
+            return Ok(());
+        }
+        if s.kind == Kind::File && s.nlink > 1 {
+            let owner = (mix(s.dev, s.ino) % c.size as u64) as usize;
+            out.send_to(
+                owner,
+                Item::LinkRef {
+                    dev: s.dev,
+                    ino: s.ino,
+                    rel: rel.to_vec(),
+                },
+            );
+            return Ok(());
+        }
+        let Some(dd) = dd else {
+            println!("would copy: {}", fsops::show(rel));
+            return Ok(());
+        };
+        let d = match fsops::stat_at(dd, name) {
+            Ok(d) => Some(d),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(Fail::Os(Side::Target, e)),
+        };
+        if let Some(d) = &d {
+            if same_data(&s, d) && (s.kind != Kind::Symlink || self.same_link(sd, dd, name)?) {
+                if same_meta(&s, d) {
+                    c.bump(&c.counters.uptodate, 1);
+                } else {
+                    if c.dry_run {
+                        println!("would fix owner/mode: {}", fsops::show(rel));
+                        return Ok(());
+                    }
+                    if s.uid != d.uid || s.gid != d.gid {
+                        on_dst(fsops::chown_at(dd, name, s.uid, s.gid))?;
+                    }
+                    if s.kind != Kind::Symlink {
+                        on_dst(fsops::chmod_at(dd, name, s.perm))?;
+                    }
+                    c.bump(&c.counters.meta, 1);
+                }
+                return Ok(());
+            }
+        }
+        if c.dry_run {
+            println!("would copy: {}", fsops::show(rel));
+            return Ok(());
+        }
+        if let Some(d) = &d {
+            if d.kind == Kind::Dir {
+                on_dst(fsops::remove_tree_at(dd, name))?;
+            } else if s.kind != Kind::File {
+                on_dst(fsops::unlink_at(dd, name))?;
+            }
+        }
+        let exists = matches!(&d, Some(d) if d.kind != Kind::Dir) && s.kind == Kind::File;
+        match s.kind {
+            Kind::File if s.size >= self.opts.chunk_threshold => {
+                self.start_chunked(sd, dd, dir, name, &s, out)
+            }
+            Kind::File => self.copy_file(sd, dd, name, &s, exists),
+            Kind::Symlink => self.make_symlink(sd, dd, name, &s),
+            _ => self.make_special(dd, name, &s),
+        }
+    }
+
+    fn same_link(&self, sd: BorrowedFd, dd: BorrowedFd, name: &[u8]) -> Res<bool> {
+        Ok(on_src(fsops::readlink_at(sd, name))? == on_dst(fsops::readlink_at(dd, name))?)
+    }
+
+    /// Owner, mode, xattrs, then times: the times go last because they are what
+    /// makes the file look complete.
+    fn finish_file(
+        &self,
+        sfd: BorrowedFd,
+        dfd: BorrowedFd,
+        sd: BorrowedFd,
+        dd: BorrowedFd,
+        s: &Stat,
+    ) -> Res<()> {
+        if self.ctx.is_root || s.uid != self.euid || s.gid != self.egid {
+            on_dst(fsops::fchown(dfd, s.uid, s.gid))?;
+        }
+        if s.perm & 0o7000 != 0 || !self.ctx.is_root {
+            on_dst(fsops::fchmod(dfd, s.perm))?;
+        }
+        self.copy_xattrs(Some(sfd), Some(dfd), sd, b"", dd, b"")?;
+        on_dst(fsops::futimes(dfd, s.atime, s.mtime))
+    }
+
+    fn copy_file(
+        &self,
+        sd: BorrowedFd,
+        dd: BorrowedFd,
+        name: &[u8],
+        s: &Stat,
+        replace: bool,
+    ) -> Res<()> {
+        let t0 = Instant::now();
+        let src = on_src(fsops::open_read_at(sd, name))?;
+        let tmp = if replace {
+            Some(self.temp_name())
+        } else {
+            None
+        };
+        let out_name: &[u8] = tmp.as_deref().unwrap_or(name);
+        let dst = match fsops::create_at(dd, out_name, s.perm & 0o777) {
+            Ok(f) => f,
+            // Someone created it since we looked: go the replace way.
+            Err(e) if e.errno == libc::EEXIST && !replace => {
+                return self.copy_file(sd, dd, name, s, true)
+            }
+            Err(e) => return Err(Fail::Os(Side::Target, e)),
+        };
+        let r = (|| -> Res<u64> {
+            fsops::advise_sequential(src.as_fd());
+            let bytes = self.copy_data(src.as_fd(), dst.as_fd(), 0, s.size, s.maybe_sparse())?;
+            on_dst(fsops::ftruncate(dst.as_fd(), s.size))?;
+            let after = on_src(fsops::fstat(src.as_fd()))?;
+            if after.size != s.size || after.mtime != s.mtime {
+                return Err(Fail::Changed);
+            }
+            self.finish_file(src.as_fd(), dst.as_fd(), sd, dd, s)?;
+            if let Some(t) = &tmp {
+                on_dst(fsops::rename_at(dd, t, name))?;
+            }
+            Ok(bytes)
+        })();
+        match r {
+            Ok(bytes) => {
+                let c = &self.ctx;
+                c.bump(&c.counters.files, 1);
+                c.bump(&c.counters.data, bytes);
+                c.hist.record(s.size, t0.elapsed().as_micros() as u64);
+                Ok(())
+            }
+            Err(f) => {
+                // Never leave a partial file behind under any name.
+                let _ = fsops::unlink_at(dd, out_name);
+                Err(f)
+            }
+        }
+    }
+
+    fn copy_data(
+        &self,
+        src: BorrowedFd,
+        dst: BorrowedFd,
+        off: u64,
+        end: u64,
+        sparse: bool,
+    ) -> Res<u64> {
+        let segs = on_src(fsops::data_segments(src, off, end, sparse))?;
+        BUF.with(|b| {
+            let mut buf = b.borrow_mut();
+            let mut bytes = 0;
+            for (a, z) in segs {
+                bytes += fsops::copy_range(src, dst, a, z - a, &mut buf).map_err(|e| {
+                    let side = if e.op == "read" {
+                        Side::Source
+                    } else {
+                        Side::Target
+                    };
+                    Fail::Os(side, e)
+                })?;
+                fsops::advise_dontneed(src, a, z - a);
+            }
+            Ok(bytes)
+        })
+    }
+
+    fn make_symlink(&self, sd: BorrowedFd, dd: BorrowedFd, name: &[u8], s: &Stat) -> Res<()> {
+        let target = on_src(fsops::readlink_at(sd, name))?;
+        match fsops::symlink_at(&target, dd, name) {
+            Err(e) if e.errno == libc::EEXIST => {
+                on_dst(fsops::unlink_at(dd, name))?;
+                on_dst(fsops::symlink_at(&target, dd, name))?;
+            }
+            r => on_dst(r)?,
+        }
+        if self.ctx.is_root || s.uid != self.euid || s.gid != self.egid {
+            on_dst(fsops::chown_at(dd, name, s.uid, s.gid))?;
+        }
+        on_dst(fsops::utimes_at(dd, name, s.atime, s.mtime))?;
+        self.ctx.bump(&self.ctx.counters.files, 1);
+        Ok(())
+    }
+
+    fn make_special(&self, dd: BorrowedFd, name: &[u8], s: &Stat) -> Res<()> {
+        match fsops::mknod_at(dd, name, s) {
+            Err(e) if e.errno == libc::EEXIST => {
+                on_dst(fsops::unlink_at(dd, name))?;
+                on_dst(fsops::mknod_at(dd, name, s))?;
+            }
+            r => on_dst(r)?,
+        }
+        if self.ctx.is_root || s.uid != self.euid || s.gid != self.egid {
+            on_dst(fsops::chown_at(dd, name, s.uid, s.gid))?;
+        }
+        if s.perm & 0o7000 != 0 {
+            on_dst(fsops::chmod_at(dd, name, s.perm))?;
+        }
+        on_dst(fsops::utimes_at(dd, name, s.atime, s.mtime))?;
+        self.ctx.bump(&self.ctx.counters.files, 1);
+        Ok(())
+    }
+
+    /// Big file: a temp file of full size, chunks for anyone to copy, and a
+    /// pending entry here that the last chunk completes.
+    fn start_chunked(
+        &self,
+        _sd: BorrowedFd,
+        dd: BorrowedFd,
+        dir: &[u8],
+        name: &[u8],
+        s: &Stat,
+        out: &mut Emitter<'_, Item>,
+    ) -> Res<()> {
+        let tmp = self.temp_name();
+        let f = on_dst(fsops::create_at(dd, &tmp, s.perm & 0o777))?;
+        if let Err(e) = fsops::ftruncate(f.as_fd(), s.size) {
+            let _ = fsops::unlink_at(dd, &tmp);
+            return Err(Fail::Os(Side::Target, e));
+        }
+        drop(f);
+        let cs = self.opts.chunk_size.max(1);
+        let n = s.size.div_ceil(cs);
+        let id = ((self.ctx.rank as u64) << 40) | self.seq.fetch_add(1, Ordering::Relaxed);
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                id,
+                PendingFile {
+                    dir: dir.to_vec(),
+                    name: name.to_vec(),
+                    tmp: tmp.clone(),
+                    st: *s,
+                    remaining: n,
+                    failed: false,
+                    started: Instant::now(),
+                },
+            );
+        for i in 0..n {
+            let off = i * cs;
+            out.push(Item::Chunk {
+                dir: dir.to_vec(),
+                name: name.to_vec(),
+                tmp: tmp.clone(),
+                id,
+                off,
+                len: cs.min(s.size - off),
+            });
+        }
+        Ok(())
+    }
+
+    fn chunk(
+        &self,
+        dir: &[u8],
+        name: &[u8],
+        tmp: &[u8],
+        id: u64,
+        off: u64,
+        len: u64,
+        out: &mut Emitter<'_, Item>,
+    ) {
+        let rel = fsops::join(dir, name);
+        let r = (|| -> Res<u64> {
+            if out.stopping() {
+                return Err(Fail::Changed);
+            }
+            let sd = on_src(self.ctx.open_src_dir(dir))?;
+            let dd = on_dst(self.ctx.open_dst_dir(dir))?;
+            let src = on_src(fsops::open_read_at(sd.as_fd(), name))?;
+            let st = on_src(fsops::fstat(src.as_fd()))?;
+            let dst = on_dst(fsops::open_write_at(dd.as_fd(), tmp))?;
+            self.copy_data(
+                src.as_fd(),
+                dst.as_fd(),
+                off,
+                (off + len).min(st.size.max(off)),
+                st.maybe_sparse(),
+            )
+        })();
+        let ok = match r {
+            Ok(bytes) => {
+                self.ctx.bump(&self.ctx.counters.data, bytes);
+                true
+            }
+            Err(Fail::Changed) => false, // stopping: abandoned, not an error
+            Err(f) => {
+                self.report(&rel, f);
+                false
+            }
+        };
+        out.send_to((id >> 40) as usize, Item::ChunkDone { id, ok });
+    }
+
+    fn chunk_done(&self, id: u64, ok: bool) {
+        let done = {
+            let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(f) = p.get_mut(&id) else { return };
+            f.remaining = f.remaining.saturating_sub(1);
+            f.failed |= !ok;
+            if f.remaining > 0 {
+                return;
+            }
+            p.remove(&id)
+        };
+        let Some(f) = done else { return };
+        let rel = fsops::join(&f.dir, &f.name);
+        let r = (|| -> Res<()> {
+            let dd = on_dst(self.ctx.open_dst_dir(&f.dir))?;
+            if f.failed {
+                let _ = fsops::unlink_at(dd.as_fd(), &f.tmp);
+                return Ok(());
+            }
+            let sd = on_src(self.ctx.open_src_dir(&f.dir))?;
+            let src = on_src(fsops::open_read_at(sd.as_fd(), &f.name))?;
+            let after = on_src(fsops::fstat(src.as_fd()))?;
+            let dst = on_dst(fsops::open_write_at(dd.as_fd(), &f.tmp))?;
+            let res = (|| {
+                if after.size != f.st.size || after.mtime != f.st.mtime {
+                    return Err(Fail::Changed);
+                }
+                self.finish_file(src.as_fd(), dst.as_fd(), sd.as_fd(), dd.as_fd(), &f.st)?;
+                on_dst(fsops::rename_at(dd.as_fd(), &f.tmp, &f.name))
+            })();
+            if res.is_err() {
+                let _ = fsops::unlink_at(dd.as_fd(), &f.tmp);
+            }
+            res
+        })();
+        match r {
+            Ok(()) if !f.failed => {
+                let c = &self.ctx;
+                c.bump(&c.counters.files, 1);
+                c.hist
+                    .record(f.st.size, f.started.elapsed().as_micros() as u64);
+            }
+            Ok(()) => {}
+            Err(e) => self.report(&rel, e),
+        }
+    }
+
+    /// Copy a hardlink group once, then link every other name to it.
+    fn link_group(&self, paths: &[Vec<u8>]) {
+        let Some(first) = paths.first() else { return };
+        let c = &self.ctx;
+        let (pdir, pname) = fsops::parent_and_name(first);
+        let r = (|| -> Res<(std::os::fd::OwnedFd, Stat)> {
+            let sd = on_src(c.open_src_dir(pdir))?;
+            let dd = on_dst(c.open_dst_dir(pdir))?;
+            let s = on_src(fsops::stat_at(sd.as_fd(), pname))?;
+            c.bump(&c.counters.scanned, 1);
+            let d = match fsops::stat_at(dd.as_fd(), pname) {
+                Ok(d) => Some(d),
+                Err(e) if e.is_not_found() => None,
+                Err(e) => return Err(Fail::Os(Side::Target, e)),
+            };
+            match &d {
+                Some(d) if same_data(&s, d) && same_meta(&s, d) => c.bump(&c.counters.uptodate, 1),
+                Some(d) if same_data(&s, d) => {
+                    if !c.dry_run {
+                        on_dst(fsops::chown_at(dd.as_fd(), pname, s.uid, s.gid))?;
+                        on_dst(fsops::chmod_at(dd.as_fd(), pname, s.perm))?;
+                    }
+                    c.bump(&c.counters.meta, 1);
+                }
+                _ if c.dry_run => println!("would copy: {}", fsops::show(first)),
+                Some(d) if d.kind == Kind::Dir => {
+                    on_dst(fsops::remove_tree_at(dd.as_fd(), pname))?;
+                    self.copy_file(sd.as_fd(), dd.as_fd(), pname, &s, false)?;
+                }
+                Some(_) => self.copy_file(sd.as_fd(), dd.as_fd(), pname, &s, true)?,
+                None => self.copy_file(sd.as_fd(), dd.as_fd(), pname, &s, false)?,
+            }
+            let d = on_dst(fsops::stat_at(dd.as_fd(), pname))?;
+            Ok((dd, d))
+        })();
+        let (pdd, pst) = match r {
+            Ok(v) => v,
+            Err(_) if c.dry_run => return,
+            Err(f) => return self.report(first, f),
+        };
+        for other in &paths[1..] {
+            let (odir, oname) = fsops::parent_and_name(other);
+            let r = (|| -> Res<()> {
+                let dd = on_dst(c.open_dst_dir(odir))?;
+                c.bump(&c.counters.scanned, 1);
+                match fsops::stat_at(dd.as_fd(), oname) {
+                    Ok(d) if d.dev == pst.dev && d.ino == pst.ino => {
+                        c.bump(&c.counters.uptodate, 1);
+                        return Ok(());
+                    }
+                    Ok(d) => {
+                        if c.dry_run {
+                            println!("would link: {}", fsops::show(other));
+                            return Ok(());
+                        }
+                        if d.kind == Kind::Dir {
+                            on_dst(fsops::remove_tree_at(dd.as_fd(), oname))?;
+                        } else {
+                            // Link to a temp name, then rename over: the old file stays until the new link is in place.
+                            let tmp = self.temp_name();
+                            on_dst(fsops::link_at(pdd.as_fd(), pname, dd.as_fd(), &tmp))?;
+                            if let Err(e) = fsops::rename_at(dd.as_fd(), &tmp, oname) {
+                                let _ = fsops::unlink_at(dd.as_fd(), &tmp);
+                                return Err(Fail::Os(Side::Target, e));
+                            }
+                            c.bump(&c.counters.files, 1);
+                            return Ok(());
+                        }
+                    }
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(Fail::Os(Side::Target, e)),
+                }
+                if c.dry_run {
+                    println!("would link: {}", fsops::show(other));
+                    return Ok(());
+                }
+                on_dst(fsops::link_at(pdd.as_fd(), pname, dd.as_fd(), oname))?;
+                c.bump(&c.counters.files, 1);
+                Ok(())
+            })();
+            if let Err(f) = r {
+                self.report(other, f);
+            }
+        }
+    }
+}
+
+/// Spread inodes evenly over ranks.
+fn mix(dev: u64, ino: u64) -> u64 {
+    let mut x = dev.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ino;
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^ (x >> 33)
+}
+
+impl Processor for CopyPass {
+    type Item = Item;
+
+    fn process(&self, item: Item, out: &mut Emitter<'_, Item>) {
+        match item {
+            Item::Dir { rel } => self.dir(&rel, out),
+            Item::Batch { dir, names } => self.batch(&dir, names, out),
+            Item::Chunk {
+                dir,
+                name,
+                tmp,
+                id,
+                off,
+                len,
+            } => self.chunk(&dir, &name, &tmp, id, off, len, out),
+            Item::ChunkDone { id, ok } => self.chunk_done(id, ok),
+            Item::LinkRef { dev, ino, rel } => {
+                self.links
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry((dev, ino))
+                    .or_default()
+                    .push(rel);
+            }
+            Item::LinkGroup { paths } => self.link_group(&paths),
+        }
+    }
+
+    fn describe(&self, item: &Item) -> String {
+        match item {
+            Item::Dir { rel } => format!("dir {}", fsops::show(rel)),
+            Item::Batch { dir, names } => {
+                format!("{} entries in {}", names.len(), fsops::show(dir))
+            }
+            Item::Chunk {
+                dir,
+                name,
+                off,
+                len,
+                ..
+            } => {
+                format!(
+                    "chunk {}+{} of {}",
+                    off,
+                    len,
+                    fsops::show(&fsops::join(dir, name))
+                )
+            }
+            Item::ChunkDone { .. } => "finishing a chunked file".into(),
+            Item::LinkRef { rel, .. } => format!("hardlink {}", fsops::show(rel)),
+            Item::LinkGroup { paths } => format!(
+                "hardlink group {}",
+                paths.first().map(|p| fsops::show(p)).unwrap_or_default()
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_roundtrip() {
+        let items = vec![
+            Item::Dir {
+                rel: b"a/\xff\n".to_vec(),
+            },
+            Item::Batch {
+                dir: b"d".to_vec(),
+                names: vec![b"x".to_vec(), b"-y z".to_vec()],
+            },
+            Item::Chunk {
+                dir: b"d".to_vec(),
+                name: b"n".to_vec(),
+                tmp: b"t".to_vec(),
+                id: 5,
+                off: 6,
+                len: 7,
+            },
+            Item::ChunkDone { id: 9, ok: true },
+            Item::LinkRef {
+                dev: 1,
+                ino: 2,
+                rel: b"r".to_vec(),
+            },
+            Item::LinkGroup {
+                paths: vec![b"a".to_vec(), b"b".to_vec()],
+            },
+        ];
+        for it in items {
+            let mut w = Writer::new();
+            it.encode(&mut w);
+            let buf = w.finish();
+            let back = Item::decode(&mut Reader::new(&buf)).expect("decode");
+            assert_eq!(format!("{it:?}"), format!("{back:?}"));
+        }
+    }
+}

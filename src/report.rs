@@ -1,0 +1,157 @@
+//! What rank 0 prints: a progress line every `report_interval` and the final
+//! summary (also as JSON with `--report`).
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::stats::Snapshot;
+
+pub fn human_bytes(b: u64) -> String {
+    const U: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
+pub fn human_count(n: u64) -> String {
+    if n >= 10_000_000 {
+        format!("{:.1}M", n as f64 / 1e6)
+    } else if n >= 10_000 {
+        format!("{:.1}k", n as f64 / 1e3)
+    } else {
+        n.to_string()
+    }
+}
+
+fn hms(d: Duration) -> String {
+    let s = d.as_secs();
+    format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+}
+
+pub fn progress_line(pass: &str, elapsed: Duration, t: &Snapshot) -> String {
+    let secs = elapsed.as_secs_f64().max(1e-3);
+    format!(
+        "lmpi {pass} [{}] dirs {} scanned {} copied {} ({}, {}/s, {:.0} files/s) meta {} same {} skipped {} deleted {} errors {} queued {} active {}",
+        hms(elapsed),
+        human_count(t.dirs),
+        human_count(t.scanned),
+        human_count(t.files),
+        human_bytes(t.data),
+        human_bytes((t.data as f64 / secs) as u64),
+        t.files as f64 / secs,
+        human_count(t.meta),
+        human_count(t.uptodate),
+        human_count(t.skipped),
+        human_count(t.deleted),
+        t.errors,
+        t.queued,
+        t.inflight,
+    )
+}
+
+#[derive(Debug, Serialize, Default, Clone)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub max: u64,
+}
+
+impl Percentiles {
+    pub fn of(h: &Histogram<u64>) -> Percentiles {
+        Percentiles {
+            count: h.len(),
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            max: h.max(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Clone)]
+pub struct RankFigures {
+    pub rank: usize,
+    pub host: String,
+    pub counters: Snapshot,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub pass: String,
+    /// complete | incomplete | stopped | refused | max-delete
+    pub status: String,
+    pub exit_code: i32,
+    pub ranks: usize,
+    pub threads_per_rank: usize,
+    pub wall_seconds: f64,
+    pub totals: Snapshot,
+    pub bytes_per_second: f64,
+    pub files_per_second: f64,
+    pub file_size_bytes: Percentiles,
+    pub copy_time_us: Percentiles,
+    pub error_log: Option<String>,
+    pub per_rank: Vec<RankFigures>,
+    pub notes: Vec<String>,
+}
+
+impl Summary {
+    pub fn text(&self) -> String {
+        let t = &self.totals;
+        let mut s = format!(
+            "lmpi {}: {} in {:.2} s ({} ranks x {} threads)\n",
+            self.pass,
+            self.status.to_uppercase(),
+            self.wall_seconds,
+            self.ranks,
+            self.threads_per_rank
+        );
+        s += &format!(
+            "  dirs {}  scanned {}  copied/created {}  data {} ({}/s, {:.0} files/s)\n",
+            t.dirs,
+            t.scanned,
+            t.files,
+            human_bytes(t.data),
+            human_bytes(self.bytes_per_second as u64),
+            self.files_per_second
+        );
+        s += &format!(
+            "  metadata-only {}  up to date {}  skipped {}  deleted {}  dirtimes {}  errors {}\n",
+            t.meta, t.uptodate, t.skipped, t.deleted, t.dirtimes, t.errors
+        );
+        if self.file_size_bytes.count > 0 {
+            let f = &self.file_size_bytes;
+            let c = &self.copy_time_us;
+            s += &format!(
+                "  file size p50 {} p90 {} p99 {} max {}\n  copy time p50 {} us p90 {} us p99 {} us max {} us\n",
+                human_bytes(f.p50),
+                human_bytes(f.p90),
+                human_bytes(f.p99),
+                human_bytes(f.max),
+                c.p50,
+                c.p90,
+                c.p99,
+                c.max
+            );
+        }
+        for n in &self.notes {
+            s += &format!("  note: {n}\n");
+        }
+        if let Some(l) = &self.error_log {
+            s += &format!("  error log: {l}\n");
+        }
+        s += &format!("  exit status {}", self.exit_code);
+        s
+    }
+}

@@ -1,0 +1,598 @@
+//! One pass, start to finish, on every rank: check the roots, run the engine
+//! phases, agree on totals and the exit status, and have rank 0 report.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::Receiver;
+use hdrhistogram::Histogram;
+
+use crate::cli::{PassArgs, PassKind};
+use crate::config::Config;
+use crate::control::{self, Command, JobStatus, RankStatus, SharedStatus};
+use crate::engine::{self, Monitor, RankReport, RunControl, RunOpts, RunOutcome};
+use crate::errlog::ErrorLog;
+use crate::filter::Filter;
+use crate::fsops;
+use crate::passes::{copy, delete, dirtime, Ctx};
+use crate::report::{self, Percentiles, RankFigures, Summary};
+use crate::stats::{Counters, Histograms, Snapshot};
+use crate::transport::Transport;
+use crate::wire::{Reader, Writer};
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_ERRORS: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_REFUSED: i32 = 3;
+pub const EXIT_STOPPED: i32 = 4;
+pub const EXIT_MAX_DELETE: i32 = 5;
+
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "unknown".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// Load the config named on the command line (or $LMPI_CONFIG), then apply overrides.
+pub fn load_config(args: &PassArgs) -> Result<Config, String> {
+    let path = args
+        .config
+        .clone()
+        .or_else(|| std::env::var_os("LMPI_CONFIG").map(PathBuf::from));
+    let mut cfg = match &path {
+        Some(p) => Config::load(p).map_err(|e| e.to_string())?,
+        None => Config::default(),
+    };
+    let shown = path
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "command line".into());
+    if let Some(s) = &args.source {
+        cfg.source_mount = Some(s.clone());
+    }
+    if let Some(s) = &args.target {
+        cfg.target_mount = Some(s.clone());
+    }
+    macro_rules! set {
+        ($($f:ident),*) => { $(if let Some(v) = args.$f { cfg.$f = v; })* };
+    }
+    set!(
+        oldest_date,
+        newest_date,
+        report_interval,
+        batch_size,
+        chunk_threshold,
+        chunk_size
+    );
+    if let Some(v) = args.threads {
+        cfg.threads_per_rank = v;
+    }
+    cfg.exclude.extend(args.exclude.iter().cloned());
+    cfg.validate(&shown).map_err(|e| e.to_string())?;
+    Ok(cfg)
+}
+
+struct Roots {
+    src_path: PathBuf,
+    dst_path: PathBuf,
+    src: OwnedFd,
+    dst: OwnedFd,
+}
+
+fn open_roots(cfg: &Config) -> Result<Roots, String> {
+    let src_path = cfg
+        .source_mount
+        .clone()
+        .ok_or("no source given (--source or source_mount)")?;
+    let dst_path = cfg
+        .target_mount
+        .clone()
+        .ok_or("no target given (--target or target_mount)")?;
+    let open = |p: &Path, what: &str| {
+        fsops::open_root(p).map_err(|e| format!("{what} {}", e.at(p.as_os_str().as_bytes())))
+    };
+    let src = open(&src_path, "source")?;
+    let dst = open(&dst_path, "target")?;
+    let (s, d) = (
+        fsops::fstat(src.as_fd())
+            .map_err(|e| format!("source {}", e.at(src_path.as_os_str().as_bytes())))?,
+        fsops::fstat(dst.as_fd())
+            .map_err(|e| format!("target {}", e.at(dst_path.as_os_str().as_bytes())))?,
+    );
+    if s.dev == d.dev && s.ino == d.ino {
+        return Err(format!(
+            "source {} and target {} are the same directory",
+            fsops::show(src_path.as_os_str().as_bytes()),
+            fsops::show(dst_path.as_os_str().as_bytes())
+        ));
+    }
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let (cs, cd) = (canon(&src_path), canon(&dst_path));
+    if cd.starts_with(&cs) || cs.starts_with(&cd) {
+        return Err(format!(
+            "source {} and target {} are nested (one is inside the other)",
+            fsops::show(cs.as_os_str().as_bytes()),
+            fsops::show(cd.as_os_str().as_bytes())
+        ));
+    }
+    Ok(Roots {
+        src_path,
+        dst_path,
+        src,
+        dst,
+    })
+}
+
+/// The delete pass only starts on a source it can read, and not on an empty
+/// source root while the target has data (an unmounted filesystem looks empty).
+fn delete_preflight(roots: &Roots, allow_empty: bool) -> Result<(), String> {
+    let shown = fsops::show(roots.src_path.as_os_str().as_bytes());
+    let sd =
+        fsops::open_dir_at(roots.src.as_fd(), b".").map_err(|e| format!("source {shown}: {e}"))?;
+    let mut rd = fsops::DirReader::new(sd);
+    let src_empty = match rd.next_entry() {
+        None => true,
+        Some(Ok(_)) => false,
+        Some(Err(e)) => return Err(format!("source {shown} is not readable: {e}")),
+    };
+    if src_empty && !allow_empty {
+        let dd = fsops::open_dir_at(roots.dst.as_fd(), b".").map_err(|e| format!("target: {e}"))?;
+        if fsops::DirReader::new(dd).next_entry().is_some() {
+            return Err(format!(
+                "source {shown} is empty but the target is not: is the source mounted? (--allow-empty-source to delete anyway)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Rank 0's eyes: progress lines, control status, control commands.
+struct RankZero {
+    pass: &'static str,
+    start: Instant,
+    quiet: bool,
+    status: SharedStatus,
+    commands: Option<Receiver<Command>>,
+    host: String,
+}
+
+impl Monitor for RankZero {
+    fn tick(&mut self, reports: &[Option<RankReport>], ctl: &RunControl) {
+        let mut total = Snapshot::default();
+        for r in reports.iter().flatten() {
+            total = total.sum(&r.counters);
+        }
+        if !self.quiet {
+            println!(
+                "{}",
+                report::progress_line(self.pass, self.start.elapsed(), &total)
+            );
+        }
+        if let Ok(mut s) = self.status.lock() {
+            s.state = if ctl.stopping() {
+                "stopping".into()
+            } else {
+                "running".into()
+            };
+            s.threads_per_rank = ctl.threads();
+            s.totals = total;
+            s.per_rank = reports
+                .iter()
+                .enumerate()
+                .map(|(rank, r)| RankStatus {
+                    rank,
+                    host: if rank == 0 {
+                        self.host.clone()
+                    } else {
+                        String::new()
+                    },
+                    counters: r.as_ref().map(|r| r.counters).unwrap_or_default(),
+                    active: r.as_ref().map(|r| r.active.clone()).unwrap_or_default(),
+                })
+                .collect();
+        }
+    }
+    fn poll_command(&mut self) -> Option<Command> {
+        self.commands.as_ref()?.try_recv().ok()
+    }
+}
+
+const M_GATHER: u8 = 0xEE;
+
+/// Send each rank's bytes to rank 0 (which gets them in rank order).
+fn gather<T: Transport + ?Sized>(t: &mut T, mine: Vec<u8>) -> Vec<Vec<u8>> {
+    let n = t.size();
+    if t.rank() != 0 {
+        let mut w = Writer::new();
+        w.u8(M_GATHER).u32(u32::MAX).bytes(&mine);
+        t.send(0, w.finish());
+        t.barrier();
+        return Vec::new();
+    }
+    let mut got: Vec<Option<Vec<u8>>> = vec![None; n];
+    got[0] = Some(mine);
+    let mut missing = n - 1;
+    while missing > 0 {
+        match t.try_recv() {
+            Some((from, msg)) => {
+                let mut r = Reader::new(&msg);
+                if let (Ok(M_GATHER), Ok(u32::MAX), Ok(b)) = (r.u8(), r.u32(), r.bytes()) {
+                    if from < n && got[from].is_none() {
+                        got[from] = Some(b.to_vec());
+                        missing -= 1;
+                    }
+                }
+            }
+            None => std::thread::sleep(Duration::from_micros(200)),
+        }
+    }
+    t.barrier();
+    got.into_iter().map(Option::unwrap_or_default).collect()
+}
+
+fn encode_hist(h: &Histogram<u64>, w: &mut Writer) {
+    let v: Vec<_> = h
+        .iter_recorded()
+        .map(|x| (x.value_iterated_to(), x.count_at_value()))
+        .collect();
+    w.u32(v.len() as u32);
+    for (val, cnt) in v {
+        w.u64(val).u64(cnt);
+    }
+}
+
+fn decode_hist_into(r: &mut Reader<'_>, h: &mut Histogram<u64>) {
+    let n = r.u32().unwrap_or(0);
+    for _ in 0..n {
+        if let (Ok(v), Ok(c)) = (r.u64(), r.u64()) {
+            let _ = h.record_n(v.max(1), c);
+        }
+    }
+}
+
+/// Only rank 0 seeds the root.
+fn root_seed<I>(rank: usize, item: I) -> Vec<I> {
+    if rank == 0 {
+        vec![item]
+    } else {
+        Vec::new()
+    }
+}
+
+pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
+    let started = Instant::now();
+    let rank = t.rank();
+    let size = t.size();
+    let host = hostname();
+    let Some(kind) = args.pass else {
+        eprintln!("lmpi: --pass is required (copy, delete or dirtime)");
+        return EXIT_USAGE;
+    };
+    let pass = kind.name();
+
+    // Every rank checks; all must agree before anything is touched.
+    let setup = load_config(args)
+        .and_then(|cfg| open_roots(&cfg).map(|r| (cfg, r)))
+        .and_then(|(cfg, r)| {
+            let filter_ex = cfg.exclude_prefixes().map_err(|e| e.to_string())?;
+            Ok((cfg, r, filter_ex))
+        });
+    let bad = setup.is_err() as u64;
+    if t.all_reduce_max(&[bad])[0] != 0 {
+        match &setup {
+            Err(msg) if rank == 0 => eprintln!("lmpi: {msg}"),
+            Err(msg) => eprintln!("lmpi[{host}:{rank}]: {msg}"),
+            Ok(_) if rank == 0 => eprintln!("lmpi: setup failed on another rank (see its message)"),
+            Ok(_) => {}
+        }
+        return EXIT_USAGE;
+    }
+    let Ok((cfg, roots, excludes)) = setup else {
+        return EXIT_USAGE;
+    };
+
+    if kind == PassKind::Delete {
+        let pre = delete_preflight(&roots, args.allow_empty_source);
+        if t.all_reduce_max(&[pre.is_err() as u64])[0] != 0 {
+            if rank == 0 {
+                match pre {
+                    Err(msg) => eprintln!("lmpi: delete refused: {msg}"),
+                    Ok(()) => {
+                        eprintln!("lmpi: delete refused: another rank cannot read the source")
+                    }
+                }
+            }
+            return EXIT_REFUSED;
+        }
+    }
+
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let job = match std::env::var("SLURM_JOB_ID") {
+        Ok(j) if !j.is_empty() => j,
+        _ => format!("{}", t.all_reduce_max(&[now])[0]),
+    };
+    let log_path = args.error_log.clone().unwrap_or_else(|| {
+        cfg.log_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join(format!("lmpi-{pass}-{job}.errors"))
+    });
+    let counters = Arc::new(Counters::default());
+    let hist = Arc::new(Histograms::default());
+    let src_b = roots.src_path.as_os_str().as_bytes().to_vec();
+    let dst_b = roots.dst_path.as_os_str().as_bytes().to_vec();
+    let log = ErrorLog::new(
+        format!("lmpi[{host}:{rank}]"),
+        &src_b,
+        &dst_b,
+        Some(&log_path),
+        counters.clone(),
+    );
+    let filter = Filter::new(
+        now as i64,
+        cfg.oldest_date,
+        cfg.newest_date,
+        &excludes,
+        &src_b,
+    );
+    let ctx = Ctx {
+        src: roots.src,
+        dst: roots.dst,
+        rank,
+        size,
+        counters: counters.clone(),
+        hist: hist.clone(),
+        log,
+        filter,
+        dry_run: args.dry_run,
+        batch: cfg.batch_size,
+        is_root: fsops::is_root(),
+    };
+
+    let status: SharedStatus = Arc::new(Mutex::new(JobStatus {
+        job: job.clone(),
+        pass: pass.into(),
+        state: if args.wait_for_start {
+            "waiting".into()
+        } else {
+            "running".into()
+        },
+        ranks: size,
+        threads_per_rank: cfg.threads_per_rank,
+        ..Default::default()
+    }));
+    let commands = if rank == 0 {
+        control::spawn(&cfg.control, &job, status.clone())
+    } else {
+        None
+    };
+    let mut monitor = RankZero {
+        pass,
+        start: started,
+        quiet: args.quiet,
+        status: status.clone(),
+        commands,
+        host: host.clone(),
+    };
+    let mut quiet_monitor = engine::NoMonitor;
+    let monitor: &mut dyn Monitor = if rank == 0 {
+        &mut monitor
+    } else {
+        &mut quiet_monitor
+    };
+    let ctl = RunControl::new(cfg.threads_per_rank);
+    let interval = Duration::from_secs(cfg.report_interval);
+    let opts = |epoch: u32, gate: bool| RunOpts {
+        epoch,
+        interval,
+        wait_for_start: gate,
+        seed: now ^ epoch as u64,
+    };
+    let stats_pusher =
+        crate::statsd::start_for_rank(&cfg.stats, pass, &host, rank, counters.clone(), interval);
+
+    let mut notes = Vec::new();
+    let mut outcome: RunOutcome;
+    let mut max_delete_hit = false;
+    match kind {
+        PassKind::Copy => {
+            let opts_c = copy::CopyOpts {
+                chunk_threshold: cfg.chunk_threshold,
+                chunk_size: cfg.chunk_size,
+            };
+            let p = Arc::new(copy::CopyPass::new(ctx, opts_c));
+            let seeds = root_seed(rank, copy::Item::Dir { rel: Vec::new() });
+            outcome = engine::run(
+                t,
+                p.clone(),
+                seeds,
+                &counters,
+                &ctl,
+                monitor,
+                &opts(1, args.wait_for_start),
+            );
+            // Phase 2: hardlink groups, each on the rank that collected it.
+            let groups = if outcome.stopped {
+                Vec::new()
+            } else {
+                p.take_link_groups()
+            };
+            if t.all_reduce_max(&[outcome.stopped as u64])[0] == 0 {
+                let o2 = engine::run(
+                    t,
+                    p.clone(),
+                    groups,
+                    &counters,
+                    &ctl,
+                    monitor,
+                    &opts(2, false),
+                );
+                outcome.stopped |= o2.stopped;
+            }
+            let abandoned = p.abandon_pending();
+            if abandoned > 0 {
+                notes.push(format!("rank {rank}: {abandoned} partly copied big files abandoned (temp files removed)"));
+            }
+        }
+        PassKind::Delete => {
+            let budget = args
+                .max_delete
+                .map(|m| m / size as u64 + u64::from((rank as u64) < m % size as u64));
+            let p = Arc::new(delete::DeletePass::new(ctx, budget));
+            let seeds = root_seed(rank, delete::Item::Dir { rel: Vec::new() });
+            outcome = engine::run(
+                t,
+                p.clone(),
+                seeds,
+                &counters,
+                &ctl,
+                monitor,
+                &opts(1, args.wait_for_start),
+            );
+            // Phase 2: emptied directories, deepest level first, all ranks in step.
+            let stopped_any = t.all_reduce_max(&[outcome.stopped as u64])[0] != 0;
+            if !stopped_any && !args.dry_run {
+                let deepest = t.all_reduce_max(&[p.purged_depths()])[0];
+                for level in (1..=deepest).rev() {
+                    p.remove_level(level);
+                    t.barrier();
+                }
+            }
+            max_delete_hit = p.budget_exhausted();
+        }
+        PassKind::Dirtime => {
+            let p = Arc::new(dirtime::DirtimePass { ctx });
+            let seeds = root_seed(rank, dirtime::Item { rel: Vec::new() });
+            outcome = engine::run(
+                t,
+                p,
+                seeds,
+                &counters,
+                &ctl,
+                monitor,
+                &opts(1, args.wait_for_start),
+            );
+        }
+    }
+
+    let stats_ok = stats_pusher.map(|p| p.finish(&counters.snapshot()));
+
+    // Agree on totals and the outcome.
+    let mine = counters.snapshot();
+    let totals = Snapshot::from_slice(&t.all_reduce_sum(&mine.to_vec()));
+    let flags = t.all_reduce_max(&[
+        outcome.stopped as u64,
+        max_delete_hit as u64,
+        (stats_ok == Some(false)) as u64,
+    ]);
+    let (stopped, max_hit, stats_failed) = (flags[0] != 0, flags[1] != 0, flags[2] != 0);
+    let exit_code = if stopped {
+        EXIT_STOPPED
+    } else if max_hit {
+        EXIT_MAX_DELETE
+    } else if totals.errors > 0 {
+        EXIT_ERRORS
+    } else {
+        EXIT_OK
+    };
+
+    let mut w = Writer::new();
+    w.bytes(host.as_bytes());
+    for v in mine.to_vec() {
+        w.u64(v);
+    }
+    if let (Ok(s), Ok(c)) = (hist.size.lock(), hist.copy_us.lock()) {
+        encode_hist(&s, &mut w);
+        encode_hist(&c, &mut w);
+    }
+    let all = gather(t, w.finish());
+    if rank != 0 {
+        return exit_code;
+    }
+
+    let mut per_rank = Vec::new();
+    let mut size_h = Histograms::default();
+    {
+        let (s, c) = (size_h.size.get_mut(), size_h.copy_us.get_mut());
+        if let (Ok(s), Ok(c)) = (s, c) {
+            for (r, bytes) in all.iter().enumerate() {
+                let mut rd = Reader::new(bytes);
+                let h = rd
+                    .bytes()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                let v: Vec<u64> = (0..Snapshot::KEYS.len())
+                    .map(|_| rd.u64().unwrap_or(0))
+                    .collect();
+                decode_hist_into(&mut rd, s);
+                decode_hist_into(&mut rd, c);
+                per_rank.push(RankFigures {
+                    rank: r,
+                    host: h,
+                    counters: Snapshot::from_slice(&v),
+                });
+            }
+        }
+    }
+    if stats_failed {
+        notes.push(
+            "stats could not be delivered to memcached (the pass itself is unaffected)".into(),
+        );
+    }
+    let wall = started.elapsed().as_secs_f64().max(1e-6);
+    let status_word = match exit_code {
+        EXIT_STOPPED => "stopped",
+        EXIT_MAX_DELETE => "max-delete reached",
+        EXIT_ERRORS => "incomplete",
+        _ => "complete",
+    };
+    let summary = Summary {
+        pass: pass.into(),
+        status: status_word.into(),
+        exit_code,
+        ranks: size,
+        threads_per_rank: cfg.threads_per_rank,
+        wall_seconds: wall,
+        totals,
+        bytes_per_second: totals.data as f64 / wall,
+        files_per_second: totals.files as f64 / wall,
+        file_size_bytes: size_h
+            .size
+            .get_mut()
+            .map(|h| Percentiles::of(h))
+            .unwrap_or_default(),
+        copy_time_us: size_h
+            .copy_us
+            .get_mut()
+            .map(|h| Percentiles::of(h))
+            .unwrap_or_default(),
+        error_log: Some(log_path.display().to_string()),
+        per_rank,
+        notes,
+    };
+    println!("{}", summary.text());
+    if let Ok(mut s) = status.lock() {
+        s.state = "done".into();
+    }
+    if let Some(path) = &args.report {
+        match serde_json::to_vec_pretty(&summary) {
+            Ok(json) => {
+                if let Err(e) = std::fs::write(path, json) {
+                    eprintln!("lmpi: cannot write report {}: {e}", path.display());
+                }
+            }
+            Err(e) => eprintln!("lmpi: cannot encode report: {e}"),
+        }
+    }
+    exit_code
+}
