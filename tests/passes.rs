@@ -1,0 +1,270 @@
+//! The three passes, run as the real binary on real trees, alone and under mpirun.
+
+mod common;
+
+use std::os::fd::AsFd;
+use std::path::Path;
+
+use common::*;
+use lmpi::fsops;
+
+fn full_migration(launch: Launch, src: &Path, dst: &Path) {
+    let (code, rep, out) = pass(launch, "copy", src, dst, &["--chunk-threshold", "1048576", "--chunk-size", "262144"]);
+    assert_eq!(code, 0, "copy {launch:?}: {}", text(&out));
+    assert_eq!(total(&rep, "errors"), 0);
+    let (code, _, out) = pass(launch, "delete", src, dst, &[]);
+    assert_eq!(code, 0, "delete {launch:?}: {}", text(&out));
+    let (code, _, out) = pass(launch, "dirtime", src, dst, &[]);
+    assert_eq!(code, 0, "dirtime {launch:?}: {}", text(&out));
+}
+
+#[test]
+fn odd_tree_under_every_launcher() {
+    let mut launches = vec![Launch::Alone];
+    if have("mpirun") {
+        launches.extend([Launch::Mpirun(1), Launch::Mpirun(2), Launch::Mpirun(4)]);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    build_odd_tree(&src, true);
+    for launch in launches {
+        let dst = tmp.path().join(format!("dst-{launch:?}").replace(['(', ')'], ""));
+        std::fs::create_dir(&dst).unwrap();
+        full_migration(launch, &src, &dst);
+        let diffs = compare_trees(&src, &dst, true);
+        assert!(diffs.is_empty(), "{launch:?}: trees differ:\n{}", diffs.join("\n"));
+        // Unchanged source: a second copy copies nothing.
+        let (code, rep, out) = pass(launch, "copy", &src, &dst, &[]);
+        assert_eq!(code, 0, "{}", text(&out));
+        assert_eq!(total(&rep, "files"), 0, "second copy copied files: {rep}");
+        assert_eq!(total(&rep, "data"), 0);
+        assert_eq!(total(&rep, "meta"), 0, "second copy fixed metadata: {rep}");
+    }
+}
+
+#[test]
+fn rsync_sees_no_difference() {
+    if !have("rsync") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    std::fs::create_dir(&src).unwrap();
+    std::fs::create_dir(&dst).unwrap();
+    // No over-long path here: rsync itself cannot walk beyond PATH_MAX.
+    build_odd_tree(&src, false);
+    let launch = if have("mpirun") { Launch::Mpirun(2) } else { Launch::Alone };
+    full_migration(launch, &src, &dst);
+    assert_eq!(rsync_diff(&src, &dst), "");
+}
+
+#[test]
+fn changes_on_the_source_converge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    std::fs::create_dir(&src).unwrap();
+    std::fs::create_dir(&dst).unwrap();
+    build_odd_tree(&src, false);
+    let launch = if have("mpirun") { Launch::Mpirun(3) } else { Launch::Alone };
+    full_migration(launch, &src, &dst);
+
+    let s = open(&src);
+    let d = s.as_fd();
+    let sub = fsops::open_dir_at(d, b"dir").unwrap();
+    write_at(d, b"added", b"new file");
+    std::fs::write(src.join("medium.bin"), b"rewritten with other content").unwrap();
+    set_mtime(d, b"nanos", 1_700_000_000, 1);
+    fsops::chmod_at(d, b"setuid", 0o700).unwrap();
+    fsops::unlink_at(sub.as_fd(), b"plain.txt").unwrap();
+    fsops::unlink_at(d, b"linked.2").unwrap();
+    // A directory replaced by a file, and a file by a directory.
+    fsops::unlink_at(fsops::open_dir_at(d, b"ro").unwrap().as_fd(), b"inside").ok();
+    fsops::chmod_at(d, b"ro", 0o755).unwrap();
+    fsops::rmdir_at(d, b"ro").unwrap();
+    write_at(d, b"ro", b"now a file");
+    fsops::unlink_at(d, b"old").unwrap();
+    fsops::mkdir_at(d, b"old", 0o750).unwrap();
+    write_at(fsops::open_dir_at(d, b"old").unwrap().as_fd(), b"child", b"c");
+    for i in 0..100 {
+        fsops::unlink_at(fsops::open_dir_at(d, b"wide").unwrap().as_fd(), format!("f{i:05}").as_bytes()).unwrap();
+    }
+    full_migration(launch, &src, &dst);
+    let diffs = compare_trees(&src, &dst, true);
+    assert!(diffs.is_empty(), "trees differ:\n{}", diffs.join("\n"));
+    if have("rsync") {
+        assert_eq!(rsync_diff(&src, &dst), "");
+    }
+}
+
+#[test]
+fn delete_refuses_empty_or_missing_source() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    std::fs::create_dir(&src).unwrap();
+    std::fs::create_dir(&dst).unwrap();
+    std::fs::write(dst.join("precious"), b"keep me").unwrap();
+
+    // Empty source root (an unmounted filesystem looks like this): refused.
+    let (code, _, out) = pass(Launch::Alone, "delete", &src, &dst, &[]);
+    assert_eq!(code, 3, "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("empty"), "{}", text(&out));
+    assert!(dst.join("precious").exists());
+
+    // Missing source root: a usage error, nothing touched.
+    let (code, _, out) = pass(Launch::Alone, "delete", &tmp.path().join("nope"), &dst, &[]);
+    assert_eq!(code, 2, "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.contains("nope"), "names the path: {err}");
+    assert!(dst.join("precious").exists());
+
+    // Dry run lists but keeps.
+    let (code, _, out) = pass(Launch::Alone, "delete", &src, &dst, &["--allow-empty-source", "--dry-run"]);
+    assert_eq!(code, 0, "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("would delete: precious"));
+    assert!(dst.join("precious").exists());
+
+    // Explicit override deletes.
+    let (code, rep, out) = pass(Launch::Alone, "delete", &src, &dst, &["--allow-empty-source"]);
+    assert_eq!(code, 0, "{}", text(&out));
+    assert_eq!(total(&rep, "deleted"), 1);
+    assert!(!dst.join("precious").exists());
+}
+
+#[test]
+fn delete_removes_big_subtrees_in_parallel_and_honours_max_delete() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    std::fs::create_dir_all(src.join("keep")).unwrap();
+    std::fs::write(src.join("keep/k"), b"k").unwrap();
+    std::fs::create_dir_all(dst.join("keep")).unwrap();
+    std::fs::write(dst.join("keep/k"), b"k").unwrap();
+    for a in 0..5 {
+        for b in 0..5 {
+            let p = dst.join(format!("gone/a{a}/b{b}"));
+            std::fs::create_dir_all(&p).unwrap();
+            for f in 0..20 {
+                std::fs::write(p.join(format!("f{f}")), b"x").unwrap();
+            }
+        }
+    }
+    std::fs::write(dst.join("stray"), b"s").unwrap();
+    let launch = if have("mpirun") { Launch::Mpirun(3) } else { Launch::Alone };
+
+    let (code, rep, out) = pass(launch, "delete", &src, &dst, &["--max-delete", "10"]);
+    assert_eq!(code, 5, "{}", text(&out));
+    assert!(total(&rep, "deleted") <= 10, "{rep}");
+
+    let (code, rep, out) = pass(launch, "delete", &src, &dst, &[]);
+    assert_eq!(code, 0, "{}", text(&out));
+    assert!(total(&rep, "deleted") > 0);
+    assert!(!dst.join("gone").exists());
+    assert!(!dst.join("stray").exists());
+    assert!(dst.join("keep/k").exists());
+}
+
+#[test]
+fn filters_skip_and_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    std::fs::create_dir_all(src.join("excluded/deeper")).unwrap();
+    std::fs::create_dir_all(src.join("kept")).unwrap();
+    std::fs::create_dir(&dst).unwrap();
+    std::fs::write(src.join("excluded/deeper/x"), b"x").unwrap();
+    std::fs::write(src.join("kept/fresh"), b"new").unwrap();
+    std::fs::write(src.join("kept/stale"), b"old").unwrap();
+    std::fs::write(src.join("kept/ok"), b"ok").unwrap();
+    let s = open(&src.join("kept"));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    // atime far in the past: skipped by oldest_date.
+    fsops::utimes_at(s.as_fd(), b"stale", fsops::Time { sec: now - 400 * 86400, nsec: 0 }, fsops::Time { sec: now - 400 * 86400, nsec: 0 }).unwrap();
+    fsops::utimes_at(s.as_fd(), b"ok", fsops::Time { sec: now - 10 * 86400, nsec: 0 }, fsops::Time { sec: now - 10 * 86400, nsec: 0 }).unwrap();
+    // "fresh" keeps mtime = now: skipped by newest_date (1 day).
+    let cfg = tmp.path().join("lmpi.toml");
+    std::fs::write(&cfg, format!("oldest_date = {}\nnewest_date = 86400\nexclude = [\"excluded\"]\n", 365 * 86400)).unwrap();
+    let cfg_s = cfg.to_str().unwrap();
+    let (code, rep, out) = pass(Launch::Alone, "copy", &src, &dst, &["--config", cfg_s]);
+    assert_eq!(code, 0, "{}", text(&out));
+    assert!(dst.join("kept/ok").exists());
+    assert!(!dst.join("kept/stale").exists());
+    assert!(!dst.join("kept/fresh").exists());
+    assert!(!dst.join("excluded").exists());
+    assert_eq!(total(&rep, "skipped"), 3, "{rep}");
+}
+
+#[test]
+fn bad_input_gives_one_line_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    std::fs::create_dir_all(src.join("inner")).unwrap();
+    std::fs::create_dir(&dst).unwrap();
+    let one_line = |out: &std::process::Output, needle: &str| {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}", text(out));
+        assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+        assert!(err.contains(needle), "{needle:?} not in {err}");
+    };
+    let (_, _, out) = pass(Launch::Alone, "copy", &src, &tmp.path().join("missing"), &[]);
+    one_line(&out, "missing");
+    let (_, _, out) = pass(Launch::Alone, "copy", &src, &src, &[]);
+    one_line(&out, "same directory");
+    let (_, _, out) = pass(Launch::Alone, "copy", &src, &src.join("inner"), &[]);
+    one_line(&out, "nested");
+    let cfg = tmp.path().join("bad.toml");
+    std::fs::write(&cfg, "threads_per_rank = 8\nbogus_key = 1\n").unwrap();
+    let (_, _, out) = pass(Launch::Alone, "copy", &src, &dst, &["--config", cfg.to_str().unwrap()]);
+    one_line(&out, "bogus_key");
+    one_line(&out, "bad.toml");
+    std::fs::write(&cfg, "threads_per_rank = 0\n").unwrap();
+    let (_, _, out) = pass(Launch::Alone, "copy", &src, &dst, &["--config", cfg.to_str().unwrap()]);
+    one_line(&out, "threads_per_rank");
+    let (_, _, out) = pass(Launch::Alone, "copy", &src, &dst, &["--threads", "0"]);
+    one_line(&out, "threads_per_rank");
+}
+
+#[test]
+fn dirtime_reports_missing_target_dir_without_creating_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    std::fs::create_dir_all(src.join("a/b")).unwrap();
+    std::fs::create_dir(&dst).unwrap();
+    let (code, rep, out) = pass(Launch::Alone, "dirtime", &src, &dst, &[]);
+    assert_eq!(code, 1, "{}", text(&out));
+    assert!(total(&rep, "errors") >= 1);
+    assert!(!dst.join("a").exists());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing on the target"));
+}
+
+#[test]
+fn help_documents_options() {
+    let out = lmpi(Launch::Alone, &[std::ffi::OsStr::new("--help")]);
+    let h = String::from_utf8_lossy(&out.stdout);
+    for opt in ["--pass", "--config", "--source", "--target", "--dry-run", "--threads", "--max-delete", "--allow-empty-source", "Exit status"] {
+        assert!(h.contains(opt), "--help lacks {opt}");
+    }
+}
+
+#[test]
+fn comparer_sees_differences() {
+    // The checks above are only as good as the comparer: make sure it notices.
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    std::fs::create_dir(&src).unwrap();
+    std::fs::create_dir(&dst).unwrap();
+    build_odd_tree(&src, false);
+    full_migration(Launch::Alone, &src, &dst);
+    assert!(compare_trees(&src, &dst, true).is_empty());
+    let d = open(&dst);
+    set_mtime(d.as_fd(), b"nanos", 1_600_000_000, 999_999_998);
+    fsops::chmod_at(d.as_fd(), b"setuid", 0o755).unwrap();
+    let sub = fsops::open_dir_at(d.as_fd(), b"dir").unwrap();
+    let f = fsops::open_read_at(sub.as_fd(), b"plain.txt").unwrap();
+    fsops::remove_xattr(f.as_fd(), b"user.note").unwrap();
+    fsops::unlink_at(d.as_fd(), b"linked.2").unwrap();
+    write_at(d.as_fd(), b"linked.2", b"one inode, three names");
+    let diffs = compare_trees(&src, &dst, true).join("\n");
+    for needle in ["nanos: mtime", "setuid: mode", "plain.txt: xattrs", "hardlink groups"] {
+        assert!(diffs.contains(needle), "{needle} not noticed in:\n{diffs}");
+    }
+}
