@@ -9,7 +9,13 @@ use common::*;
 use lmpi::fsops;
 
 fn full_migration(launch: Launch, src: &Path, dst: &Path) {
-    let (code, rep, out) = pass(launch, "copy", src, dst, &["--chunk-threshold", "1048576", "--chunk-size", "262144"]);
+    let (code, rep, out) = pass(
+        launch,
+        "copy",
+        src,
+        dst,
+        &["--chunk-threshold", "1048576", "--chunk-size", "262144"],
+    );
     assert_eq!(code, 0, "copy {launch:?}: {}", text(&out));
     assert_eq!(total(&rep, "errors"), 0);
     let (code, _, out) = pass(launch, "delete", src, dst, &[]);
@@ -29,11 +35,17 @@ fn odd_tree_under_every_launcher() {
     std::fs::create_dir(&src).unwrap();
     build_odd_tree(&src, true);
     for launch in launches {
-        let dst = tmp.path().join(format!("dst-{launch:?}").replace(['(', ')'], ""));
+        let dst = tmp
+            .path()
+            .join(format!("dst-{launch:?}").replace(['(', ')'], ""));
         std::fs::create_dir(&dst).unwrap();
         full_migration(launch, &src, &dst);
         let diffs = compare_trees(&src, &dst, true);
-        assert!(diffs.is_empty(), "{launch:?}: trees differ:\n{}", diffs.join("\n"));
+        assert!(
+            diffs.is_empty(),
+            "{launch:?}: trees differ:\n{}",
+            diffs.join("\n")
+        );
         // Unchanged source: a second copy copies nothing.
         let (code, rep, out) = pass(launch, "copy", &src, &dst, &[]);
         assert_eq!(code, 0, "{}", text(&out));
@@ -54,7 +66,11 @@ fn rsync_sees_no_difference() {
     std::fs::create_dir(&dst).unwrap();
     // No over-long path here: rsync itself cannot walk beyond PATH_MAX.
     build_odd_tree(&src, false);
-    let launch = if have("mpirun") { Launch::Mpirun(2) } else { Launch::Alone };
+    let launch = if have("mpirun") {
+        Launch::Mpirun(2)
+    } else {
+        Launch::Alone
+    };
     full_migration(launch, &src, &dst);
     assert_eq!(rsync_diff(&src, &dst), "");
 }
@@ -66,7 +82,11 @@ fn changes_on_the_source_converge() {
     std::fs::create_dir(&src).unwrap();
     std::fs::create_dir(&dst).unwrap();
     build_odd_tree(&src, false);
-    let launch = if have("mpirun") { Launch::Mpirun(3) } else { Launch::Alone };
+    let launch = if have("mpirun") {
+        Launch::Mpirun(3)
+    } else {
+        Launch::Alone
+    };
     full_migration(launch, &src, &dst);
 
     let s = open(&src);
@@ -85,9 +105,17 @@ fn changes_on_the_source_converge() {
     write_at(d, b"ro", b"now a file");
     fsops::unlink_at(d, b"old").unwrap();
     fsops::mkdir_at(d, b"old", 0o750).unwrap();
-    write_at(fsops::open_dir_at(d, b"old").unwrap().as_fd(), b"child", b"c");
+    write_at(
+        fsops::open_dir_at(d, b"old").unwrap().as_fd(),
+        b"child",
+        b"c",
+    );
     for i in 0..100 {
-        fsops::unlink_at(fsops::open_dir_at(d, b"wide").unwrap().as_fd(), format!("f{i:05}").as_bytes()).unwrap();
+        fsops::unlink_at(
+            fsops::open_dir_at(d, b"wide").unwrap().as_fd(),
+            format!("f{i:05}").as_bytes(),
+        )
+        .unwrap();
     }
     full_migration(launch, &src, &dst);
     let diffs = compare_trees(&src, &dst, true);
@@ -108,7 +136,11 @@ fn delete_refuses_empty_or_missing_source() {
     // Empty source root (an unmounted filesystem looks like this): refused.
     let (code, _, out) = pass(Launch::Alone, "delete", &src, &dst, &[]);
     assert_eq!(code, 3, "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("empty"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("empty"),
+        "{}",
+        text(&out)
+    );
     assert!(dst.join("precious").exists());
 
     // Missing source root: a usage error, nothing touched.
@@ -120,13 +152,25 @@ fn delete_refuses_empty_or_missing_source() {
     assert!(dst.join("precious").exists());
 
     // Dry run lists but keeps.
-    let (code, _, out) = pass(Launch::Alone, "delete", &src, &dst, &["--allow-empty-source", "--dry-run"]);
+    let (code, _, out) = pass(
+        Launch::Alone,
+        "delete",
+        &src,
+        &dst,
+        &["--allow-empty-source", "--dry-run"],
+    );
     assert_eq!(code, 0, "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("would delete: precious"));
     assert!(dst.join("precious").exists());
 
     // Explicit override deletes.
-    let (code, rep, out) = pass(Launch::Alone, "delete", &src, &dst, &["--allow-empty-source"]);
+    let (code, rep, out) = pass(
+        Launch::Alone,
+        "delete",
+        &src,
+        &dst,
+        &["--allow-empty-source"],
+    );
     assert_eq!(code, 0, "{}", text(&out));
     assert_eq!(total(&rep, "deleted"), 1);
     assert!(!dst.join("precious").exists());
@@ -150,7 +194,11 @@ fn delete_removes_big_subtrees_in_parallel_and_honours_max_delete() {
         }
     }
     std::fs::write(dst.join("stray"), b"s").unwrap();
-    let launch = if have("mpirun") { Launch::Mpirun(3) } else { Launch::Alone };
+    let launch = if have("mpirun") {
+        Launch::Mpirun(3)
+    } else {
+        Launch::Alone
+    };
 
     let (code, rep, out) = pass(launch, "delete", &src, &dst, &["--max-delete", "10"]);
     assert_eq!(code, 5, "{}", text(&out));
@@ -176,13 +224,47 @@ fn filters_skip_and_count() {
     std::fs::write(src.join("kept/stale"), b"old").unwrap();
     std::fs::write(src.join("kept/ok"), b"ok").unwrap();
     let s = open(&src.join("kept"));
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
     // atime far in the past: skipped by oldest_date.
-    fsops::utimes_at(s.as_fd(), b"stale", fsops::Time { sec: now - 400 * 86400, nsec: 0 }, fsops::Time { sec: now - 400 * 86400, nsec: 0 }).unwrap();
-    fsops::utimes_at(s.as_fd(), b"ok", fsops::Time { sec: now - 10 * 86400, nsec: 0 }, fsops::Time { sec: now - 10 * 86400, nsec: 0 }).unwrap();
+    fsops::utimes_at(
+        s.as_fd(),
+        b"stale",
+        fsops::Time {
+            sec: now - 400 * 86400,
+            nsec: 0,
+        },
+        fsops::Time {
+            sec: now - 400 * 86400,
+            nsec: 0,
+        },
+    )
+    .unwrap();
+    fsops::utimes_at(
+        s.as_fd(),
+        b"ok",
+        fsops::Time {
+            sec: now - 10 * 86400,
+            nsec: 0,
+        },
+        fsops::Time {
+            sec: now - 10 * 86400,
+            nsec: 0,
+        },
+    )
+    .unwrap();
     // "fresh" keeps mtime = now: skipped by newest_date (1 day).
     let cfg = tmp.path().join("lmpi.toml");
-    std::fs::write(&cfg, format!("oldest_date = {}\nnewest_date = 86400\nexclude = [\"excluded\"]\n", 365 * 86400)).unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "oldest_date = {}\nnewest_date = 86400\nexclude = [\"excluded\"]\n",
+            365 * 86400
+        ),
+    )
+    .unwrap();
     let cfg_s = cfg.to_str().unwrap();
     let (code, rep, out) = pass(Launch::Alone, "copy", &src, &dst, &["--config", cfg_s]);
     assert_eq!(code, 0, "{}", text(&out));
@@ -205,7 +287,13 @@ fn bad_input_gives_one_line_errors() {
         assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
         assert!(err.contains(needle), "{needle:?} not in {err}");
     };
-    let (_, _, out) = pass(Launch::Alone, "copy", &src, &tmp.path().join("missing"), &[]);
+    let (_, _, out) = pass(
+        Launch::Alone,
+        "copy",
+        &src,
+        &tmp.path().join("missing"),
+        &[],
+    );
     one_line(&out, "missing");
     let (_, _, out) = pass(Launch::Alone, "copy", &src, &src, &[]);
     one_line(&out, "same directory");
@@ -213,11 +301,23 @@ fn bad_input_gives_one_line_errors() {
     one_line(&out, "nested");
     let cfg = tmp.path().join("bad.toml");
     std::fs::write(&cfg, "threads_per_rank = 8\nbogus_key = 1\n").unwrap();
-    let (_, _, out) = pass(Launch::Alone, "copy", &src, &dst, &["--config", cfg.to_str().unwrap()]);
+    let (_, _, out) = pass(
+        Launch::Alone,
+        "copy",
+        &src,
+        &dst,
+        &["--config", cfg.to_str().unwrap()],
+    );
     one_line(&out, "bogus_key");
     one_line(&out, "bad.toml");
     std::fs::write(&cfg, "threads_per_rank = 0\n").unwrap();
-    let (_, _, out) = pass(Launch::Alone, "copy", &src, &dst, &["--config", cfg.to_str().unwrap()]);
+    let (_, _, out) = pass(
+        Launch::Alone,
+        "copy",
+        &src,
+        &dst,
+        &["--config", cfg.to_str().unwrap()],
+    );
     one_line(&out, "threads_per_rank");
     let (_, _, out) = pass(Launch::Alone, "copy", &src, &dst, &["--threads", "0"]);
     one_line(&out, "threads_per_rank");
@@ -240,7 +340,17 @@ fn dirtime_reports_missing_target_dir_without_creating_it() {
 fn help_documents_options() {
     let out = lmpi(Launch::Alone, &[std::ffi::OsStr::new("--help")]);
     let h = String::from_utf8_lossy(&out.stdout);
-    for opt in ["--pass", "--config", "--source", "--target", "--dry-run", "--threads", "--max-delete", "--allow-empty-source", "Exit status"] {
+    for opt in [
+        "--pass",
+        "--config",
+        "--source",
+        "--target",
+        "--dry-run",
+        "--threads",
+        "--max-delete",
+        "--allow-empty-source",
+        "Exit status",
+    ] {
         assert!(h.contains(opt), "--help lacks {opt}");
     }
 }
@@ -264,7 +374,12 @@ fn comparer_sees_differences() {
     fsops::unlink_at(d.as_fd(), b"linked.2").unwrap();
     write_at(d.as_fd(), b"linked.2", b"one inode, three names");
     let diffs = compare_trees(&src, &dst, true).join("\n");
-    for needle in ["nanos: mtime", "setuid: mode", "plain.txt: xattrs", "hardlink groups"] {
+    for needle in [
+        "nanos: mtime",
+        "setuid: mode",
+        "plain.txt: xattrs",
+        "hardlink groups",
+    ] {
         assert!(diffs.contains(needle), "{needle} not noticed in:\n{diffs}");
     }
 }

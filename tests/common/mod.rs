@@ -21,7 +21,12 @@ pub fn in_ci() -> bool {
 
 /// Whether a tool the test needs is here. In CI a missing tool fails the test.
 pub fn have(tool: &str) -> bool {
-    let ok = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success()).unwrap_or(false);
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     if !ok {
         assert!(!in_ci(), "{tool} is required in CI but was not found");
         eprintln!("skipped: {tool} not installed");
@@ -41,7 +46,8 @@ pub fn lmpi(launch: Launch, args: &[&OsStr]) -> Output {
         Launch::Alone => Command::new(bin()),
         Launch::Mpirun(n) => {
             let mut c = Command::new("mpirun");
-            c.args(["--oversubscribe", "-np", &n.to_string()]).arg(bin());
+            c.args(["--oversubscribe", "-np", &n.to_string()])
+                .arg(bin());
             c
         }
     };
@@ -54,11 +60,22 @@ pub fn lmpi(launch: Launch, args: &[&OsStr]) -> Output {
 }
 
 pub fn text(o: &Output) -> String {
-    format!("status {:?}\nstdout:\n{}\nstderr:\n{}", o.status.code(), String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// Run one pass and return (exit code, parsed JSON report, output).
-pub fn pass(launch: Launch, pass: &str, src: &Path, dst: &Path, extra: &[&str]) -> (i32, serde_json::Value, Output) {
+pub fn pass(
+    launch: Launch,
+    pass: &str,
+    src: &Path,
+    dst: &Path,
+    extra: &[&str],
+) -> (i32, serde_json::Value, Output) {
     let dir = tempfile::tempdir().expect("tempdir");
     let report = dir.path().join("report.json");
     let elog = dir.path().join("errors.log");
@@ -77,12 +94,17 @@ pub fn pass(launch: Launch, pass: &str, src: &Path, dst: &Path, extra: &[&str]) 
     ];
     args.extend(extra.iter().map(OsStr::new));
     let out = lmpi(launch, &args);
-    let json = std::fs::read(&report).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(serde_json::Value::Null);
+    let json = std::fs::read(&report)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(serde_json::Value::Null);
     (out.status.code().unwrap_or(-1), json, out)
 }
 
 pub fn total(report: &serde_json::Value, key: &str) -> u64 {
-    report["totals"][key].as_u64().unwrap_or_else(|| panic!("no totals.{key} in report {report}"))
+    report["totals"][key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no totals.{key} in report {report}"))
 }
 
 // ---------- building trees ----------
@@ -134,7 +156,9 @@ pub fn build_odd_tree(root: &Path, deep: bool) {
         file.set_len(32 << 20).unwrap();
     }
     // Medium file with random-ish content.
-    let data: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let data: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     write_at(d, b"medium.bin", &data);
     // Special files.
     let c = std::ffi::CString::new(root.join("fifo").as_os_str().as_bytes()).unwrap();
@@ -151,7 +175,14 @@ pub fn build_odd_tree(root: &Path, deep: bool) {
     fsops::symlink_at(b"/nonexistent/\xffdangling", d, b"dangling").unwrap();
     // xattrs.
     let fd = fsops::open_read_at(sub.as_fd(), b"plain.txt").unwrap();
-    fsops::set_xattr(Some(fd.as_fd()), sub.as_fd(), b"", b"user.note", b"\x00binary\xff").unwrap();
+    fsops::set_xattr(
+        Some(fd.as_fd()),
+        sub.as_fd(),
+        b"",
+        b"user.note",
+        b"\x00binary\xff",
+    )
+    .unwrap();
     if is_root() {
         fsops::set_xattr(Some(fd.as_fd()), sub.as_fd(), b"", b"trusted.secret", b"t").unwrap();
     }
@@ -181,7 +212,11 @@ pub fn build_odd_tree(root: &Path, deep: bool) {
     fsops::mkdir_at(d, b"wide", 0o755).unwrap();
     let w = fsops::open_dir_at(d, b"wide").unwrap();
     for i in 0..2500 {
-        write_at(w.as_fd(), format!("f{i:05}").as_bytes(), format!("{i}").as_bytes());
+        write_at(
+            w.as_fd(),
+            format!("f{i:05}").as_bytes(),
+            format!("{i}").as_bytes(),
+        );
     }
     if deep {
         // 20 levels of 240-byte names: a path of ~4.8 KB, beyond PATH_MAX.
@@ -228,7 +263,15 @@ pub fn compare_trees(a: &Path, b: &Path, dir_times: bool) -> Vec<String> {
     let (ra, rb) = (open(a), open(b));
     let mut links_a: BTreeMap<(u64, u64), Vec<Vec<u8>>> = BTreeMap::new();
     let mut links_b: BTreeMap<(u64, u64), Vec<Vec<u8>>> = BTreeMap::new();
-    walk_compare(ra.as_fd(), rb.as_fd(), b"", dir_times, &mut diffs, &mut links_a, &mut links_b);
+    walk_compare(
+        ra.as_fd(),
+        rb.as_fd(),
+        b"",
+        dir_times,
+        &mut diffs,
+        &mut links_a,
+        &mut links_b,
+    );
     let mut ga: Vec<Vec<Vec<u8>>> = links_a.into_values().filter(|v| v.len() > 1).collect();
     let mut gb: Vec<Vec<Vec<u8>>> = links_b.into_values().filter(|v| v.len() > 1).collect();
     for g in ga.iter_mut().chain(gb.iter_mut()) {
@@ -237,7 +280,11 @@ pub fn compare_trees(a: &Path, b: &Path, dir_times: bool) -> Vec<String> {
     ga.sort();
     gb.sort();
     if ga != gb {
-        diffs.push(format!("hardlink groups differ: {:?} vs {:?}", ga.len(), gb.len()));
+        diffs.push(format!(
+            "hardlink groups differ: {:?} vs {:?}",
+            ga.len(),
+            gb.len()
+        ));
     }
     diffs
 }
@@ -264,21 +311,38 @@ fn walk_compare(
     };
     let (na, nb) = (list(da), list(db));
     if na != nb {
-        let only_a: Vec<_> = na.iter().filter(|n| !nb.contains(n)).map(|n| fsops::show(n)).collect();
-        let only_b: Vec<_> = nb.iter().filter(|n| !na.contains(n)).map(|n| fsops::show(n)).collect();
-        diffs.push(format!("{}: only in source {only_a:?}, only in target {only_b:?}", fsops::show(rel)));
+        let only_a: Vec<_> = na
+            .iter()
+            .filter(|n| !nb.contains(n))
+            .map(|n| fsops::show(n))
+            .collect();
+        let only_b: Vec<_> = nb
+            .iter()
+            .filter(|n| !na.contains(n))
+            .map(|n| fsops::show(n))
+            .collect();
+        diffs.push(format!(
+            "{}: only in source {only_a:?}, only in target {only_b:?}",
+            fsops::show(rel)
+        ));
     }
     for name in na.iter().filter(|n| nb.contains(n)) {
         let path = fsops::join(rel, name);
         let p = fsops::show(&path);
-        let (sa, sb) = (fsops::stat_at(da, name).unwrap(), fsops::stat_at(db, name).unwrap());
+        let (sa, sb) = (
+            fsops::stat_at(da, name).unwrap(),
+            fsops::stat_at(db, name).unwrap(),
+        );
         let _ = Seen { st: sa };
         if sa.kind != sb.kind {
             diffs.push(format!("{p}: type {:?} vs {:?}", sa.kind, sb.kind));
             continue;
         }
         if (sa.uid, sa.gid) != (sb.uid, sb.gid) {
-            diffs.push(format!("{p}: owner {}:{} vs {}:{}", sa.uid, sa.gid, sb.uid, sb.gid));
+            diffs.push(format!(
+                "{p}: owner {}:{} vs {}:{}",
+                sa.uid, sa.gid, sb.uid, sb.gid
+            ));
         }
         if sa.kind != Kind::Symlink && sa.perm != sb.perm {
             diffs.push(format!("{p}: mode {:o} vs {:o}", sa.perm, sb.perm));
@@ -288,7 +352,10 @@ fn walk_compare(
         }
         match sa.kind {
             Kind::Dir => {
-                let (ca, cb) = (fsops::open_dir_at(da, name).unwrap(), fsops::open_dir_at(db, name).unwrap());
+                let (ca, cb) = (
+                    fsops::open_dir_at(da, name).unwrap(),
+                    fsops::open_dir_at(db, name).unwrap(),
+                );
                 if xattrs(Some(ca.as_fd()), da, b"") != xattrs(Some(cb.as_fd()), db, b"") {
                     diffs.push(format!("{p}: xattrs differ"));
                 }
@@ -298,13 +365,19 @@ fn walk_compare(
                 if sa.size != sb.size || read_all(da, name) != read_all(db, name) {
                     diffs.push(format!("{p}: content differs"));
                 }
-                let (fa, fb) = (fsops::open_read_at(da, name).unwrap(), fsops::open_read_at(db, name).unwrap());
+                let (fa, fb) = (
+                    fsops::open_read_at(da, name).unwrap(),
+                    fsops::open_read_at(db, name).unwrap(),
+                );
                 if xattrs(Some(fa.as_fd()), da, b"") != xattrs(Some(fb.as_fd()), db, b"") {
                     diffs.push(format!("{p}: xattrs differ"));
                 }
                 // Holes: the copy may not allocate more than the source plus a block per segment.
                 if sb.blocks > sa.blocks + 64 {
-                    diffs.push(format!("{p}: holes filled ({} vs {} blocks)", sa.blocks, sb.blocks));
+                    diffs.push(format!(
+                        "{p}: holes filled ({} vs {} blocks)",
+                        sa.blocks, sb.blocks
+                    ));
                 }
                 if sa.nlink > 1 || sb.nlink > 1 {
                     la.entry((sa.dev, sa.ino)).or_default().push(path.clone());
@@ -335,5 +408,9 @@ pub fn rsync_diff(src: &Path, dst: &Path) -> String {
         .arg(format!("{}/", dst.display()))
         .output()
         .expect("run rsync");
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }

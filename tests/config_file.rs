@@ -1,0 +1,55 @@
+//! The shipped config documents the defaults: it must parse and match them.
+
+use lmpi::config::Config;
+
+#[test]
+fn shipped_config_parses_to_the_defaults() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/lmpi.toml");
+    let cfg = Config::load(&path).expect("config/lmpi.toml must parse");
+    let def = Config::default();
+    assert_eq!(cfg.threads_per_rank, def.threads_per_rank);
+    assert_eq!(cfg.report_interval, def.report_interval);
+    assert_eq!(cfg.batch_size, def.batch_size);
+    assert_eq!(cfg.chunk_threshold, def.chunk_threshold);
+    assert_eq!(cfg.chunk_size, def.chunk_size);
+    assert_eq!(cfg.oldest_date, 0);
+    assert_eq!(cfg.newest_date, 0);
+}
+
+#[test]
+fn errors_name_key_and_file() {
+    for (text, key) in [
+        ("nope = 1", "nope"),
+        ("threads_per_rank = -3", "threads_per_rank"),
+        ("threads_per_rank = \"many\"", "threads_per_rank"),
+        ("chunk_size = 1000", "chunk_size"),
+        ("report_interval = 0", "report_interval"),
+        ("[stats]\nbogus = true", "bogus"),
+    ] {
+        let err = Config::parse(text, "/etc/x.toml")
+            .expect_err(text)
+            .to_string();
+        assert!(
+            err.contains(key) && err.contains("/etc/x.toml"),
+            "{text}: {err}"
+        );
+        assert!(!err.contains('\n'), "one line: {err}");
+    }
+}
+
+mod fuzz {
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+        #[test]
+        fn parser_never_panics(s in "\\PC{0,200}") {
+            let _ = lmpi::config::Config::parse(&s, "fuzz.toml");
+        }
+
+        #[test]
+        fn keyish_input_never_panics(k in "(threads_per_rank|batch_size|chunk_size|exclude|oldest_date)", v in "[-0-9a-z\\[\\]\" ,.]{0,20}") {
+            let _ = lmpi::config::Config::parse(&format!("{k} = {v}"), "fuzz.toml");
+        }
+    }
+}
