@@ -155,3 +155,11 @@ impl Summary {
         s
     }
 }
+
+/// Print a line on stdout; a closed pipe (`| head`) must not kill a migration.
+pub fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}

@@ -170,10 +170,11 @@ impl Monitor for RankZero {
             total = total.sum(&r.counters);
         }
         if !self.quiet {
-            println!(
-                "{}",
-                report::progress_line(self.pass, self.start.elapsed(), &total)
-            );
+            report::say(&report::progress_line(
+                self.pass,
+                self.start.elapsed(),
+                &total,
+            ));
         }
         if let Ok(mut s) = self.status.lock() {
             s.state = if ctl.stopping() {
@@ -580,7 +581,7 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
         per_rank,
         notes,
     };
-    println!("{}", summary.text());
+    crate::report::say(&summary.text());
     if let Ok(mut s) = status.lock() {
         s.state = "done".into();
     }

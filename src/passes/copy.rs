@@ -351,7 +351,10 @@ impl CopyPass {
             Ok(d) if d.kind == Kind::Dir => return true,
             Ok(_) => {
                 if c.dry_run {
-                    println!("would replace with a directory: {}", fsops::show(rel));
+                    crate::report::say(&format!(
+                        "would replace with a directory: {}",
+                        fsops::show(rel)
+                    ));
                     return true;
                 }
                 if let Err(e) = fsops::remove_tree_at(dd, name) {
@@ -366,7 +369,7 @@ impl CopyPass {
             }
         }
         if c.dry_run {
-            println!("would create directory: {}", fsops::show(rel));
+            crate::report::say(&format!("would create directory: {}", fsops::show(rel)));
             return true;
         }
         // Without root, keep the directory writable for us; the dirtime pass sets the final mode.
@@ -508,7 +511,7 @@ impl CopyPass {
             return Ok(());
         }
         let Some(dd) = dd else {
-            println!("would copy: {}", fsops::show(rel));
+            crate::report::say(&format!("would copy: {}", fsops::show(rel)));
             return Ok(());
         };
         let d = match fsops::stat_at(dd, name) {
@@ -522,7 +525,7 @@ impl CopyPass {
                     c.bump(&c.counters.uptodate, 1);
                 } else {
                     if c.dry_run {
-                        println!("would fix owner/mode: {}", fsops::show(rel));
+                        crate::report::say(&format!("would fix owner/mode: {}", fsops::show(rel)));
                         return Ok(());
                     }
                     if s.uid != d.uid || s.gid != d.gid {
@@ -537,7 +540,7 @@ impl CopyPass {
             }
         }
         if c.dry_run {
-            println!("would copy: {}", fsops::show(rel));
+            crate::report::say(&format!("would copy: {}", fsops::show(rel)));
             return Ok(());
         }
         if let Some(d) = &d {
@@ -862,7 +865,9 @@ impl CopyPass {
                     }
                     c.bump(&c.counters.meta, 1);
                 }
-                _ if c.dry_run => println!("would copy: {}", fsops::show(first)),
+                _ if c.dry_run => {
+                    crate::report::say(&format!("would copy: {}", fsops::show(first)))
+                }
                 Some(d) if d.kind == Kind::Dir => {
                     on_dst(fsops::remove_tree_at(dd.as_fd(), pname))?;
                     self.copy_file(sd.as_fd(), dd.as_fd(), pname, &s, false)?;
@@ -890,7 +895,7 @@ impl CopyPass {
                     }
                     Ok(d) => {
                         if c.dry_run {
-                            println!("would link: {}", fsops::show(other));
+                            crate::report::say(&format!("would link: {}", fsops::show(other)));
                             return Ok(());
                         }
                         if d.kind == Kind::Dir {
@@ -911,7 +916,7 @@ impl CopyPass {
                     Err(e) => return Err(Fail::Os(Side::Target, e)),
                 }
                 if c.dry_run {
-                    println!("would link: {}", fsops::show(other));
+                    crate::report::say(&format!("would link: {}", fsops::show(other)));
                     return Ok(());
                 }
                 on_dst(fsops::link_at(pdd.as_fd(), pname, dd.as_fd(), oname))?;

@@ -150,11 +150,8 @@ impl DeletePass {
             },
         };
         if c.dry_run {
-            println!(
-                "would delete: {}{}",
-                fsops::show(rel),
-                if kind == Kind::Dir { "/" } else { "" }
-            );
+            let slash = if kind == Kind::Dir { "/" } else { "" };
+            crate::report::say(&format!("would delete: {}{slash}", fsops::show(rel)));
             c.bump(&c.counters.deleted, 1);
             return;
         }

@@ -52,7 +52,7 @@ impl DirtimePass {
                     }
                     if d.atime != s.atime || d.mtime != s.mtime {
                         if c.dry_run {
-                            println!("would set times: {}", fsops::show(rel));
+                            crate::report::say(&format!("would set times: {}", fsops::show(rel)));
                         } else if let Err(e) = fsops::futimes(dd.as_fd(), s.atime, s.mtime) {
                             c.err(Side::Target, rel, e);
                         } else {
