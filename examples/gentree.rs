@@ -11,7 +11,10 @@ fn arg(args: &[String], name: &str, default: u64) -> u64 {
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
-        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name} wants a number, not {v}")))
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name} wants a number, not {v}"))
+        })
         .unwrap_or(default)
 }
 
@@ -28,7 +31,11 @@ fn fill(buf: &mut [u8], seed: u64) {
 
 fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some(root) = args.first().filter(|a| !a.starts_with("--")).map(PathBuf::from) else {
+    let Some(root) = args
+        .first()
+        .filter(|a| !a.starts_with("--"))
+        .map(PathBuf::from)
+    else {
         eprintln!("usage: gentree DIR [--dirs N] [--files N] [--size BYTES] [--symlinks N] [--big N] [--big-size BYTES] [--odd]");
         std::process::exit(2);
     };
@@ -69,7 +76,13 @@ fn main() -> std::io::Result<()> {
     if odd {
         let o = root.join("odd");
         std::fs::create_dir_all(&o)?;
-        for name in [&b"caf\xe9-latin1"[..], b"new\nline", b" spaced ", b"-dash", &[b'n'; 255]] {
+        for name in [
+            &b"caf\xe9-latin1"[..],
+            b"new\nline",
+            b" spaced ",
+            b"-dash",
+            &[b'n'; 255],
+        ] {
             std::fs::write(o.join(std::ffi::OsStr::from_bytes(name)), name)?;
         }
         std::fs::write(o.join("hard1"), b"linked")?;
