@@ -167,6 +167,9 @@ pub struct CopyPass {
     egid: u32,
 }
 
+/// Below this, page-cache advice costs more syscalls than it saves.
+const BIG_FOR_ADVICE: u64 = 1 << 20;
+
 thread_local! {
     static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
@@ -449,6 +452,13 @@ impl CopyPass {
             Err(e) if c.dry_run && e.is_not_found() => None,
             Err(e) => return c.err(Side::Target, dir, e),
         };
+        // The group a new file gets: the directory's if it is setgid, else ours.
+        // One fstat per batch saves an fchown per file.
+        let new_gid = match dd.as_ref().map(|d| fsops::fstat(d.as_fd())) {
+            Some(Ok(st)) if st.perm & 0o2000 != 0 => st.gid,
+            Some(Ok(_)) => self.egid,
+            _ => u32::MAX,
+        };
         for name in names {
             if out.stopping() {
                 return;
@@ -460,6 +470,7 @@ impl CopyPass {
                 dir,
                 &name,
                 &rel,
+                new_gid,
                 out,
             ) {
                 self.report(&rel, f);
@@ -474,6 +485,7 @@ impl CopyPass {
         dir: &[u8],
         name: &[u8],
         rel: &[u8],
+        new_gid: u32,
         out: &mut Emitter<'_, Item>,
     ) -> Res<()> {
         let c = &self.ctx;
@@ -555,7 +567,7 @@ impl CopyPass {
             Kind::File if s.size >= self.opts.chunk_threshold => {
                 self.start_chunked(sd, dd, dir, name, &s, out)
             }
-            Kind::File => self.copy_file(sd, dd, name, &s, exists),
+            Kind::File => self.copy_file(sd, dd, name, &s, exists, new_gid),
             Kind::Symlink => self.make_symlink(sd, dd, name, &s),
             _ => self.make_special(dd, name, &s),
         }
@@ -574,8 +586,10 @@ impl CopyPass {
         sd: BorrowedFd,
         dd: BorrowedFd,
         s: &Stat,
+        new_gid: u32,
     ) -> Res<()> {
-        if self.ctx.is_root || s.uid != self.euid || s.gid != self.egid {
+        // A new file already has our uid and the directory's gid (setgid) or ours.
+        if s.uid != self.euid || s.gid != new_gid {
             on_dst(fsops::fchown(dfd, s.uid, s.gid))?;
         }
         if s.perm & 0o7000 != 0 || !self.ctx.is_root {
@@ -592,6 +606,7 @@ impl CopyPass {
         name: &[u8],
         s: &Stat,
         replace: bool,
+        new_gid: u32,
     ) -> Res<()> {
         let t0 = Instant::now();
         let src = on_src(fsops::open_read_at(sd, name))?;
@@ -605,19 +620,24 @@ impl CopyPass {
             Ok(f) => f,
             // Someone created it since we looked: go the replace way.
             Err(e) if e.errno == libc::EEXIST && !replace => {
-                return self.copy_file(sd, dd, name, s, true)
+                return self.copy_file(sd, dd, name, s, true, new_gid)
             }
             Err(e) => return Err(Fail::Os(Side::Target, e)),
         };
         let r = (|| -> Res<u64> {
-            fsops::advise_sequential(src.as_fd());
+            if s.size >= BIG_FOR_ADVICE {
+                fsops::advise_sequential(src.as_fd());
+            }
             let bytes = self.copy_data(src.as_fd(), dst.as_fd(), 0, s.size, s.maybe_sparse())?;
-            on_dst(fsops::ftruncate(dst.as_fd(), s.size))?;
+            // Holes at the end (or a source that shrank) leave the file short.
+            if bytes != s.size {
+                on_dst(fsops::ftruncate(dst.as_fd(), s.size))?;
+            }
             let after = on_src(fsops::fstat(src.as_fd()))?;
             if after.size != s.size || after.mtime != s.mtime {
                 return Err(Fail::Changed);
             }
-            self.finish_file(src.as_fd(), dst.as_fd(), sd, dd, s)?;
+            self.finish_file(src.as_fd(), dst.as_fd(), sd, dd, s, new_gid)?;
             if let Some(t) = &tmp {
                 on_dst(fsops::rename_at(dd, t, name))?;
             }
@@ -660,7 +680,9 @@ impl CopyPass {
                     };
                     Fail::Os(side, e)
                 })?;
-                fsops::advise_dontneed(src, a, z - a);
+                if z - a >= BIG_FOR_ADVICE {
+                    fsops::advise_dontneed(src, a, z - a);
+                }
             }
             Ok(bytes)
         })
@@ -821,7 +843,14 @@ impl CopyPass {
                 if after.size != f.st.size || after.mtime != f.st.mtime {
                     return Err(Fail::Changed);
                 }
-                self.finish_file(src.as_fd(), dst.as_fd(), sd.as_fd(), dd.as_fd(), &f.st)?;
+                self.finish_file(
+                    src.as_fd(),
+                    dst.as_fd(),
+                    sd.as_fd(),
+                    dd.as_fd(),
+                    &f.st,
+                    u32::MAX,
+                )?;
                 on_dst(fsops::rename_at(dd.as_fd(), &f.tmp, &f.name))
             })();
             if res.is_err() {
@@ -870,10 +899,10 @@ impl CopyPass {
                 }
                 Some(d) if d.kind == Kind::Dir => {
                     on_dst(fsops::remove_tree_at(dd.as_fd(), pname))?;
-                    self.copy_file(sd.as_fd(), dd.as_fd(), pname, &s, false)?;
+                    self.copy_file(sd.as_fd(), dd.as_fd(), pname, &s, false, u32::MAX)?;
                 }
-                Some(_) => self.copy_file(sd.as_fd(), dd.as_fd(), pname, &s, true)?,
-                None => self.copy_file(sd.as_fd(), dd.as_fd(), pname, &s, false)?,
+                Some(_) => self.copy_file(sd.as_fd(), dd.as_fd(), pname, &s, true, u32::MAX)?,
+                None => self.copy_file(sd.as_fd(), dd.as_fd(), pname, &s, false, u32::MAX)?,
             }
             let d = on_dst(fsops::stat_at(dd.as_fd(), pname))?;
             Ok((dd, d))
