@@ -11,21 +11,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Build the LD_PRELOAD fault shim with the system C compiler.
-fn shim() -> PathBuf {
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("lmpi-fault-shim.so");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/faults/shim.c");
-    let st = Command::new("cc")
-        .args(["-shared", "-fPIC", "-O2", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .arg("-ldl")
-        .status()
-        .expect("run cc");
-    assert!(st.success(), "building the fault shim failed");
-    out
-}
-
 fn lmpi_with_env(args: &[&OsStr], env: &[(&str, &OsStr)]) -> std::process::Output {
     let mut c = Command::new(bin());
     c.args(args);

@@ -29,7 +29,11 @@ fn make_tree(src: &Path) {
         let dir = src.join(format!("d{d:02}"));
         std::fs::create_dir(&dir).unwrap();
         for f in 0..400 {
-            std::fs::write(dir.join(format!("f{f:04}")), format!("{d}/{f}\n").repeat(8)).unwrap();
+            std::fs::write(
+                dir.join(format!("slowfile{f:04}")),
+                format!("{d}/{f}\n").repeat(8),
+            )
+            .unwrap();
         }
     }
 }
@@ -65,6 +69,11 @@ fn stop_midway(launch: Launch, src: &Path, dst: &Path) -> (Option<i32>, String) 
         .arg(dst.with_extension("errors"))
         .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        // 300 us per metadata operation on the small files: the copy lasts seconds,
+        // so the signal surely lands mid-copy.
+        .env("LD_PRELOAD", shim())
+        .env("LMPI_FAULT_SLOW", "slowfile")
+        .env("LMPI_FAULT_SLOW_US", "300")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
