@@ -1,9 +1,13 @@
-/* Fault injection for lmpi's tests, loaded with LD_PRELOAD into the real binary.
+/* Fault and latency injection for lmpi's tests and benchmarks, loaded with
+ * LD_PRELOAD into the real binaries (lmpi, rsync, cp alike).
  *   LMPI_FAULT_EIO=substr     statx/openat of a name containing substr fail with EIO
  *   LMPI_FAULT_VANISH=substr  the entry is unlinked just before its statx: it
  *                             vanishes between readdir and stat, as on a live fs.
- *   LMPI_FAULT_SLOW=substr    statx/openat of such names first sleep LMPI_FAULT_SLOW_US
- *                             microseconds (default 1000): metadata latency like Lustre's. */
+ *   LMPI_FAULT_SLOW=substr    metadata calls on such names first sleep
+ *                             LMPI_FAULT_SLOW_US microseconds (default 1000);
+ *   LMPI_FAULT_SLOW_ALL=1     ... on every name: Lustre-like metadata latency
+ *                             for benchmarks (the sleep costs no CPU, so only a
+ *                             tool with many operations in flight hides it). */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -12,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 static int matches(const char *env, const char *name) {
@@ -20,32 +25,96 @@ static int matches(const char *env, const char *name) {
 }
 
 static void maybe_slow(const char *name) {
-    if (matches("LMPI_FAULT_SLOW", name)) {
+    const char *all = getenv("LMPI_FAULT_SLOW_ALL");
+    if ((all && *all == '1') || matches("LMPI_FAULT_SLOW", name)) {
         const char *us = getenv("LMPI_FAULT_SLOW_US");
         usleep(us ? (useconds_t)atoi(us) : 1000);
     }
 }
 
+#define REAL(name) \
+    static __typeof__(name) *real; \
+    if (!real) real = (__typeof__(name) *)dlsym(RTLD_NEXT, #name)
+
 int statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *buf) {
-    static int (*real)(int, const char *, int, unsigned int, struct statx *);
-    if (!real) real = dlsym(RTLD_NEXT, "statx");
+    REAL(statx);
     maybe_slow(path);
     if (matches("LMPI_FAULT_EIO", path)) { errno = EIO; return -1; }
     if (matches("LMPI_FAULT_VANISH", path)) unlinkat(dirfd, path, 0);
     return real(dirfd, path, flags, mask, buf);
 }
 
+static mode_t mode_arg(int flags, va_list ap) {
+    return (flags & (O_CREAT | O_TMPFILE)) ? va_arg(ap, mode_t) : 0;
+}
+
 int openat(int dirfd, const char *path, int flags, ...) {
-    static int (*real)(int, const char *, int, ...);
-    if (!real) real = dlsym(RTLD_NEXT, "openat");
-    mode_t mode = 0;
-    if (flags & (O_CREAT | O_TMPFILE)) {
-        va_list ap;
-        va_start(ap, flags);
-        mode = va_arg(ap, mode_t);
-        va_end(ap);
-    }
+    REAL(openat);
+    va_list ap; va_start(ap, flags); mode_t mode = mode_arg(flags, ap); va_end(ap);
     maybe_slow(path);
     if (matches("LMPI_FAULT_EIO", path)) { errno = EIO; return -1; }
     return real(dirfd, path, flags, mode);
 }
+
+int openat64(int dirfd, const char *path, int flags, ...) {
+    REAL(openat64);
+    va_list ap; va_start(ap, flags); mode_t mode = mode_arg(flags, ap); va_end(ap);
+    maybe_slow(path);
+    return real(dirfd, path, flags, mode);
+}
+
+int open(const char *path, int flags, ...) {
+    REAL(open);
+    va_list ap; va_start(ap, flags); mode_t mode = mode_arg(flags, ap); va_end(ap);
+    maybe_slow(path);
+    return real(path, flags, mode);
+}
+
+int open64(const char *path, int flags, ...) {
+    REAL(open64);
+    va_list ap; va_start(ap, flags); mode_t mode = mode_arg(flags, ap); va_end(ap);
+    maybe_slow(path);
+    return real(path, flags, mode);
+}
+
+/* The rest only add latency: the calls rsync and cp make per entry. */
+#define SLOW1(ret, name, T1) \
+    ret name(T1 a) { REAL(name); maybe_slow(a); return real(a); }
+#define SLOW2(ret, name, T1, T2) \
+    ret name(T1 a, T2 b) { REAL(name); maybe_slow(a); return real(a, b); }
+#define SLOW3(ret, name, T1, T2, T3) \
+    ret name(T1 a, T2 b, T3 c) { REAL(name); maybe_slow(a); return real(a, b, c); }
+#define SLOWAT2(ret, name, T2) \
+    ret name(int d, const char *p, T2 b) { REAL(name); maybe_slow(p); return real(d, p, b); }
+#define SLOWAT3(ret, name, T2, T3) \
+    ret name(int d, const char *p, T2 b, T3 c) { REAL(name); maybe_slow(p); return real(d, p, b, c); }
+#define SLOWAT4(ret, name, T2, T3, T4) \
+    ret name(int d, const char *p, T2 b, T3 c, T4 e) { REAL(name); maybe_slow(p); return real(d, p, b, c, e); }
+
+SLOW2(int, stat, const char *, struct stat *)
+SLOW2(int, lstat, const char *, struct stat *)
+SLOW2(int, stat64, const char *, struct stat64 *)
+SLOW2(int, lstat64, const char *, struct stat64 *)
+SLOWAT3(int, fstatat, struct stat *, int)
+SLOWAT3(int, fstatat64, struct stat64 *, int)
+SLOW2(int, mkdir, const char *, mode_t)
+SLOWAT2(int, mkdirat, mode_t)
+SLOW1(int, unlink, const char *)
+SLOWAT2(int, unlinkat, int)
+SLOW1(int, rmdir, const char *)
+SLOW2(int, rename, const char *, const char *)
+SLOW3(int, chown, const char *, uid_t, gid_t)
+SLOW3(int, lchown, const char *, uid_t, gid_t)
+SLOWAT4(int, fchownat, uid_t, gid_t, int)
+SLOW2(int, chmod, const char *, mode_t)
+SLOWAT3(int, fchmodat, mode_t, int)
+int utimensat(int d, const char *p, const struct timespec t[2], int f) {
+    REAL(utimensat);
+    maybe_slow(p);
+    return real(d, p, t, f);
+}
+SLOW2(int, symlink, const char *, const char *)
+SLOW3(ssize_t, readlink, const char *, char *, size_t)
+SLOWAT3(ssize_t, readlinkat, char *, size_t)
+SLOW3(int, mknod, const char *, mode_t, dev_t)
+SLOWAT3(int, mknodat, mode_t, dev_t)
