@@ -167,6 +167,23 @@ pub struct CopyPass {
     egid: u32,
 }
 
+/// What a newly created file in a target directory already has.
+#[derive(Debug, Clone, Copy)]
+struct Landing {
+    /// Its group: the directory's if setgid, else ours.
+    gid: u32,
+    /// The directory has a default ACL, which new files inherit.
+    inherits_acl: bool,
+}
+
+impl Landing {
+    /// Assume the worst: always chown, chmod and sync xattrs.
+    const UNKNOWN: Landing = Landing {
+        gid: u32::MAX,
+        inherits_acl: true,
+    };
+}
+
 /// Below this, page-cache advice costs more syscalls than it saves.
 const BIG_FOR_ADVICE: u64 = 1 << 20;
 
@@ -261,7 +278,7 @@ impl CopyPass {
         c.bump(&c.counters.dirs, 1);
         match (fsops::fstat(sd.as_fd()), fsops::fstat(dd.as_fd())) {
             (Ok(s), Ok(d)) => {
-                if let Err(f) = self.sync_dir_meta(sd.as_fd(), dd.as_fd(), &s, &d, false) {
+                if let Err(f) = self.sync_dir_meta(sd.as_fd(), dd.as_fd(), &s, &d) {
                     self.report(rel, f);
                 }
             }
@@ -387,33 +404,90 @@ impl CopyPass {
         }
     }
 
-    /// Owner, mode and (for new directories) xattrs of a directory; never its times.
-    fn sync_dir_meta(
-        &self,
-        sd: BorrowedFd,
-        dd: BorrowedFd,
-        s: &Stat,
-        d: &Stat,
-        _new: bool,
-    ) -> Res<()> {
-        if same_meta(s, d) {
-            return Ok(());
-        }
+    /// Owner, mode and xattrs (ACLs included) of a directory; never its times.
+    /// Directories are few, so their xattrs are compared on every pass.
+    fn sync_dir_meta(&self, sd: BorrowedFd, dd: BorrowedFd, s: &Stat, d: &Stat) -> Res<()> {
         if self.ctx.dry_run {
             return Ok(());
         }
+        let mut changed = false;
         if s.uid != d.uid || s.gid != d.gid {
             on_dst(fsops::fchown(dd, s.uid, s.gid))?;
+            changed = true;
         }
         let perm = if self.ctx.is_root {
             s.perm
         } else {
             s.perm | 0o700
         };
-        on_dst(fsops::fchmod(dd, perm))?;
-        self.copy_xattrs(Some(sd), Some(dd), sd, b"", dd, b"")?;
-        self.ctx.bump(&self.ctx.counters.meta, 1);
+        if d.perm != perm || changed {
+            // chown may have cleared setgid: set the mode after it.
+            on_dst(fsops::fchmod(dd, perm))?;
+            changed = true;
+        }
+        changed |= self.sync_xattrs(sd, dd)?;
+        if changed {
+            self.ctx.bump(&self.ctx.counters.meta, 1);
+        }
         Ok(())
+    }
+
+    /// Make the target's xattrs exactly the source's; true if anything changed.
+    fn sync_xattrs(&self, sfd: BorrowedFd, dfd: BorrowedFd) -> Res<bool> {
+        let src = self.xattr_map(sfd).map_err(|e| Fail::Os(Side::Source, e))?;
+        let dst = self.xattr_map(dfd).map_err(|e| Fail::Os(Side::Target, e))?;
+        let mut changed = false;
+        for (k, v) in &src {
+            if dst.get(k) != Some(v) {
+                on_dst(fsops::set_xattr(Some(dfd), dfd, b"", k, v))?;
+                changed = true;
+            }
+        }
+        for k in dst.keys().filter(|k| !src.contains_key(*k)) {
+            on_dst(fsops::remove_xattr(dfd, k))?;
+            changed = true;
+        }
+        Ok(changed)
+    }
+
+    /// What a file created in target directory `dd` starts with. One fstat and
+    /// one getxattr per batch save an fchown and an xattr sync per file.
+    fn landing(&self, dd: BorrowedFd) -> Landing {
+        let Ok(st) = fsops::fstat(dd) else {
+            return Landing::UNKNOWN;
+        };
+        let gid = if st.perm & 0o2000 != 0 {
+            st.gid
+        } else {
+            self.egid
+        };
+        let inherits_acl = !matches!(
+            fsops::get_xattr(Some(dd), dd, b"", b"system.posix_acl_default"),
+            Err(e) if e.errno == libc::ENODATA || e.errno == libc::ENOTSUP
+        );
+        Landing { gid, inherits_acl }
+    }
+
+    fn xattr_map(
+        &self,
+        fd: BorrowedFd,
+    ) -> Result<std::collections::BTreeMap<Vec<u8>, Vec<u8>>, OsError> {
+        let mut m = std::collections::BTreeMap::new();
+        let keys = match fsops::list_xattrs(Some(fd), fd, b"") {
+            Ok(k) => k,
+            Err(e) if e.errno == libc::EPERM || e.errno == libc::EACCES => return Ok(m),
+            Err(e) => return Err(e),
+        };
+        for k in keys.into_iter().filter(|k| copy_key(k, self.ctx.is_root)) {
+            match fsops::get_xattr(Some(fd), fd, b"", &k) {
+                Ok(v) => {
+                    m.insert(k, v);
+                }
+                Err(e) if e.errno == libc::ENODATA => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(m)
     }
 
     fn copy_xattrs(
@@ -452,13 +526,10 @@ impl CopyPass {
             Err(e) if c.dry_run && e.is_not_found() => None,
             Err(e) => return c.err(Side::Target, dir, e),
         };
-        // The group a new file gets: the directory's if it is setgid, else ours.
-        // One fstat per batch saves an fchown per file.
-        let new_gid = match dd.as_ref().map(|d| fsops::fstat(d.as_fd())) {
-            Some(Ok(st)) if st.perm & 0o2000 != 0 => st.gid,
-            Some(Ok(_)) => self.egid,
-            _ => u32::MAX,
-        };
+        let landing = dd
+            .as_ref()
+            .map(|d| self.landing(d.as_fd()))
+            .unwrap_or(Landing::UNKNOWN);
         for name in names {
             if out.stopping() {
                 return;
@@ -470,7 +541,7 @@ impl CopyPass {
                 dir,
                 &name,
                 &rel,
-                new_gid,
+                landing,
                 out,
             ) {
                 self.report(&rel, f);
@@ -485,7 +556,7 @@ impl CopyPass {
         dir: &[u8],
         name: &[u8],
         rel: &[u8],
-        new_gid: u32,
+        landing: Landing,
         out: &mut Emitter<'_, Item>,
     ) -> Res<()> {
         let c = &self.ctx;
@@ -567,7 +638,7 @@ impl CopyPass {
             Kind::File if s.size >= self.opts.chunk_threshold => {
                 self.start_chunked(sd, dd, dir, name, &s, out)
             }
-            Kind::File => self.copy_file(sd, dd, name, &s, exists, new_gid),
+            Kind::File => self.copy_file(sd, dd, name, &s, exists, landing),
             Kind::Symlink => self.make_symlink(sd, dd, name, &s),
             _ => self.make_special(dd, name, &s),
         }
@@ -586,16 +657,21 @@ impl CopyPass {
         sd: BorrowedFd,
         dd: BorrowedFd,
         s: &Stat,
-        new_gid: u32,
+        landing: Landing,
     ) -> Res<()> {
-        // A new file already has our uid and the directory's gid (setgid) or ours.
-        if s.uid != self.euid || s.gid != new_gid {
+        let l = landing;
+        if s.uid != self.euid || s.gid != l.gid {
             on_dst(fsops::fchown(dfd, s.uid, s.gid))?;
         }
-        if s.perm & 0o7000 != 0 || !self.ctx.is_root {
+        // An inherited default ACL changes the mode a file is created with.
+        if s.perm & 0o7000 != 0 || !self.ctx.is_root || l.inherits_acl {
             on_dst(fsops::fchmod(dfd, s.perm))?;
         }
-        self.copy_xattrs(Some(sfd), Some(dfd), sd, b"", dd, b"")?;
+        if l.inherits_acl {
+            self.sync_xattrs(sfd, dfd)?;
+        } else {
+            self.copy_xattrs(Some(sfd), Some(dfd), sd, b"", dd, b"")?;
+        }
         on_dst(fsops::futimes(dfd, s.atime, s.mtime))
     }
 
@@ -606,7 +682,7 @@ impl CopyPass {
         name: &[u8],
         s: &Stat,
         replace: bool,
-        new_gid: u32,
+        landing: Landing,
     ) -> Res<()> {
         let t0 = Instant::now();
         let src = on_src(fsops::open_read_at(sd, name))?;
@@ -620,7 +696,7 @@ impl CopyPass {
             Ok(f) => f,
             // Someone created it since we looked: go the replace way.
             Err(e) if e.errno == libc::EEXIST && !replace => {
-                return self.copy_file(sd, dd, name, s, true, new_gid)
+                return self.copy_file(sd, dd, name, s, true, landing)
             }
             Err(e) => return Err(Fail::Os(Side::Target, e)),
         };
@@ -637,7 +713,7 @@ impl CopyPass {
             if after.size != s.size || after.mtime != s.mtime {
                 return Err(Fail::Changed);
             }
-            self.finish_file(src.as_fd(), dst.as_fd(), sd, dd, s, new_gid)?;
+            self.finish_file(src.as_fd(), dst.as_fd(), sd, dd, s, landing)?;
             if let Some(t) = &tmp {
                 on_dst(fsops::rename_at(dd, t, name))?;
             }
@@ -849,7 +925,7 @@ impl CopyPass {
                     sd.as_fd(),
                     dd.as_fd(),
                     &f.st,
-                    u32::MAX,
+                    Landing::UNKNOWN,
                 )?;
                 on_dst(fsops::rename_at(dd.as_fd(), &f.tmp, &f.name))
             })();
@@ -899,10 +975,14 @@ impl CopyPass {
                 }
                 Some(d) if d.kind == Kind::Dir => {
                     on_dst(fsops::remove_tree_at(dd.as_fd(), pname))?;
-                    self.copy_file(sd.as_fd(), dd.as_fd(), pname, &s, false, u32::MAX)?;
+                    self.copy_file(sd.as_fd(), dd.as_fd(), pname, &s, false, Landing::UNKNOWN)?;
                 }
-                Some(_) => self.copy_file(sd.as_fd(), dd.as_fd(), pname, &s, true, u32::MAX)?,
-                None => self.copy_file(sd.as_fd(), dd.as_fd(), pname, &s, false, u32::MAX)?,
+                Some(_) => {
+                    self.copy_file(sd.as_fd(), dd.as_fd(), pname, &s, true, Landing::UNKNOWN)?
+                }
+                None => {
+                    self.copy_file(sd.as_fd(), dd.as_fd(), pname, &s, false, Landing::UNKNOWN)?
+                }
             }
             let d = on_dst(fsops::stat_at(dd.as_fd(), pname))?;
             Ok((dd, d))

@@ -187,6 +187,21 @@ pub fn build_odd_tree(root: &Path, deep: bool) {
         fsops::set_xattr(Some(fd.as_fd()), sub.as_fd(), b"", b"trusted.secret", b"t").unwrap();
     }
     drop(fd);
+    // POSIX ACLs (stored as system.posix_acl_* xattrs), where setfacl exists.
+    if have("setfacl") {
+        let st = Command::new("setfacl")
+            .args(["-m", "u:1234:rw,g:5678:r"])
+            .arg(root.join("dir/plain.txt"))
+            .status()
+            .unwrap();
+        assert!(st.success(), "setfacl on a file");
+        let st = Command::new("setfacl")
+            .args(["-d", "-m", "u:1234:rwx"])
+            .arg(root.join("dir"))
+            .status()
+            .unwrap();
+        assert!(st.success(), "setfacl default on a dir");
+    }
     // Modes and owners.
     write_at(d, b"setuid", b"#!/bin/sh\n");
     fsops::chmod_at(d, b"setuid", 0o4755).unwrap();
