@@ -34,7 +34,7 @@ run() { # label rxt cmd...
 slow=(env LD_PRELOAD="$shim" LMPI_FAULT_SLOW_ALL=1 LMPI_FAULT_SLOW_US="$lat")
 lmpi() { # np threads
     # -x: only the ranks get the latency; mpirun itself starts at full speed.
-    mpirun --oversubscribe -np "$1" -x LD_PRELOAD="$shim" -x LMPI_FAULT_SLOW_ALL=1 -x LMPI_FAULT_SLOW_US="$lat" \
+    mpirun --oversubscribe --bind-to none -np "$1" -x LD_PRELOAD="$shim" -x LMPI_FAULT_SLOW_ALL=1 -x LMPI_FAULT_SLOW_US="$lat" \
         target/release/lmpi --pass copy --source "$root/src" --target "$root/dst" --threads "$2" -q --error-log /dev/null
 }
 run "rsync -a" "1 x 1" "${slow[@]}" rsync -a "$root/src/" "$root/dst/"

@@ -39,7 +39,7 @@ timeit() {
 rss_file=bench/out/rss
 lmpi_np() { # np pass src dst
     local np=$1; shift
-    mpirun --oversubscribe -np "$np" /usr/bin/time -a -o "$rss_file" -f '%M' "$LMPI" --pass "$1" --source "$2" --target "$3" -q --error-log /dev/null
+    mpirun --oversubscribe --bind-to none -np "$np" /usr/bin/time -a -o "$rss_file" -f '%M' "$LMPI" --pass "$1" --source "$2" --target "$3" -q --error-log /dev/null
 }
 tools=("lmpi-np1" "lmpi-np2" "lmpi-np4" "cp -a" "rsync -a" "fpsync -n 4")
 run_tool() { # tool scenario src dst

@@ -32,8 +32,8 @@ for pass in "$@"; do
     fi
     echo "lmpi: job $job: pass $pass with ${SLURM_NTASKS:-?} tasks on ${SLURM_JOB_NODELIST:-?}"
     case $launcher in
-        srun) srun --mpi=pmix --kill-on-bad-exit=1 "$bin" --pass "$pass" --config "$config" ${LMPI_ARGS:-} & ;;
-        mpirun) mpirun --oversubscribe "$bin" --pass "$pass" --config "$config" ${LMPI_ARGS:-} & ;;
+        srun) srun --mpi=pmix --cpu-bind=none --kill-on-bad-exit=1 "$bin" --pass "$pass" --config "$config" ${LMPI_ARGS:-} & ;;
+        mpirun) mpirun --oversubscribe --bind-to none "$bin" --pass "$pass" --config "$config" ${LMPI_ARGS:-} & ;;
         *) echo "lmpi: LMPI_LAUNCHER must be srun or mpirun, not '$launcher'" >&2; exit 2 ;;
     esac
     pid=$!

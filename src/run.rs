@@ -258,6 +258,29 @@ fn decode_hist_into(r: &mut Reader<'_>, h: &mut Histogram<u64>) {
     }
 }
 
+/// Launchers bind ranks to cores by default; then all I/O threads of a rank
+/// share one core. Say so once, with the cure.
+fn binding_note(threads: usize) -> Option<String> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set for sched_getaffinity to fill.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc != 0 {
+        return None;
+    }
+    let bound = unsafe { libc::CPU_COUNT(&set) } as usize;
+    let online = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(bound);
+    let online = online.max(unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize);
+    (bound < online && bound < threads).then(|| {
+        format!(
+            "this rank is bound to {bound} of {online} CPUs for {threads} I/O threads; \
+             start with `mpirun --bind-to none` or `srun --cpu-bind=none` to let them spread"
+        )
+    })
+}
+
 /// Only rank 0 seeds the root.
 fn root_seed<I>(rank: usize, item: I) -> Vec<I> {
     if rank == 0 {
@@ -391,6 +414,11 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
     } else {
         &mut quiet_monitor
     };
+    if rank == 0 {
+        if let Some(note) = binding_note(cfg.threads_per_rank) {
+            eprintln!("lmpi: note: {note}");
+        }
+    }
     let ctl = RunControl::new(cfg.threads_per_rank);
     let interval = Duration::from_secs(cfg.report_interval);
     let opts = |epoch: u32, gate: bool| RunOpts {

@@ -337,7 +337,7 @@ fn a_killed_rank_ends_the_job_with_an_error() {
         }
     }
     let mut child = Command::new("mpirun")
-        .args(["--oversubscribe", "-np", "3"])
+        .args(["--oversubscribe", "--bind-to", "none", "-np", "3"])
         .arg(bin())
         .args(base_args("copy", &src, &dst, &elog))
         .args(["--threads", "1"])

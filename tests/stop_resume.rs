@@ -43,8 +43,14 @@ fn stop_midway(launch: Launch, src: &Path, dst: &Path) -> (Option<i32>, String) 
         Launch::Alone => Command::new(bin()),
         Launch::Mpirun(n) => {
             let mut c = Command::new("mpirun");
-            c.args(["--oversubscribe", "-np", &n.to_string()])
-                .arg(bin());
+            c.args([
+                "--oversubscribe",
+                "--bind-to",
+                "none",
+                "-np",
+                &n.to_string(),
+            ])
+            .arg(bin());
             c
         }
     };
