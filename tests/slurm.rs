@@ -1,0 +1,258 @@
+//! One Slurm job per pass, on the repo's single-node test cluster
+//! (scripts/slurm-up.sh). In CI a missing cluster fails these tests.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The cluster is one shared resource (and one test reshapes it): one test at a time.
+static CLUSTER: Mutex<()> = Mutex::new(());
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn cluster_up() -> bool {
+    let ok = Command::new("sinfo").arg("-h").output().map(|o| o.status.success()).unwrap_or(false);
+    if !ok {
+        assert!(!in_ci(), "the Slurm test cluster is required in CI (scripts/slurm-up.sh)");
+        eprintln!("skipped: no Slurm cluster (run scripts/slurm-up.sh)");
+    }
+    ok
+}
+
+fn sh(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("run command");
+    out
+}
+
+/// `sbatch --wait` one of our sbatch files with the tree roots in LMPI_ARGS.
+fn sbatch(script: &str, src: &Path, dst: &Path, work: &Path, extra_env: &[(&str, &str)], extra: &[&str]) -> (Output, String) {
+    let out_file = work.join(format!("{script}.out"));
+    let mut c = Command::new("sbatch");
+    c.arg("--wait")
+        .arg(format!("--chdir={}", work.display()))
+        .arg(format!("--output={}", out_file.display()))
+        .args(extra)
+        .arg(repo().join("slurm").join(script))
+        .env("LMPI", bin())
+        .env("LMPI_HOME", repo())
+        .env("LMPI_ARGS", format!("--source {} --target {} --report-interval 1", src.display(), dst.display()))
+        .env("OMPI_MCA_pml", "ob1");
+    for (k, v) in extra_env {
+        c.env(k, v);
+    }
+    let out = sh(&mut c);
+    let log = std::fs::read_to_string(&out_file).unwrap_or_default();
+    (out, log)
+}
+
+fn tree(root: &Path, dirs: usize, files: usize) {
+    for d in 0..dirs {
+        let p = root.join(format!("d{d:03}"));
+        std::fs::create_dir_all(&p).unwrap();
+        for f in 0..files {
+            std::fs::write(p.join(format!("slowfile{f:04}")), format!("{d}:{f}\n").repeat(16)).unwrap();
+        }
+    }
+}
+
+fn setup(tmp: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let (src, dst, work) = (tmp.join("src"), tmp.join("dst"), tmp.join("work"));
+    for p in [&src, &dst, &work] {
+        std::fs::create_dir_all(p).unwrap();
+    }
+    (src, dst, work)
+}
+
+#[test]
+fn copy_sbatch_with_four_tasks() {
+    let _g = CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
+    if !cluster_up() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst, work) = setup(tmp.path());
+    build_odd_tree(&src, false);
+    let (out, log) = sbatch("copy.sbatch", &src, &dst, &work, &[], &["--ntasks=4"]);
+    assert!(out.status.success(), "{}\n{log}", text(&out));
+    assert!(log.contains("(4 ranks x"), "4 ranks expected:\n{log}");
+    assert!(log.contains("COMPLETE"), "{log}");
+    // The error log is named after the job.
+    let job = String::from_utf8_lossy(&out.stdout).split_whitespace().last().unwrap_or("").to_string();
+    assert!(work.join(format!("lmpi-copy-{job}.errors")).exists(), "error log with job id {job} in {work:?}");
+    let (out, log) = sbatch("dirtime.sbatch", &src, &dst, &work, &[], &["--ntasks=4"]);
+    assert!(out.status.success(), "{}\n{log}", text(&out));
+    let diffs = compare_trees(&src, &dst, true);
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+}
+
+#[test]
+fn final_sbatch_makes_a_changed_target_identical() {
+    let _g = CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
+    if !cluster_up() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst, work) = setup(tmp.path());
+    build_odd_tree(&src, false);
+    let (code, _, o) = pass(Launch::Alone, "copy", &src, &dst, &[]);
+    assert_eq!(code, 0, "{}", text(&o));
+    std::fs::write(src.join("new-after-first-pass"), b"n").unwrap();
+    std::fs::remove_file(src.join("medium.bin")).unwrap();
+    std::fs::write(dst.join("only-on-target"), b"gone").unwrap();
+    let (out, log) = sbatch("final.sbatch", &src, &dst, &work, &[], &["--ntasks=3"]);
+    assert!(out.status.success(), "{}\n{log}", text(&out));
+    for p in ["pass copy done", "pass delete done", "pass dirtime done"] {
+        assert!(log.contains(p), "{p:?} missing:\n{log}");
+    }
+    let diffs = compare_trees(&src, &dst, true);
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+}
+
+#[test]
+fn final_sbatch_stops_at_the_first_failed_step() {
+    let _g = CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
+    if !cluster_up() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, _, work) = setup(tmp.path());
+    let missing = tmp.path().join("no-such-target");
+    let (out, log) = sbatch("final.sbatch", &src, &missing, &work, &[], &["--ntasks=2"]);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("pass copy FAILED"), "{log}");
+    assert!(!log.contains("pass delete"), "later passes must not run:\n{log}");
+}
+
+#[test]
+fn scancel_mid_copy_then_resubmit() {
+    let _g = CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
+    if !cluster_up() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst, work) = setup(tmp.path());
+    tree(&src, 20, 200);
+    std::fs::write(src.join("big"), vec![3u8; 40 << 20]).unwrap();
+    let shim = shim();
+    let out_file = work.join("scancel.out");
+    // Submit without --wait; slow metadata so the copy is surely running when cancelled.
+    let out = sh(Command::new("sbatch")
+        .arg("--parsable")
+        .arg(format!("--chdir={}", work.display()))
+        .arg(format!("--output={}", out_file.display()))
+        .arg("--ntasks=4")
+        .arg(repo().join("slurm/copy.sbatch"))
+        .env("LMPI", bin())
+        .env("LMPI_HOME", repo())
+        .env("LMPI_ARGS", format!("--source {} --target {} --chunk-threshold 8388608 --chunk-size 1048576", src.display(), dst.display()))
+        .env("LD_PRELOAD", &shim)
+        .env("LMPI_FAULT_SLOW", "slowfile")
+        .env("LMPI_FAULT_SLOW_US", "2000")
+        .env("OMPI_MCA_pml", "ob1"));
+    assert!(out.status.success(), "{}", text(&out));
+    let job = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let t0 = Instant::now();
+    while std::fs::read_dir(&dst).map(|d| d.count()).unwrap_or(0) < 3 {
+        assert!(t0.elapsed() < Duration::from_secs(120), "job {job} never started copying");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let st = sh(Command::new("scancel").arg(&job));
+    assert!(st.status.success(), "{}", text(&st));
+    // Wait for the job to leave the queue.
+    let t1 = Instant::now();
+    loop {
+        let q = sh(Command::new("squeue").args(["-h", "-j", &job]));
+        if String::from_utf8_lossy(&q.stdout).trim().is_empty() {
+            break;
+        }
+        assert!(t1.elapsed() < Duration::from_secs(120), "job {job} did not end after scancel");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = std::fs::read_to_string(&out_file).unwrap_or_default();
+    assert!(log.contains("STOPPED"), "graceful stop expected:\n{log}");
+    for e in std::fs::read_dir(&dst).unwrap() {
+        let n = e.unwrap().file_name();
+        assert!(!n.to_string_lossy().starts_with(".lmpi-"), "temp file left: {n:?}");
+    }
+    // Resubmit the same pass: it resumes through the normal compare.
+    let (out, log) = sbatch("copy.sbatch", &src, &dst, &work, &[], &["--ntasks=4"]);
+    assert!(out.status.success(), "{}\n{log}", text(&out));
+    let (out, log) = sbatch("dirtime.sbatch", &src, &dst, &work, &[], &["--ntasks=2"]);
+    assert!(out.status.success(), "{}\n{log}", text(&out));
+    let diffs = compare_trees(&src, &dst, true);
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+}
+
+#[test]
+fn srun_dirtime_inside_an_allocation() {
+    let _g = CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
+    if !cluster_up() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst, work) = setup(tmp.path());
+    build_odd_tree(&src, false);
+    let (code, _, o) = pass(Launch::Alone, "copy", &src, &dst, &[]);
+    assert_eq!(code, 0, "{}", text(&o));
+    let out_file = work.join("srun.out");
+    let wrap = format!(
+        "srun --mpi=pmix --cpu-bind=none -n 4 {} --pass dirtime --source {} --target {}",
+        bin().display(),
+        src.display(),
+        dst.display()
+    );
+    let out = sh(Command::new("sbatch")
+        .args(["--wait", "--ntasks=4"])
+        .arg(format!("--chdir={}", work.display()))
+        .arg(format!("--output={}", out_file.display()))
+        .arg(format!("--wrap={wrap}"))
+        .env("OMPI_MCA_pml", "ob1"));
+    let log = std::fs::read_to_string(&out_file).unwrap_or_default();
+    assert!(out.status.success(), "{}\n{log}", text(&out));
+    assert!(log.contains("lmpi dirtime: COMPLETE") && log.contains("(4 ranks x"), "{log}");
+    let diffs = compare_trees(&src, &dst, true);
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+}
+
+#[test]
+fn two_node_shaped_job_with_mpirun_inside() {
+    let _g = CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
+    if !cluster_up() {
+        return;
+    }
+    let up = |two: bool| {
+        let mut c = Command::new("bash");
+        c.arg(repo().join("scripts/slurm-up.sh"));
+        if two {
+            c.arg("--two-nodes");
+        }
+        let o = sh(&mut c);
+        assert!(o.status.success(), "slurm-up failed: {}", text(&o));
+    };
+    up(true);
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst, work) = setup(tmp.path());
+    build_odd_tree(&src, false);
+    let (out, log) = sbatch(
+        "copy.sbatch",
+        &src,
+        &dst,
+        &work,
+        &[("LMPI_LAUNCHER", "mpirun")],
+        &["--nodes=2", "--ntasks=4", "--ntasks-per-node=2"],
+    );
+    up(false);
+    assert!(out.status.success(), "{}\n{log}", text(&out));
+    assert!(log.contains("(4 ranks x"), "{log}");
+    let (code, _, o) = pass(Launch::Alone, "dirtime", &src, &dst, &[]);
+    assert_eq!(code, 0, "{}", text(&o));
+    let diffs = compare_trees(&src, &dst, true);
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+}
