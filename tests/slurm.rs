@@ -18,9 +18,16 @@ fn repo() -> PathBuf {
 }
 
 fn cluster_up() -> bool {
-    let ok = Command::new("sinfo").arg("-h").output().map(|o| o.status.success()).unwrap_or(false);
+    let ok = Command::new("sinfo")
+        .arg("-h")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     if !ok {
-        assert!(!in_ci(), "the Slurm test cluster is required in CI (scripts/slurm-up.sh)");
+        assert!(
+            !in_ci(),
+            "the Slurm test cluster is required in CI (scripts/slurm-up.sh)"
+        );
         eprintln!("skipped: no Slurm cluster (run scripts/slurm-up.sh)");
     }
     ok
@@ -32,7 +39,14 @@ fn sh(cmd: &mut Command) -> Output {
 }
 
 /// `sbatch --wait` one of our sbatch files with the tree roots in LMPI_ARGS.
-fn sbatch(script: &str, src: &Path, dst: &Path, work: &Path, extra_env: &[(&str, &str)], extra: &[&str]) -> (Output, String) {
+fn sbatch(
+    script: &str,
+    src: &Path,
+    dst: &Path,
+    work: &Path,
+    extra_env: &[(&str, &str)],
+    extra: &[&str],
+) -> (Output, String) {
     let out_file = work.join(format!("{script}.out"));
     let mut c = Command::new("sbatch");
     c.arg("--wait")
@@ -42,7 +56,14 @@ fn sbatch(script: &str, src: &Path, dst: &Path, work: &Path, extra_env: &[(&str,
         .arg(repo().join("slurm").join(script))
         .env("LMPI", bin())
         .env("LMPI_HOME", repo())
-        .env("LMPI_ARGS", format!("--source {} --target {} --report-interval 1", src.display(), dst.display()))
+        .env(
+            "LMPI_ARGS",
+            format!(
+                "--source {} --target {} --report-interval 1",
+                src.display(),
+                dst.display()
+            ),
+        )
         .env("OMPI_MCA_pml", "ob1");
     for (k, v) in extra_env {
         c.env(k, v);
@@ -57,7 +78,11 @@ fn tree(root: &Path, dirs: usize, files: usize) {
         let p = root.join(format!("d{d:03}"));
         std::fs::create_dir_all(&p).unwrap();
         for f in 0..files {
-            std::fs::write(p.join(format!("slowfile{f:04}")), format!("{d}:{f}\n").repeat(16)).unwrap();
+            std::fs::write(
+                p.join(format!("slowfile{f:04}")),
+                format!("{d}:{f}\n").repeat(16),
+            )
+            .unwrap();
         }
     }
 }
@@ -84,8 +109,15 @@ fn copy_sbatch_with_four_tasks() {
     assert!(log.contains("(4 ranks x"), "4 ranks expected:\n{log}");
     assert!(log.contains("COMPLETE"), "{log}");
     // The error log is named after the job.
-    let job = String::from_utf8_lossy(&out.stdout).split_whitespace().last().unwrap_or("").to_string();
-    assert!(work.join(format!("lmpi-copy-{job}.errors")).exists(), "error log with job id {job} in {work:?}");
+    let job = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .last()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        work.join(format!("lmpi-copy-{job}.errors")).exists(),
+        "error log with job id {job} in {work:?}"
+    );
     let (out, log) = sbatch("dirtime.sbatch", &src, &dst, &work, &[], &["--ntasks=4"]);
     assert!(out.status.success(), "{}\n{log}", text(&out));
     let diffs = compare_trees(&src, &dst, true);
@@ -127,7 +159,10 @@ fn final_sbatch_stops_at_the_first_failed_step() {
     let (out, log) = sbatch("final.sbatch", &src, &missing, &work, &[], &["--ntasks=2"]);
     assert!(!out.status.success(), "{log}");
     assert!(log.contains("pass copy FAILED"), "{log}");
-    assert!(!log.contains("pass delete"), "later passes must not run:\n{log}");
+    assert!(
+        !log.contains("pass delete"),
+        "later passes must not run:\n{log}"
+    );
 }
 
 #[test]
@@ -151,7 +186,14 @@ fn scancel_mid_copy_then_resubmit() {
         .arg(repo().join("slurm/copy.sbatch"))
         .env("LMPI", bin())
         .env("LMPI_HOME", repo())
-        .env("LMPI_ARGS", format!("--source {} --target {} --chunk-threshold 8388608 --chunk-size 1048576", src.display(), dst.display()))
+        .env(
+            "LMPI_ARGS",
+            format!(
+                "--source {} --target {} --chunk-threshold 8388608 --chunk-size 1048576",
+                src.display(),
+                dst.display()
+            ),
+        )
         .env("LD_PRELOAD", &shim)
         .env("LMPI_FAULT_SLOW", "slowfile")
         .env("LMPI_FAULT_SLOW_US", "2000")
@@ -160,7 +202,10 @@ fn scancel_mid_copy_then_resubmit() {
     let job = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let t0 = Instant::now();
     while std::fs::read_dir(&dst).map(|d| d.count()).unwrap_or(0) < 3 {
-        assert!(t0.elapsed() < Duration::from_secs(120), "job {job} never started copying");
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "job {job} never started copying"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let st = sh(Command::new("scancel").arg(&job));
@@ -172,14 +217,20 @@ fn scancel_mid_copy_then_resubmit() {
         if String::from_utf8_lossy(&q.stdout).trim().is_empty() {
             break;
         }
-        assert!(t1.elapsed() < Duration::from_secs(120), "job {job} did not end after scancel");
+        assert!(
+            t1.elapsed() < Duration::from_secs(120),
+            "job {job} did not end after scancel"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let log = std::fs::read_to_string(&out_file).unwrap_or_default();
     assert!(log.contains("STOPPED"), "graceful stop expected:\n{log}");
     for e in std::fs::read_dir(&dst).unwrap() {
         let n = e.unwrap().file_name();
-        assert!(!n.to_string_lossy().starts_with(".lmpi-"), "temp file left: {n:?}");
+        assert!(
+            !n.to_string_lossy().starts_with(".lmpi-"),
+            "temp file left: {n:?}"
+        );
     }
     // Resubmit the same pass: it resumes through the normal compare.
     let (out, log) = sbatch("copy.sbatch", &src, &dst, &work, &[], &["--ntasks=4"]);
@@ -216,7 +267,10 @@ fn srun_dirtime_inside_an_allocation() {
         .env("OMPI_MCA_pml", "ob1"));
     let log = std::fs::read_to_string(&out_file).unwrap_or_default();
     assert!(out.status.success(), "{}\n{log}", text(&out));
-    assert!(log.contains("lmpi dirtime: COMPLETE") && log.contains("(4 ranks x"), "{log}");
+    assert!(
+        log.contains("lmpi dirtime: COMPLETE") && log.contains("(4 ranks x"),
+        "{log}"
+    );
     let diffs = compare_trees(&src, &dst, true);
     assert!(diffs.is_empty(), "{}", diffs.join("\n"));
 }
