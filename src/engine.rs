@@ -317,19 +317,15 @@ pub fn run<T: Transport + ?Sized, P: Processor>(
     let mut pool: Pool<P::Item> = Pool::new();
     pool.resize(&proc, ctl);
 
-    let mut queue: VecDeque<P::Item> = VecDeque::new();
-    let mut pinned: VecDeque<P::Item> = VecDeque::new();
+    let mut st: Local<P::Item> = Local::default();
     // Every rank may bring seeds (phase 2 of a copy does); only rank 0 waits for the start gate.
     let mut held_seeds = Some(seeds);
     let mut gate_open = !(opts.wait_for_start && me == 0);
-    let mut inflight = 0usize;
     let mut steal_out = false;
-    let mut count: i64 = 0;
     let mut black = false;
     let mut token: Option<Token> = None;
     let mut wave_out = false;
     let mut terminated = false;
-    let mut abandoned = 0u64;
     let mut reports: Vec<Option<RankReport>> = vec![None; if me == 0 { n } else { 0 }];
     let mut next_report = Instant::now() + opts.interval;
     let mut idle_sleep = Duration::from_micros(20);
@@ -350,7 +346,7 @@ pub fn run<T: Transport + ?Sized, P: Processor>(
             }
             match kind {
                 M_WORK | M_PINNED => {
-                    count -= 1;
+                    st.count -= 1;
                     black = true;
                     if kind == M_WORK {
                         steal_out = false;
@@ -358,9 +354,9 @@ pub fn run<T: Transport + ?Sized, P: Processor>(
                     let Ok(k) = r.u32() else { continue };
                     for _ in 0..k {
                         match P::Item::decode(&mut r) {
-                            Ok(item) if kind == M_PINNED => pinned.push_back(item),
-                            Ok(_) if ctl.stopping() => abandoned += 1,
-                            Ok(item) => queue.push_back(item),
+                            Ok(item) if kind == M_PINNED => st.pinned.push_back(item),
+                            Ok(_) if ctl.stopping() => st.abandoned += 1,
+                            Ok(item) => st.queue.push_back(item),
                             Err(_) => {
                                 eprintln!(
                                     "lmpi: rank {me}: malformed work message from rank {from}"
@@ -371,9 +367,9 @@ pub fn run<T: Transport + ?Sized, P: Processor>(
                     }
                 }
                 M_STEAL => {
-                    let give = if queue.len() >= 2 {
-                        queue.len() / 2
-                    } else if queue.len() == 1 && inflight >= ctl.threads() {
+                    let give = if st.queue.len() >= 2 {
+                        st.queue.len() / 2
+                    } else if st.queue.len() == 1 && st.inflight >= ctl.threads() {
                         1
                     } else {
                         0
@@ -383,10 +379,10 @@ pub fn run<T: Transport + ?Sized, P: Processor>(
                     } else {
                         let mut w = header(M_WORK, epoch);
                         w.u32(give as u32);
-                        for item in queue.drain(..give) {
+                        for item in st.queue.drain(..give) {
                             item.encode(&mut w);
                         }
-                        count += 1;
+                        st.count += 1;
                         t.send(from, w.finish());
                     }
                 }
@@ -450,7 +446,7 @@ pub fn run<T: Transport + ?Sized, P: Processor>(
         }
         if gate_open {
             if let Some(seeds) = held_seeds.take() {
-                queue.extend(seeds);
+                st.queue.extend(seeds);
             }
         }
         if crate::signals::stop_requested() {
@@ -458,50 +454,39 @@ pub fn run<T: Transport + ?Sized, P: Processor>(
         }
         if ctl.stopping() && !was_stopping {
             was_stopping = true;
-            abandoned += queue.len() as u64;
-            queue.clear();
+            st.abandoned += st.queue.len() as u64;
+            st.queue.clear();
             if let Some(s) = held_seeds.take() {
-                abandoned += s.len() as u64;
+                st.abandoned += s.len() as u64;
             }
         }
 
         // Results of the I/O threads.
         while let Ok(m) = pool.results.try_recv() {
             progressed = true;
-            handle_result(
-                m,
-                me,
-                epoch,
-                t,
-                &mut queue,
-                &mut pinned,
-                &mut inflight,
-                &mut count,
-                &mut abandoned,
-                ctl,
-            );
+            st.handle_result(m, me, epoch, t, ctl);
         }
 
-        // Feed the pool; pinned items first, they unblock other ranks' bookkeeping.
+        // Feed the pool; st.pinned items first, they unblock other ranks' bookkeeping.
         pool.resize(&proc, ctl);
         let cap = ctl.threads() + 2;
-        while inflight < cap {
-            let next = pinned.pop_front().or_else(|| queue.pop_back());
+        while st.inflight < cap {
+            let next = st.pinned.pop_front().or_else(|| st.queue.pop_back());
             let Some(item) = next else { break };
             if let Some(tx) = &pool.tasks {
                 let _ = tx.send(item);
             }
-            inflight += 1;
+            st.inflight += 1;
             progressed = true;
         }
 
-        // Ask for work when the queue ran dry.
+        // Ask for work when the st.queue ran dry.
         if n > 1
-            && queue.is_empty()
-            && pinned.is_empty()
+            && st.queue.is_empty()
+            && st.pinned.is_empty()
             && !steal_out
             && !ctl.stopping()
-            && inflight < ctl.threads()
+            && st.inflight < ctl.threads()
         {
             let mut victim = rng.gen_range(0..n - 1);
             if victim >= me {
@@ -512,11 +497,11 @@ pub fn run<T: Transport + ?Sized, P: Processor>(
         }
 
         let passive =
-            queue.is_empty() && pinned.is_empty() && inflight == 0 && held_seeds.is_none();
+            st.queue.is_empty() && st.pinned.is_empty() && st.inflight == 0 && held_seeds.is_none();
         if passive {
             if me == 0 {
                 if let Some(tok) = token.take() {
-                    if !tok.black && !black && tok.q + count == 0 {
+                    if !tok.black && !black && tok.q + st.count == 0 {
                         for r in 1..n {
                             t.send(r, header(M_TERMINATE, epoch).finish());
                         }
@@ -539,7 +524,7 @@ pub fn run<T: Transport + ?Sized, P: Processor>(
                 }
             } else if let Some(tok) = token.take() {
                 let mut w = header(M_TOKEN, epoch);
-                w.i64(tok.q + count).u8((tok.black || black) as u8);
+                w.i64(tok.q + st.count).u8((tok.black || black) as u8);
                 t.send((me + 1) % n, w.finish());
                 black = false;
             }
@@ -547,8 +532,10 @@ pub fn run<T: Transport + ?Sized, P: Processor>(
 
         counters
             .queued
-            .store((queue.len() + pinned.len()) as u64, Ordering::Relaxed);
-        counters.inflight.store(inflight as u64, Ordering::Relaxed);
+            .store((st.queue.len() + st.pinned.len()) as u64, Ordering::Relaxed);
+        counters
+            .inflight
+            .store(st.inflight as u64, Ordering::Relaxed);
         let now = Instant::now();
         if now >= next_report {
             next_report = now + opts.interval;
@@ -582,21 +569,10 @@ pub fn run<T: Transport + ?Sized, P: Processor>(
         if progressed {
             idle_sleep = Duration::from_micros(20);
         }
-        if inflight > 0 {
+        if st.inflight > 0 {
             // Wake as soon as an I/O thread reports, but keep polling the transport.
             match pool.results.recv_timeout(Duration::from_micros(500)) {
-                Ok(m) => handle_result(
-                    m,
-                    me,
-                    epoch,
-                    t,
-                    &mut queue,
-                    &mut pinned,
-                    &mut inflight,
-                    &mut count,
-                    &mut abandoned,
-                    ctl,
-                ),
+                Ok(m) => st.handle_result(m, me, epoch, t, ctl),
                 Err(_) => {}
             }
         } else if !progressed {
@@ -610,37 +586,57 @@ pub fn run<T: Transport + ?Sized, P: Processor>(
     counters.inflight.store(0, Ordering::Relaxed);
     RunOutcome {
         stopped: ctl.stopping(),
-        abandoned,
+        abandoned: st.abandoned,
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn handle_result<T: Transport + ?Sized, I: Wire>(
-    m: PoolMsg<I>,
-    me: Rank,
-    epoch: u32,
-    t: &mut T,
-    queue: &mut VecDeque<I>,
-    pinned: &mut VecDeque<I>,
-    inflight: &mut usize,
-    count: &mut i64,
-    abandoned: &mut u64,
-    ctl: &RunControl,
-) {
-    match m {
-        PoolMsg::Local(item) if ctl.stopping() => {
-            let _ = item;
-            *abandoned += 1;
+/// This rank's share of the work and its Safra bookkeeping.
+struct Local<I> {
+    /// Stealable items; the newest is processed first.
+    queue: VecDeque<I>,
+    /// Items that must run here (sent by another rank to this one).
+    pinned: VecDeque<I>,
+    /// Items handed to I/O threads and not yet done.
+    inflight: usize,
+    /// Safra's counter: work messages sent minus received.
+    count: i64,
+    /// Items dropped because of a stop.
+    abandoned: u64,
+}
+
+impl<I> Default for Local<I> {
+    fn default() -> Self {
+        Local {
+            queue: VecDeque::new(),
+            pinned: VecDeque::new(),
+            inflight: 0,
+            count: 0,
+            abandoned: 0,
         }
-        PoolMsg::Local(item) => queue.push_back(item),
-        PoolMsg::Pinned(rank, item) if rank == me => pinned.push_back(item),
-        PoolMsg::Pinned(rank, item) => {
-            let mut w = header(M_PINNED, epoch);
-            w.u32(1);
-            item.encode(&mut w);
-            *count += 1;
-            t.send(rank, w.finish());
+    }
+}
+
+impl<I: Wire> Local<I> {
+    fn handle_result<T: Transport + ?Sized>(
+        &mut self,
+        m: PoolMsg<I>,
+        me: Rank,
+        epoch: u32,
+        t: &mut T,
+        ctl: &RunControl,
+    ) {
+        match m {
+            PoolMsg::Local(_) if ctl.stopping() => self.abandoned += 1,
+            PoolMsg::Local(item) => self.queue.push_back(item),
+            PoolMsg::Pinned(rank, item) if rank == me => self.pinned.push_back(item),
+            PoolMsg::Pinned(rank, item) => {
+                let mut w = header(M_PINNED, epoch);
+                w.u32(1);
+                item.encode(&mut w);
+                self.count += 1;
+                t.send(rank, w.finish());
+            }
+            PoolMsg::Done => self.inflight -= 1,
         }
-        PoolMsg::Done => *inflight -= 1,
     }
 }
