@@ -803,6 +803,14 @@ impl DirReader {
         self.fd.as_fd_b()
     }
 
+    /// The entry's type: from readdir when the filesystem says, else by lstat.
+    pub fn kind(&self, e: &Entry) -> Res<Kind> {
+        match e.kind {
+            Some(k) => Ok(k),
+            None => stat_at(self.fd(), &e.name).map(|s| s.kind),
+        }
+    }
+
     pub fn next_entry(&mut self) -> Option<Res<Entry>> {
         loop {
             if self.pos >= self.len {

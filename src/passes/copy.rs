@@ -316,16 +316,13 @@ impl CopyPass {
                 c.bump(&c.counters.skipped, 1);
                 continue;
             }
-            let kind = match e.kind {
-                Some(k) => k,
-                None => match fsops::stat_at(rd.fd(), &e.name) {
-                    Ok(st) => st.kind,
-                    Err(err) if err.is_not_found() => continue,
-                    Err(err) => {
-                        c.err(Side::Source, &child, err);
-                        continue;
-                    }
-                },
+            let kind = match rd.kind(&e) {
+                Ok(k) => k,
+                Err(err) if err.is_not_found() => continue,
+                Err(err) => {
+                    c.err(Side::Source, &child, err);
+                    continue;
+                }
             };
             if kind == Kind::Dir {
                 if self.make_child_dir(rd.fd(), dd.as_ref().map(|d| d.as_fd()), &e.name, &child) {

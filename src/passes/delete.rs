@@ -116,11 +116,7 @@ impl DeletePass {
             c.bump(&c.counters.scanned, 1);
             match fsops::stat_at(sd.as_fd(), &e.name) {
                 Ok(s) => {
-                    let tkind = match e.kind {
-                        Some(k) => Some(k),
-                        None => fsops::stat_at(rd.fd(), &e.name).ok().map(|s| s.kind),
-                    };
-                    if s.kind == Kind::Dir && tkind == Some(Kind::Dir) {
+                    if s.kind == Kind::Dir && rd.kind(&e).ok() == Some(Kind::Dir) {
                         out.push(Item::Dir { rel: child });
                     }
                 }
@@ -189,13 +185,8 @@ impl DeletePass {
                 Ok(e) => e,
                 Err(err) => return c.err(Side::Target, rel, err),
             };
-            let kind = match e.kind {
-                Some(k) => k,
-                None => match fsops::stat_at(rd.fd(), &e.name) {
-                    Ok(s) => s.kind,
-                    Err(_) => Kind::File,
-                },
-            };
+            // Unknown: try it as a file; unlink of a directory fails and is reported.
+            let kind = rd.kind(&e).unwrap_or(Kind::File);
             if kind == Kind::Dir {
                 out.push(Item::Purge {
                     rel: fsops::join(rel, &e.name),

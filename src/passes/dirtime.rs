@@ -83,14 +83,7 @@ impl DirtimePass {
                 Ok(e) => e,
                 Err(err) => return c.err(Side::Source, rel, err),
             };
-            let kind = match e.kind {
-                Some(k) => k,
-                None => match fsops::stat_at(rd.fd(), &e.name) {
-                    Ok(s) => s.kind,
-                    Err(_) => continue,
-                },
-            };
-            if kind != Kind::Dir {
+            if rd.kind(&e).ok() != Some(Kind::Dir) {
                 continue;
             }
             let child = fsops::join(rel, &e.name);
