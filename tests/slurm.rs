@@ -299,7 +299,10 @@ fn two_node_shaped_job_with_mpirun_inside() {
         &src,
         &dst,
         &work,
-        &[("LMPI_LAUNCHER", "mpirun")],
+        // Two emulated nodes share one kernel: Open MPI's shared-memory transport
+        // (vader) between ranks of different "nodes" crashes in the first
+        // collective. Real nodes talk over the network, so use TCP here too.
+        &[("LMPI_LAUNCHER", "mpirun"), ("OMPI_MCA_btl", "self,tcp")],
         &["--nodes=2", "--ntasks=4", "--ntasks-per-node=2"],
     );
     up(false);
