@@ -66,7 +66,7 @@ pub struct PassArgs {
     #[arg(long, value_enum, required = true)]
     pub pass: Option<PassKind>,
     /// Config file (TOML); default: $LMPI_CONFIG if set, else built-in defaults.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
     /// Source tree root (overrides `source_mount`).
     #[arg(long, value_name = "DIR")]

@@ -1,0 +1,153 @@
+//! `lmpi stats graphite`: the successor of send_graphite.py. Reads every
+//! registered worker's counters, clears what it read, and sends
+//! `<graphite_prefix>.<worker>.<counter> <value> <ts>` lines, per-pass totals
+//! `<graphite_prefix>.<pass>.total.<counter>`, and the outstanding work
+//! `<graphite_prefix>.<pass>.queued|inflight` to carbon's plaintext port.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::pusher::add_to;
+use super::{registry_key, StatsConfig, GAUGES};
+use crate::stats::Snapshot;
+
+#[derive(Debug, clap::Args)]
+pub struct GraphiteArgs {
+    /// Send once and exit (the default).
+    #[arg(long, conflicts_with = "every")]
+    pub once: bool,
+    /// Send every N seconds until stopped.
+    #[arg(long, value_name = "SECS")]
+    pub every: Option<u64>,
+    /// Print the lines instead of sending them (and clear nothing).
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+pub fn graphite(args: &GraphiteArgs, cfg: &StatsConfig) -> i32 {
+    match args.every {
+        None => match round(cfg, args.dry_run) {
+            Ok(n) => {
+                if !args.dry_run {
+                    eprintln!(
+                        "lmpi: stats: sent {n} values to {}:{}",
+                        cfg.carbon_host, cfg.carbon_port
+                    );
+                }
+                0
+            }
+            Err(e) => {
+                eprintln!("lmpi: stats: {e}");
+                1
+            }
+        },
+        Some(secs) => {
+            crate::signals::install();
+            while !crate::signals::stop_requested() {
+                if let Err(e) = round(cfg, args.dry_run) {
+                    eprintln!("lmpi: stats: {e}");
+                }
+                let t0 = std::time::Instant::now();
+                while t0.elapsed() < Duration::from_secs(secs.max(1))
+                    && !crate::signals::stop_requested()
+                {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            0
+        }
+    }
+}
+
+/// One read-clear-send round; the number of values sent.
+fn round(cfg: &StatsConfig, dry_run: bool) -> Result<usize, String> {
+    let client = memcache::Client::connect(cfg.memcache_url())
+        .map_err(|e| format!("memcached {}: {e}", cfg.memcached))?;
+    let mc = |e: memcache::MemcacheError| format!("memcached {}: {e}", cfg.memcached);
+    let registry: String = client
+        .get(&registry_key(&cfg.key_prefix))
+        .map_err(mc)?
+        .unwrap_or_default();
+    let mut workers: Vec<&str> = registry.lines().filter(|l| !l.is_empty()).collect();
+    workers.sort();
+    workers.dedup();
+    let ts = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut lines = Vec::new();
+    // What we took out of memcached, to put back if carbon cannot have it.
+    let mut taken: Vec<(String, u64)> = Vec::new();
+    let mut totals: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
+    for w in &workers {
+        let pass = w.split('_').next().unwrap_or("unknown").to_string();
+        for name in Snapshot::KEYS {
+            let key = format!("{}.{w}.{name}", cfg.key_prefix);
+            let v: Option<u64> = client
+                .get::<String>(&key)
+                .map_err(mc)?
+                .and_then(|s| s.trim().parse().ok());
+            let Some(v) = v else { continue };
+            if GAUGES.contains(name) {
+                *totals.entry((pass.clone(), name)).or_default() += v;
+                lines.push(format!("{}.{w}.{name} {v} {ts}", cfg.graphite_prefix));
+                continue;
+            }
+            if v == 0 {
+                continue;
+            }
+            // decr by what we read, not delete: an incr that lands between our
+            // get and this decr is kept for the next round.
+            if !dry_run {
+                client.decrement(&key, v).map_err(mc)?;
+                taken.push((key, v));
+            }
+            *totals.entry((pass.clone(), name)).or_default() += v;
+            lines.push(format!("{}.{w}.{name} {v} {ts}", cfg.graphite_prefix));
+        }
+    }
+    for ((pass, name), v) in &totals {
+        let path = if GAUGES.contains(name) {
+            format!("{pass}.{name}")
+        } else {
+            format!("{pass}.total.{name}")
+        };
+        lines.push(format!("{}.{path} {v} {ts}", cfg.graphite_prefix));
+    }
+    if dry_run {
+        for l in &lines {
+            crate::report::say(l);
+        }
+        return Ok(lines.len());
+    }
+    if let Err(e) = send(cfg, &lines) {
+        // Nothing may be lost: give the counts back to memcached.
+        for (key, v) in taken {
+            let _ = add_to(&client, &key, v);
+        }
+        return Err(format!(
+            "carbon {}:{}: {e} (counters left in memcached)",
+            cfg.carbon_host, cfg.carbon_port
+        ));
+    }
+    Ok(lines.len())
+}
+
+fn send(cfg: &StatsConfig, lines: &[String]) -> std::io::Result<()> {
+    let timeout = Duration::from_millis(cfg.timeout_ms);
+    let addr = (cfg.carbon_host.as_str(), cfg.carbon_port)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no address"))?;
+    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_write_timeout(Some(timeout))?;
+    let mut buf = String::new();
+    for l in lines {
+        buf.push_str(l);
+        buf.push('\n');
+    }
+    s.write_all(buf.as_bytes())?;
+    s.flush()
+}
