@@ -161,6 +161,8 @@ struct RankZero {
     status: SharedStatus,
     commands: Option<Receiver<Command>>,
     host: String,
+    /// Held at the start gate until a `Start` command arrives.
+    waiting: bool,
 }
 
 impl Monitor for RankZero {
@@ -170,15 +172,24 @@ impl Monitor for RankZero {
             total = total.sum(&r.counters);
         }
         if !self.quiet {
-            report::say(&report::progress_line(
-                self.pass,
-                self.start.elapsed(),
-                &total,
-            ));
+            if self.waiting {
+                report::say(&format!(
+                    "lmpi {}: waiting for `lmpi ctl start` (or the old cmover start)",
+                    self.pass
+                ));
+            } else {
+                report::say(&report::progress_line(
+                    self.pass,
+                    self.start.elapsed(),
+                    &total,
+                ));
+            }
         }
         if let Ok(mut s) = self.status.lock() {
             s.state = if ctl.stopping() {
                 "stopping".into()
+            } else if self.waiting {
+                "waiting".into()
             } else {
                 "running".into()
             };
@@ -201,7 +212,11 @@ impl Monitor for RankZero {
         }
     }
     fn poll_command(&mut self) -> Option<Command> {
-        self.commands.as_ref()?.try_recv().ok()
+        let c = self.commands.as_ref()?.try_recv().ok()?;
+        if c == Command::Start {
+            self.waiting = false;
+        }
+        Some(c)
     }
 }
 
@@ -341,7 +356,9 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let job = match std::env::var("SLURM_JOB_ID") {
+    // The job id names the error log and answers `lmpi ctl --job`: LMPI_JOB_ID,
+    // else Slurm's, else the start time (agreed by all ranks).
+    let job = match std::env::var("LMPI_JOB_ID").or_else(|_| std::env::var("SLURM_JOB_ID")) {
         Ok(j) if !j.is_empty() => j,
         _ => format!("{}", t.all_reduce_max(&[now])[0]),
     };
@@ -396,7 +413,7 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
         ..Default::default()
     }));
     let commands = if rank == 0 {
-        control::spawn(&cfg.control, &job, status.clone())
+        control::spawn(&cfg.control, &job, status.clone(), args.wait_for_start)
     } else {
         None
     };
@@ -407,6 +424,7 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
         status: status.clone(),
         commands,
         host: host.clone(),
+        waiting: args.wait_for_start,
     };
     let mut quiet_monitor = engine::NoMonitor;
     let monitor: &mut dyn Monitor = if rank == 0 {

@@ -1,12 +1,254 @@
-//! `lmpi ctl` (placeholder until the bridge lands).
+//! `lmpi ctl`: publish a control request to running jobs and print the replies.
+//! It speaks Celery's pidbox protocol, so it reaches lmpi jobs exactly as the
+//! celery CLI does.
+
+use std::time::Duration;
+
+use futures_lite::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use serde_json::{json, Value};
+
+use super::bridge::{declare_exchanges, header_str, now, PIDBOX, REPLY_EXCHANGE};
+use super::message::uuid;
+use super::ControlConfig;
 
 #[derive(Debug, clap::Args)]
 pub struct CtlArgs {
-    /// stop | start | status | pool-grow N | pool-shrink N | ping
-    pub command: Vec<String>,
+    #[command(subcommand)]
+    pub cmd: CtlCmd,
+    /// Only the job with this id (the Slurm job id, or the start time for
+    /// jobs outside Slurm, as in the error log's name).
+    #[arg(long, global = true)]
+    pub job: Option<String>,
+    /// Seconds to wait for replies (default: control.timeout_ms).
+    #[arg(long, global = true)]
+    pub timeout: Option<f64>,
 }
 
-pub fn run_ctl(_args: &CtlArgs, _cfg: &super::ControlConfig) -> i32 {
-    eprintln!("lmpi: ctl: the control bridge is not built in yet");
-    2
+#[derive(Debug, clap::Subcommand)]
+pub enum CtlCmd {
+    /// Graceful stop, as scancel: in-flight files finish, the summary says "stopped".
+    Stop,
+    /// Release a job started with --wait-for-start.
+    Start,
+    /// Progress counters and what each rank is working on.
+    Status,
+    /// Are jobs alive?
+    Ping,
+    /// Add N I/O threads per rank.
+    PoolGrow { n: usize },
+    /// Remove N I/O threads per rank (at least one stays).
+    PoolShrink { n: usize },
+}
+
+pub fn run_ctl(args: &CtlArgs, cfg: &ControlConfig) -> i32 {
+    let (method, arguments) = match &args.cmd {
+        CtlCmd::Stop => ("shutdown", json!({})),
+        CtlCmd::Start => ("lmpi_start", json!({})),
+        CtlCmd::Status => ("lmpi_status", json!({})),
+        CtlCmd::Ping => ("ping", json!({})),
+        CtlCmd::PoolGrow { n } => ("pool_grow", json!({ "n": n })),
+        CtlCmd::PoolShrink { n } => ("pool_shrink", json!({ "n": n })),
+    };
+    let timeout = args
+        .timeout
+        .map(|s| Duration::from_secs_f64(s.max(0.05)))
+        .unwrap_or(Duration::from_millis(cfg.timeout_ms));
+    let destination = args.job.as_ref().map(|j| vec![format!("lmpi@{j}")]);
+    match request(cfg, method, arguments, destination, timeout) {
+        Ok(replies) if replies.is_empty() => {
+            eprintln!(
+                "lmpi: ctl: no lmpi job replied within {:.1} s (broker {})",
+                timeout.as_secs_f64(),
+                cfg.shown_url()
+            );
+            1
+        }
+        Ok(replies) => {
+            for r in &replies {
+                print_reply(method, r);
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("lmpi: ctl: broker {}: {e}", cfg.shown_url());
+            2
+        }
+    }
+}
+
+/// Publish one pidbox request and collect the replies that carry its ticket.
+pub fn request(
+    cfg: &ControlConfig,
+    method: &str,
+    arguments: Value,
+    destination: Option<Vec<String>>,
+    timeout: Duration,
+) -> Result<Vec<Value>, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let url = cfg.broker_url()?;
+        let conn = Connection::connect(&url, ConnectionProperties::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
+        declare_exchanges(&ch).await.map_err(|e| e.to_string())?;
+        let ticket = uuid();
+        let reply_key = uuid();
+        let q = ch
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let qname = q.name().as_str().to_string();
+        ch.queue_bind(
+            qname.as_str().into(),
+            REPLY_EXCHANGE.into(),
+            reply_key.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let mut consumer = ch
+            .basic_consume(
+                qname.as_str().into(),
+                "lmpi-ctl".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let body = json!({
+            "method": method,
+            "arguments": arguments,
+            "destination": destination,
+            "pattern": null,
+            "matcher": null,
+            "ticket": ticket,
+            "reply_to": {"exchange": REPLY_EXCHANGE, "routing_key": reply_key},
+        });
+        let mut h = FieldTable::default();
+        h.insert("clock".into(), AMQPValue::LongLongInt(1));
+        h.insert(
+            "expires".into(),
+            AMQPValue::Double(now() + timeout.as_secs_f64()),
+        );
+        let props = BasicProperties::default()
+            .with_content_type(ShortString::from("application/json"))
+            .with_content_encoding(ShortString::from("utf-8"))
+            .with_delivery_mode(1)
+            .with_headers(h);
+        let payload = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
+        ch.basic_publish(
+            PIDBOX.into(),
+            "".into(),
+            BasicPublishOptions::default(),
+            &payload,
+            props,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let mut replies = Vec::new();
+        let deadline = tokio::time::Instant::now() + timeout;
+        while let Ok(Some(d)) = tokio::time::timeout_at(deadline, consumer.next()).await {
+            let Ok(d) = d else { break };
+            if header_str(&d.properties, "ticket").as_deref() != Some(ticket.as_str()) {
+                continue;
+            }
+            if let Ok(v) = serde_json::from_slice::<Value>(&d.data) {
+                replies.push(v);
+            }
+        }
+        let _ = conn.close(0, "bye".into()).await;
+        Ok(replies)
+    })
+}
+
+fn print_reply(method: &str, reply: &Value) {
+    let Some(obj) = reply.as_object() else { return };
+    for (node, v) in obj {
+        if method == "lmpi_status" {
+            print_status(node, v);
+        } else if let Some(ok) = v.get("ok") {
+            crate::report::say(&format!(
+                "{node}: OK {}",
+                ok.as_str().unwrap_or(&ok.to_string())
+            ));
+        } else if let Some(err) = v.get("error") {
+            crate::report::say(&format!(
+                "{node}: ERROR {}",
+                err.as_str().unwrap_or(&err.to_string())
+            ));
+        } else {
+            crate::report::say(&format!("{node}: {v}"));
+        }
+    }
+}
+
+fn print_status(node: &str, v: &Value) {
+    let s = |k: &str| {
+        v.get(k)
+            .map(|x| {
+                x.as_str()
+                    .map(String::from)
+                    .unwrap_or_else(|| x.to_string())
+            })
+            .unwrap_or_default()
+    };
+    crate::report::say(&format!(
+        "{node}: job {} pass {} state {} ({} ranks x {} threads)",
+        s("job"),
+        s("pass"),
+        s("state"),
+        s("ranks"),
+        s("threads_per_rank")
+    ));
+    if let Some(t) = v.get("totals").and_then(Value::as_object) {
+        let line: Vec<String> = t.iter().map(|(k, x)| format!("{k} {x}")).collect();
+        crate::report::say(&format!("  totals: {}", line.join("  ")));
+    }
+    for r in v
+        .get("per_rank")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let active: Vec<&str> = r
+            .get("active")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        crate::report::say(&format!(
+            "  rank {}: files {} data {} errors {}; working on: {}",
+            r.get("rank").unwrap_or(&Value::Null),
+            r.pointer("/counters/files").unwrap_or(&Value::Null),
+            r.pointer("/counters/data").unwrap_or(&Value::Null),
+            r.pointer("/counters/errors").unwrap_or(&Value::Null),
+            if active.is_empty() {
+                "(idle)".to_string()
+            } else {
+                active.join("; ")
+            }
+        ));
+    }
 }

@@ -1,9 +1,19 @@
 //! Control bridge: RabbitMQ on rank 0, `lmpi ctl`, and the old Celery commands.
-//! (Being built under issue 6; this file fixes the interface the engine uses.)
+//!
+//! Rank 0 is a Celery node on the `celery.pidbox` fanout exchange (node name
+//! `celery@file_<host>` by default, so the old `-d celery@file_<host>` still
+//! targets it; also `lmpi@<job>`). It answers on `reply.celery.pidbox` with the
+//! request's ticket, so the real celery CLI prints lmpi's replies. `lmpi ctl`
+//! speaks the same protocol. A decided command goes to the engine, which
+//! forwards it to every rank over MPI; other ranks never talk to the broker.
+//! See `src/control/README.md`.
 
-use std::sync::{Arc, Mutex};
-
+mod bridge;
 pub mod client;
+pub mod message;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -22,7 +32,7 @@ pub enum Command {
 }
 
 /// What `lmpi ctl status` and `celery inspect active` show. Rank 0's main loop
-/// refreshes it about once a second from the ranks' periodic reports.
+/// refreshes it every `report_interval` from the ranks' periodic reports.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct JobStatus {
     pub job: String,
@@ -40,30 +50,206 @@ pub struct RankStatus {
     pub rank: usize,
     pub host: String,
     pub counters: Snapshot,
-    /// Items in flight on that rank, e.g. "copy dir/file".
+    /// Items in flight on that rank, e.g. "12 entries in a/b".
     pub active: Vec<String>,
 }
 
 pub type SharedStatus = Arc<Mutex<JobStatus>>;
 
-#[derive(Debug, Clone, Deserialize, Default)]
+/// `[control]`. The broker URL is `url` if given; otherwise it is built from
+/// `host` (else the old `<rabbitmq_dir>/rabbitmq.conf`, else localhost),
+/// `username`, `password` (else the old `<rabbitmq_dir>/rabbitmq_<username>.conf`)
+/// and `vhost` (default: the username, as the old tool).
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ControlConfig {
+    /// Run the bridge on rank 0 of every pass.
     pub enabled: bool,
+    pub url: Option<String>,
+    pub host: Option<String>,
+    pub port: u16,
+    pub username: String,
+    pub password: Option<String>,
+    pub vhost: Option<String>,
+    /// Directory with the old tool's rabbitmq.conf / rabbitmq_<username>.conf.
+    pub rabbitmq_dir: Option<PathBuf>,
+    /// Celery node name of rank 0; default `celery@file_<hostname>`.
+    pub node_name: Option<String>,
+    /// How long `lmpi ctl` waits for replies, in milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            enabled: false,
+            url: None,
+            host: None,
+            port: 5672,
+            username: "data_move".into(),
+            password: None,
+            vhost: None,
+            rabbitmq_dir: None,
+            node_name: None,
+            timeout_ms: 2000,
+        }
+    }
 }
 
 impl ControlConfig {
     pub fn validate(&self) -> Result<(), (String, String)> {
+        if let Some(u) = &self.url {
+            if !u.starts_with("amqp://") {
+                return Err(("url".into(), "must start with amqp://".into()));
+            }
+        }
+        if self.username.is_empty() {
+            return Err(("username".into(), "must not be empty".into()));
+        }
+        if self.timeout_ms == 0 || self.timeout_ms > 600_000 {
+            return Err(("timeout_ms".into(), "must be between 1 and 600000".into()));
+        }
+        if let Some(n) = &self.node_name {
+            if n.is_empty() || n.chars().any(char::is_whitespace) {
+                return Err((
+                    "node_name".into(),
+                    "must be non-empty, without spaces".into(),
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The broker URL, resolved as documented; the error names the file it needed.
+    pub fn broker_url(&self) -> Result<String, String> {
+        if let Some(u) = &self.url {
+            return Ok(u.clone());
+        }
+        let old_file = |name: &str| -> Result<Option<String>, String> {
+            let Some(dir) = &self.rabbitmq_dir else {
+                return Ok(None);
+            };
+            let p = dir.join(name);
+            match std::fs::read_to_string(&p) {
+                Ok(s) => Ok(Some(s.trim().to_string())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(format!("{}: {e}", p.display())),
+            }
+        };
+        let host = match &self.host {
+            Some(h) => h.clone(),
+            None => old_file("rabbitmq.conf")?.unwrap_or_else(|| "localhost".into()),
+        };
+        let password = match &self.password {
+            Some(p) => p.clone(),
+            None => old_file(&format!("rabbitmq_{}.conf", self.username))?.ok_or_else(|| {
+                format!(
+                    "no broker password: set [control] password or put it in {}",
+                    self.rabbitmq_dir
+                        .as_ref()
+                        .map(|d| d
+                            .join(format!("rabbitmq_{}.conf", self.username))
+                            .display()
+                            .to_string())
+                        .unwrap_or_else(|| format!(
+                            "<rabbitmq_dir>/rabbitmq_{}.conf",
+                            self.username
+                        ))
+                )
+            })?,
+        };
+        let vhost = self.vhost.clone().unwrap_or_else(|| self.username.clone());
+        Ok(format!(
+            "amqp://{}:{}@{}:{}/{}",
+            pct(&self.username),
+            pct(&password),
+            host,
+            self.port,
+            pct(&vhost)
+        ))
+    }
+
+    /// The URL without its password, for messages.
+    pub fn shown_url(&self) -> String {
+        match self.broker_url() {
+            Ok(u) => match (u.find("://"), u.rfind('@')) {
+                (Some(a), Some(b)) if b > a => format!("amqp://{}", &u[b + 1..]),
+                _ => u,
+            },
+            Err(e) => e,
+        }
+    }
+
+    pub fn node(&self) -> String {
+        self.node_name
+            .clone()
+            .unwrap_or_else(|| format!("celery@file_{}", crate::run::hostname()))
     }
 }
 
-/// Start the bridge on rank 0. Returns the receiving end of decided commands.
-/// Never fails the pass: an unreachable broker is retried with backoff.
+fn pct(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Start the bridge on rank 0 when `[control] enabled`. Returns the receiving
+/// end of decided commands. Never fails the pass: an unreachable broker is
+/// retried with backoff and reported once.
 pub fn spawn(
-    _cfg: &ControlConfig,
-    _job: &str,
-    _status: SharedStatus,
+    cfg: &ControlConfig,
+    job: &str,
+    status: SharedStatus,
+    want_start: bool,
 ) -> Option<crossbeam_channel::Receiver<Command>> {
-    None
+    if !cfg.enabled {
+        return None;
+    }
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let (cfg, job) = (cfg.clone(), job.to_string());
+    std::thread::Builder::new()
+        .name("lmpi-control".into())
+        .spawn(move || bridge::run(cfg, job, status, tx, want_start))
+        .ok()?;
+    Some(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_resolution_from_old_files() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("rabbitmq.conf"), "broker.example\n").unwrap();
+        std::fs::write(d.path().join("rabbitmq_data_move.conf"), "s3cr/t@x\n").unwrap();
+        let c = ControlConfig {
+            rabbitmq_dir: Some(d.path().to_path_buf()),
+            ..Default::default()
+        };
+        assert_eq!(
+            c.broker_url().unwrap(),
+            "amqp://data_move:s3cr%2Ft%40x@broker.example:5672/data_move"
+        );
+        assert_eq!(c.shown_url(), "amqp://broker.example:5672/data_move");
+        let c = ControlConfig {
+            rabbitmq_dir: Some(d.path().join("nope")),
+            ..Default::default()
+        };
+        assert!(c
+            .broker_url()
+            .unwrap_err()
+            .contains("rabbitmq_data_move.conf"));
+        assert!(ControlConfig {
+            url: Some("http://x".into()),
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
+    }
 }
