@@ -1,13 +1,374 @@
-//! Safe Lustre layer over `lustre-sys` (issue 3 fills this in).
+//! The Lustre layer: policy over `lustre-sys`. Detects Lustre per tree root,
+//! reads and applies stripe layouts (PFL components, pools), places first-level
+//! directories on MDTs. Paths handed to liblustreapi are `/proc/self/fd/N/name`,
+//! so they stay short however deep the tree is.
 
-use serde::Deserialize;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+
+use lustre_sys as sys;
+use serde::{Deserialize, Serialize};
+
+use crate::fsops::{self, OsError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Use Lustre features when both roots are Lustre and the library loads.
+    #[default]
+    Auto,
+    Off,
+    /// Fail early unless both roots are Lustre and the library loads.
+    Require,
+}
 
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
-pub struct LustreConfig {}
+pub struct LustreConfig {
+    pub mode: Mode,
+    /// liblustreapi to load (else $LMPI_LUSTREAPI, else liblustreapi.so.1 / .so).
+    pub library: Option<PathBuf>,
+    /// Create first-level target directories round-robin on these MDTs (old MDS_IS_STRIPED).
+    pub mdts: Vec<u32>,
+    /// The old rule: a source stripe count of 16 or more becomes -1 (all OSTs).
+    pub wide_striping_rule: bool,
+}
 
 impl LustreConfig {
     pub fn validate(&self) -> Result<(), (String, String)> {
+        if self.mdts.len() > 4096 {
+            return Err(("mdts".into(), "at most 4096 entries".into()));
+        }
         Ok(())
+    }
+}
+
+/// One component of a (possibly PFL) layout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Component {
+    pub start: u64,
+    pub end: u64,
+    pub stripe_count: u64,
+    pub stripe_size: u64,
+    pub pattern: u64,
+    pub pool: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layout {
+    pub components: Vec<Component>,
+}
+
+impl Layout {
+    /// Nothing set: every value is the filesystem default (a directory without
+    /// a default layout of its own). Copying that would pin today's defaults.
+    pub fn is_unset(&self) -> bool {
+        let d = |v: u64| v == sys::LLAPI_LAYOUT_DEFAULT || v == sys::LLAPI_LAYOUT_INVALID;
+        self.components
+            .iter()
+            .all(|c| d(c.stripe_count) && d(c.stripe_size) && c.pool.is_empty())
+    }
+
+    /// Bytes per full stripe of the first component: chunk boundaries on it
+    /// keep each chunk's writes on whole stripes.
+    pub fn chunk_alignment(&self) -> u64 {
+        let Some(c) = self.components.first() else {
+            return 0;
+        };
+        let real = |v: u64| v != 0 && v < sys::LLAPI_LAYOUT_INVALID;
+        if real(c.stripe_size) && real(c.stripe_count) {
+            c.stripe_size.saturating_mul(c.stripe_count)
+        } else {
+            0
+        }
+    }
+}
+
+pub struct Lustre {
+    api: sys::Api,
+    pub mdts: Vec<u32>,
+    wide_rule: bool,
+}
+
+/// statfs magic of a Lustre client mount.
+pub fn statfs_is_lustre(fd: BorrowedFd) -> bool {
+    let mut s: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid fd and out-pointer.
+    let rc = unsafe { libc::fstatfs(fd.as_raw_fd(), &mut s) };
+    rc == 0 && s.f_type as i64 == sys::LL_SUPER_MAGIC
+}
+
+impl Lustre {
+    /// Apply `mode`. Ok(None) with a one-line warning (auto, not both Lustre or
+    /// no library); Err for `require` when that is not so.
+    pub fn open(
+        cfg: &LustreConfig,
+        src: BorrowedFd,
+        dst: BorrowedFd,
+    ) -> Result<(Option<Lustre>, Option<String>), String> {
+        if cfg.mode == Mode::Off {
+            return Ok((None, None));
+        }
+        let why_not = match sys::Api::load(cfg.library.as_deref()) {
+            Err(e) => e.to_string(),
+            Ok(api) => {
+                let l = Lustre {
+                    api,
+                    mdts: cfg.mdts.clone(),
+                    wide_rule: cfg.wide_striping_rule,
+                };
+                match (l.is_lustre(src), l.is_lustre(dst)) {
+                    (true, true) => return Ok((Some(l), None)),
+                    (s, _) => format!(
+                        "the {} is not on Lustre",
+                        if s { "target" } else { "source" }
+                    ),
+                }
+            }
+        };
+        match cfg.mode {
+            Mode::Require => Err(format!("lustre = \"require\": {why_not}")),
+            _ => Ok((
+                None,
+                Some(format!(
+                    "Lustre features off: {why_not}; copying without layouts"
+                )),
+            )),
+        }
+    }
+
+    /// Lustre if statfs says so, or if liblustreapi can tell which MDT holds it
+    /// (which only succeeds on Lustre).
+    pub fn is_lustre(&self, fd: BorrowedFd) -> bool {
+        statfs_is_lustre(fd) || self.dir_mdt(fd).is_ok()
+    }
+
+    pub fn dir_mdt(&self, fd: BorrowedFd) -> Result<u32, OsError> {
+        let mut idx: libc::c_int = 0;
+        // SAFETY: valid fd and out-pointer.
+        let rc = unsafe { (self.api.file_fget_mdtidx)(fd.as_raw_fd(), &mut idx) };
+        if rc < 0 {
+            return Err(OsError {
+                op: "llapi_file_fget_mdtidx",
+                errno: -rc,
+            });
+        }
+        Ok(idx as u32)
+    }
+
+    fn path(dir: BorrowedFd, name: &[u8]) -> Result<CString, OsError> {
+        if name.is_empty() {
+            return CString::new(format!("/proc/self/fd/{}", dir.as_raw_fd())).map_err(|_| {
+                OsError {
+                    op: "path",
+                    errno: libc::EINVAL,
+                }
+            });
+        }
+        fsops::proc_path(dir, name)
+    }
+
+    fn read(&self, l: *mut sys::llapi_layout) -> Result<Layout, OsError> {
+        let err = |op| OsError {
+            op,
+            errno: std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO),
+        };
+        let mut comps = Vec::new();
+        // SAFETY: l is a live layout from liblustreapi; every out-pointer is valid.
+        unsafe {
+            if (self.api.layout_comp_use)(l, sys::LLAPI_LAYOUT_COMP_USE_FIRST) < 0 {
+                return Err(err("llapi_layout_comp_use"));
+            }
+            loop {
+                let (mut s, mut e, mut c, mut z, mut p) = (0u64, 0u64, 0u64, 0u64, 0u64);
+                if (self.api.layout_comp_extent_get)(l, &mut s, &mut e) < 0 {
+                    return Err(err("llapi_layout_comp_extent_get"));
+                }
+                if (self.api.layout_stripe_count_get)(l, &mut c) < 0
+                    || (self.api.layout_stripe_size_get)(l, &mut z) < 0
+                    || (self.api.layout_pattern_get)(l, &mut p) < 0
+                {
+                    return Err(err("llapi_layout_get"));
+                }
+                let mut pool = [0 as libc::c_char; sys::LOV_MAXPOOLNAME + 1];
+                if (self.api.layout_pool_name_get)(l, pool.as_mut_ptr(), pool.len()) < 0 {
+                    return Err(err("llapi_layout_pool_name_get"));
+                }
+                let pool = std::ffi::CStr::from_ptr(pool.as_ptr())
+                    .to_string_lossy()
+                    .into_owned();
+                comps.push(Component {
+                    start: s,
+                    end: e,
+                    stripe_count: c,
+                    stripe_size: z,
+                    pattern: p,
+                    pool,
+                });
+                match (self.api.layout_comp_use)(l, sys::LLAPI_LAYOUT_COMP_USE_NEXT) {
+                    0 => continue,
+                    r if r > 0 => break,
+                    _ => return Err(err("llapi_layout_comp_use")),
+                }
+            }
+        }
+        Ok(Layout { components: comps })
+    }
+
+    /// A freshly built llapi layout for `layout`; the caller frees it.
+    fn build(&self, layout: &Layout) -> Result<*mut sys::llapi_layout, OsError> {
+        let err = |op| OsError {
+            op,
+            errno: std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EINVAL),
+        };
+        // SAFETY: alloc/set/free on a layout we own.
+        unsafe {
+            let l = (self.api.layout_alloc)();
+            if l.is_null() {
+                return Err(err("llapi_layout_alloc"));
+            }
+            for (i, c) in layout.components.iter().enumerate() {
+                let many = layout.components.len() > 1;
+                let ok = (i == 0 || (self.api.layout_comp_add)(l) == 0)
+                    && (!many || (self.api.layout_comp_extent_set)(l, c.start, c.end) == 0)
+                    && (self.api.layout_stripe_count_set)(l, self.stripe_count(c.stripe_count))
+                        == 0
+                    && (self.api.layout_stripe_size_set)(l, c.stripe_size) == 0
+                    && (self.api.layout_pattern_set)(l, c.pattern) == 0
+                    && (c.pool.is_empty()
+                        || CString::new(c.pool.as_str())
+                            .map(|p| (self.api.layout_pool_name_set)(l, p.as_ptr()) == 0)
+                            .unwrap_or(false));
+                if !ok {
+                    let e = err("llapi_layout_set");
+                    (self.api.layout_free)(l);
+                    return Err(e);
+                }
+            }
+            Ok(l)
+        }
+    }
+
+    fn stripe_count(&self, c: u64) -> u64 {
+        if self.wide_rule && (16..sys::LLAPI_LAYOUT_INVALID).contains(&c) {
+            sys::LLAPI_LAYOUT_WIDE
+        } else {
+            c
+        }
+    }
+
+    /// The layout of `name` in `dir` (a file's, or a directory's default).
+    pub fn layout_of(&self, dir: BorrowedFd, name: &[u8]) -> Result<Layout, OsError> {
+        let p = Self::path(dir, name)?;
+        // SAFETY: valid C string; the result is freed below.
+        let l = unsafe { (self.api.layout_get_by_path)(p.as_ptr(), 0) };
+        if l.is_null() {
+            return Err(OsError {
+                op: "llapi_layout_get_by_path",
+                errno: std::io::Error::last_os_error()
+                    .raw_os_error()
+                    .unwrap_or(libc::EIO),
+            });
+        }
+        let r = self.read(l);
+        unsafe { (self.api.layout_free)(l) };
+        r
+    }
+
+    /// Create `name` in `dir` (O_EXCL, write-only) with `layout`.
+    pub fn create_file(
+        &self,
+        dir: BorrowedFd,
+        name: &[u8],
+        perm: u32,
+        layout: &Layout,
+    ) -> Result<OwnedFd, OsError> {
+        let p = Self::path(dir, name)?;
+        let l = self.build(layout)?;
+        // SAFETY: valid path and layout; the fd returned is ours.
+        let fd = unsafe {
+            (self.api.layout_file_create)(
+                p.as_ptr(),
+                libc::O_WRONLY | libc::O_CLOEXEC,
+                perm as libc::c_int,
+                l,
+            )
+        };
+        let e = std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO);
+        unsafe { (self.api.layout_free)(l) };
+        if fd < 0 {
+            return Err(OsError {
+                op: "llapi_layout_file_create",
+                errno: e,
+            });
+        }
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// Set the default layout of directory `name` in `dir`.
+    pub fn set_dir_layout(
+        &self,
+        dir: BorrowedFd,
+        name: &[u8],
+        layout: &Layout,
+    ) -> Result<(), OsError> {
+        let p = Self::path(dir, name)?;
+        let l = self.build(layout)?;
+        // SAFETY: valid path and layout; the fd returned is closed at once.
+        let fd = unsafe {
+            (self.api.layout_file_open)(p.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY, 0, l)
+        };
+        let e = std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO);
+        unsafe { (self.api.layout_free)(l) };
+        if fd < 0 {
+            return Err(OsError {
+                op: "llapi_layout_file_open",
+                errno: e,
+            });
+        }
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        Ok(())
+    }
+
+    /// mkdir on a given MDT.
+    pub fn mkdir_on_mdt(
+        &self,
+        dir: BorrowedFd,
+        name: &[u8],
+        perm: u32,
+        mdt: u32,
+    ) -> Result<(), OsError> {
+        let p = Self::path(dir, name)?;
+        // SAFETY: valid path; NULL pool.
+        let rc = unsafe {
+            (self.api.dir_create_pool)(
+                p.as_ptr(),
+                perm as libc::c_int,
+                mdt as libc::c_int,
+                1,
+                0,
+                std::ptr::null(),
+            )
+        };
+        if rc < 0 {
+            return Err(OsError {
+                op: "llapi_dir_create_pool",
+                errno: -rc,
+            });
+        }
+        Ok(())
+    }
+
+    pub fn library(&self) -> &std::path::Path {
+        &self.api.path
     }
 }

@@ -352,6 +352,27 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
         }
     }
 
+    // Lustre layouts matter to the copy pass only; `require` fails here, before anything is touched.
+    let mut lustre = None;
+    if kind == PassKind::Copy {
+        let r = crate::lustre::Lustre::open(&cfg.lustre, roots.src.as_fd(), roots.dst.as_fd());
+        if t.all_reduce_max(&[r.is_err() as u64])[0] != 0 {
+            match &r {
+                Err(msg) if rank == 0 => eprintln!("lmpi: {msg}"),
+                Ok(_) if rank == 0 => {
+                    eprintln!("lmpi: Lustre is required but not usable on another rank")
+                }
+                _ => {}
+            }
+            return EXIT_USAGE;
+        }
+        if let Ok((l, warning)) = r {
+            if let (0, Some(w)) = (rank, warning) {
+                eprintln!("lmpi: warning: {w}");
+            }
+            lustre = l;
+        }
+    }
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -457,7 +478,7 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
                 chunk_threshold: cfg.chunk_threshold,
                 chunk_size: cfg.chunk_size,
             };
-            let p = Arc::new(copy::CopyPass::new(ctx, opts_c));
+            let p = Arc::new(copy::CopyPass::new(ctx, opts_c, lustre.take()));
             let seeds = root_seed(rank, copy::Item::Dir { rel: Vec::new() });
             outcome = engine::run(
                 t,

@@ -1,1 +1,183 @@
-//! Raw FFI to liblustreapi (issue 3).
+//! Raw FFI to the parts of liblustreapi that lmpi uses, resolved at run time
+//! so one binary runs on hosts with and without Lustre. No policy here: the
+//! safe wrapper is `lmpi::lustre`. Signatures follow lustre/include/lustre/lustreapi.h.
+#![allow(non_camel_case_types)]
+
+use std::ffi::{OsStr, OsString};
+use std::os::raw::{c_char, c_int, c_void};
+use std::path::{Path, PathBuf};
+
+/// Opaque `struct llapi_layout`.
+#[repr(C)]
+pub struct llapi_layout {
+    _private: [u8; 0],
+}
+
+/// Not a valid stripe size, offset, or RAID pattern.
+pub const LLAPI_LAYOUT_INVALID: u64 = 0x1000_0000_0000_0001;
+/// The filesystem-wide default applies.
+pub const LLAPI_LAYOUT_DEFAULT: u64 = LLAPI_LAYOUT_INVALID + 1;
+/// Stripe count: all available OSTs.
+pub const LLAPI_LAYOUT_WIDE: u64 = LLAPI_LAYOUT_INVALID + 2;
+pub const LLAPI_LAYOUT_RAID0: u64 = 0;
+pub const LLAPI_LAYOUT_MDT: u64 = 2;
+/// `llapi_layout_comp_use` positions.
+pub const LLAPI_LAYOUT_COMP_USE_FIRST: u32 = 1;
+pub const LLAPI_LAYOUT_COMP_USE_LAST: u32 = 2;
+pub const LLAPI_LAYOUT_COMP_USE_NEXT: u32 = 3;
+pub const LLAPI_LAYOUT_COMP_USE_PREV: u32 = 4;
+/// Extent end meaning "to the end of the file".
+pub const LUSTRE_EOF: u64 = u64::MAX;
+/// Pool names are at most this long (LOV_MAXPOOLNAME), plus the NUL.
+pub const LOV_MAXPOOLNAME: usize = 15;
+/// statfs f_type of a Lustre client mount.
+pub const LL_SUPER_MAGIC: i64 = 0x0BD0_0BD0;
+
+pub type LayoutAllocFn = unsafe extern "C" fn() -> *mut llapi_layout;
+pub type LayoutFreeFn = unsafe extern "C" fn(*mut llapi_layout);
+pub type LayoutGetByFdFn = unsafe extern "C" fn(c_int, u32) -> *mut llapi_layout;
+pub type LayoutGetByPathFn = unsafe extern "C" fn(*const c_char, u32) -> *mut llapi_layout;
+pub type LayoutGetU64Fn = unsafe extern "C" fn(*const llapi_layout, *mut u64) -> c_int;
+pub type LayoutSetU64Fn = unsafe extern "C" fn(*mut llapi_layout, u64) -> c_int;
+pub type PoolNameGetFn = unsafe extern "C" fn(*const llapi_layout, *mut c_char, usize) -> c_int;
+pub type PoolNameSetFn = unsafe extern "C" fn(*mut llapi_layout, *const c_char) -> c_int;
+pub type CompExtentGetFn = unsafe extern "C" fn(*const llapi_layout, *mut u64, *mut u64) -> c_int;
+pub type CompExtentSetFn = unsafe extern "C" fn(*mut llapi_layout, u64, u64) -> c_int;
+pub type CompAddFn = unsafe extern "C" fn(*mut llapi_layout) -> c_int;
+pub type CompUseFn = unsafe extern "C" fn(*mut llapi_layout, u32) -> c_int;
+pub type FileOpenFn =
+    unsafe extern "C" fn(*const c_char, c_int, libc::mode_t, *const llapi_layout) -> c_int;
+pub type FileCreateFn =
+    unsafe extern "C" fn(*const c_char, c_int, c_int, *const llapi_layout) -> c_int;
+pub type DirCreatePoolFn =
+    unsafe extern "C" fn(*const c_char, c_int, c_int, c_int, c_int, *const c_char) -> c_int;
+pub type FileFgetMdtidxFn = unsafe extern "C" fn(c_int, *mut c_int) -> c_int;
+
+/// The resolved entry points. The library stays loaded as long as this lives.
+pub struct Api {
+    pub layout_alloc: LayoutAllocFn,
+    pub layout_free: LayoutFreeFn,
+    pub layout_get_by_fd: LayoutGetByFdFn,
+    pub layout_get_by_path: LayoutGetByPathFn,
+    pub layout_stripe_count_get: LayoutGetU64Fn,
+    pub layout_stripe_count_set: LayoutSetU64Fn,
+    pub layout_stripe_size_get: LayoutGetU64Fn,
+    pub layout_stripe_size_set: LayoutSetU64Fn,
+    pub layout_pattern_get: LayoutGetU64Fn,
+    pub layout_pattern_set: LayoutSetU64Fn,
+    pub layout_pool_name_get: PoolNameGetFn,
+    pub layout_pool_name_set: PoolNameSetFn,
+    pub layout_comp_extent_get: CompExtentGetFn,
+    pub layout_comp_extent_set: CompExtentSetFn,
+    pub layout_comp_add: CompAddFn,
+    pub layout_comp_use: CompUseFn,
+    pub layout_file_open: FileOpenFn,
+    pub layout_file_create: FileCreateFn,
+    pub dir_create_pool: DirCreatePoolFn,
+    pub file_fget_mdtidx: FileFgetMdtidxFn,
+    /// Where the library was found.
+    pub path: PathBuf,
+    _lib: libloading::Library,
+}
+
+#[derive(Debug)]
+pub enum LoadError {
+    /// No candidate could be opened: (candidate, dlopen message) for each.
+    NotFound(Vec<(OsString, String)>),
+    /// The library opened but lacks a symbol lmpi needs.
+    MissingSymbol { path: PathBuf, symbol: &'static str },
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadError::NotFound(tried) => {
+                let names: Vec<String> = tried
+                    .iter()
+                    .map(|(n, _)| n.to_string_lossy().into_owned())
+                    .collect();
+                write!(f, "liblustreapi not found (tried {})", names.join(", "))
+            }
+            LoadError::MissingSymbol { path, symbol } => {
+                write!(f, "{}: lacks symbol {symbol}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// Environment variable naming the library to load.
+pub const ENV_LIBRARY: &str = "LMPI_LUSTREAPI";
+
+impl Api {
+    /// Load from `explicit`, else `$LMPI_LUSTREAPI`, else `liblustreapi.so.1`, else `liblustreapi.so`.
+    pub fn load(explicit: Option<&Path>) -> Result<Api, LoadError> {
+        let mut candidates: Vec<OsString> = Vec::new();
+        if let Some(p) = explicit {
+            candidates.push(p.as_os_str().to_owned());
+        } else if let Some(p) = std::env::var_os(ENV_LIBRARY).filter(|p| !p.is_empty()) {
+            candidates.push(p);
+        } else {
+            candidates.push(OsStr::new("liblustreapi.so.1").to_owned());
+            candidates.push(OsStr::new("liblustreapi.so").to_owned());
+        }
+        let mut tried = Vec::new();
+        for c in candidates {
+            // SAFETY: loading a library runs its initialisers; liblustreapi's are benign.
+            match unsafe { libloading::Library::new(&c) } {
+                Ok(lib) => return Self::resolve(lib, PathBuf::from(&c)),
+                Err(e) => tried.push((c, e.to_string())),
+            }
+        }
+        Err(LoadError::NotFound(tried))
+    }
+
+    fn resolve(lib: libloading::Library, path: PathBuf) -> Result<Api, LoadError> {
+        macro_rules! sym {
+            ($name:literal) => {{
+                // SAFETY: the type is the documented signature of this symbol.
+                match unsafe { lib.get(concat!($name, "\0").as_bytes()) } {
+                    Ok(s) => *s,
+                    Err(_) => {
+                        return Err(LoadError::MissingSymbol {
+                            path,
+                            symbol: $name,
+                        })
+                    }
+                }
+            }};
+        }
+        Ok(Api {
+            layout_alloc: sym!("llapi_layout_alloc"),
+            layout_free: sym!("llapi_layout_free"),
+            layout_get_by_fd: sym!("llapi_layout_get_by_fd"),
+            layout_get_by_path: sym!("llapi_layout_get_by_path"),
+            layout_stripe_count_get: sym!("llapi_layout_stripe_count_get"),
+            layout_stripe_count_set: sym!("llapi_layout_stripe_count_set"),
+            layout_stripe_size_get: sym!("llapi_layout_stripe_size_get"),
+            layout_stripe_size_set: sym!("llapi_layout_stripe_size_set"),
+            layout_pattern_get: sym!("llapi_layout_pattern_get"),
+            layout_pattern_set: sym!("llapi_layout_pattern_set"),
+            layout_pool_name_get: sym!("llapi_layout_pool_name_get"),
+            layout_pool_name_set: sym!("llapi_layout_pool_name_set"),
+            layout_comp_extent_get: sym!("llapi_layout_comp_extent_get"),
+            layout_comp_extent_set: sym!("llapi_layout_comp_extent_set"),
+            layout_comp_add: sym!("llapi_layout_comp_add"),
+            layout_comp_use: sym!("llapi_layout_comp_use"),
+            layout_file_open: sym!("llapi_layout_file_open"),
+            layout_file_create: sym!("llapi_layout_file_create"),
+            dir_create_pool: sym!("llapi_dir_create_pool"),
+            file_fget_mdtidx: sym!("llapi_file_fget_mdtidx"),
+            path,
+            _lib: lib,
+        })
+    }
+}
+
+// The function pointers are plain C entry points, callable from any thread.
+unsafe impl Send for Api {}
+unsafe impl Sync for Api {}
+
+/// Keep `c_void` in the public vocabulary for callers that pass opaque data.
+pub type Opaque = c_void;

@@ -12,7 +12,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -160,6 +160,8 @@ pub struct CopyOpts {
 pub struct CopyPass {
     pub ctx: Ctx,
     opts: CopyOpts,
+    /// Layouts and MDT placement, when both trees are on Lustre.
+    lustre: Option<crate::lustre::Lustre>,
     seq: AtomicU64,
     pending: Mutex<HashMap<u64, PendingFile>>,
     links: Mutex<HashMap<(u64, u64), Vec<Vec<u8>>>>,
@@ -202,18 +204,35 @@ fn same_meta(s: &Stat, d: &Stat) -> bool {
     s.uid == d.uid && s.gid == d.gid && (s.kind == Kind::Symlink || s.perm == d.perm)
 }
 
-/// Extended attributes lmpi copies. `lustre.*` is the layout, handled by the Lustre layer.
+/// Lustre's own attributes: layouts (`lustre.lov`, `trusted.lov`, `trusted.lmv`,
+/// `trusted.dmv`) are the Lustre layer's job, and FIDs, link EAs, SOM, HSM
+/// state belong to the inode. Never copied, never removed.
+const LUSTRE_INTERNAL: &[&[u8]] = &[
+    b"trusted.lov",
+    b"trusted.lma",
+    b"trusted.link",
+    b"trusted.lmv",
+    b"trusted.dmv",
+    b"trusted.som",
+    b"trusted.fid",
+    b"trusted.version",
+    b"trusted.hsm",
+];
+
+/// Extended attributes lmpi copies.
 fn copy_key(key: &[u8], is_root: bool) -> bool {
     !key.starts_with(b"lustre.")
+        && !LUSTRE_INTERNAL.contains(&key)
         && (is_root || key.starts_with(b"user.") || key.starts_with(b"system.posix_acl"))
 }
 
 impl CopyPass {
-    pub fn new(ctx: Ctx, opts: CopyOpts) -> CopyPass {
+    pub fn new(ctx: Ctx, opts: CopyOpts, lustre: Option<crate::lustre::Lustre>) -> CopyPass {
         let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
         CopyPass {
             ctx,
             opts,
+            lustre,
             seq: AtomicU64::new(0),
             pending: Mutex::new(HashMap::new()),
             links: Mutex::new(HashMap::new()),
@@ -300,6 +319,13 @@ impl CopyPass {
         let c = &self.ctx;
         let mut rd = fsops::DirReader::new(sd);
         let mut batch: Vec<Vec<u8>> = Vec::new();
+        // First-level directories go round-robin over the configured MDTs.
+        let mdts = self
+            .lustre
+            .as_ref()
+            .map(|l| l.mdts.as_slice())
+            .filter(|m| rel.is_empty() && !m.is_empty());
+        let mut nth_dir = 0usize;
         while let Some(e) = rd.next_entry() {
             if out.stopping() {
                 return;
@@ -325,7 +351,15 @@ impl CopyPass {
                 }
             };
             if kind == Kind::Dir {
-                if self.make_child_dir(rd.fd(), dd.as_ref().map(|d| d.as_fd()), &e.name, &child) {
+                let mdt = mdts.map(|m| m[nth_dir % m.len()]);
+                nth_dir += 1;
+                if self.make_child_dir(
+                    rd.fd(),
+                    dd.as_ref().map(|d| d.as_fd()),
+                    &e.name,
+                    &child,
+                    mdt,
+                ) {
                     out.push(Item::Dir { rel: child });
                 }
                 continue;
@@ -353,6 +387,7 @@ impl CopyPass {
         dd: Option<BorrowedFd>,
         name: &[u8],
         rel: &[u8],
+        mdt: Option<u32>,
     ) -> bool {
         let c = &self.ctx;
         let Some(dd) = dd else { return true }; // dry run below a missing dir
@@ -391,12 +426,69 @@ impl CopyPass {
         }
         // Without root, keep the directory writable for us; the dirtime pass sets the final mode.
         let perm = if c.is_root { st.perm } else { st.perm | 0o700 };
-        match fsops::mkdir_at(dd, name, perm) {
-            Ok(()) => true,
+        let made = match (&self.lustre, mdt) {
+            (Some(l), Some(mdt)) => l.mkdir_on_mdt(dd, name, perm, mdt),
+            _ => fsops::mkdir_at(dd, name, perm),
+        };
+        match made {
+            Ok(()) => {
+                // A new directory takes the source's default layout; existing ones are left as they are.
+                if let Some(l) = &self.lustre {
+                    match l.layout_of(sd, name) {
+                        Ok(lay) if lay.is_unset() => {}
+                        Ok(lay) => {
+                            if let Err(e) = l.set_dir_layout(dd, name, &lay) {
+                                c.err(Side::Target, rel, e);
+                            }
+                        }
+                        Err(e) => c.err(Side::Source, rel, e),
+                    }
+                }
+                true
+            }
             Err(e) if e.errno == libc::EEXIST => true,
             Err(e) => {
                 c.err(Side::Target, rel, e);
                 false
+            }
+        }
+    }
+
+    /// Create the target file `out_name` (O_EXCL) for source `name`: with the
+    /// source's layout on Lustre. A layout that cannot be read or applied is
+    /// reported for this file, which is then created with the default layout.
+    fn create_target(
+        &self,
+        sd: BorrowedFd,
+        dd: BorrowedFd,
+        name: &[u8],
+        out_name: &[u8],
+        perm: u32,
+    ) -> Result<(OwnedFd, Option<crate::lustre::Layout>), OsError> {
+        let Some(l) = &self.lustre else {
+            return fsops::create_at(dd, out_name, perm).map(|f| (f, None));
+        };
+        let lay = match l.layout_of(sd, name) {
+            Ok(lay) => lay,
+            Err(e) => {
+                self.ctx.log.error_msg(
+                    Side::Source,
+                    name,
+                    &format!("layout not read, default used: {e}"),
+                );
+                return fsops::create_at(dd, out_name, perm).map(|f| (f, None));
+            }
+        };
+        match l.create_file(dd, out_name, perm, &lay) {
+            Ok(f) => Ok((f, Some(lay))),
+            Err(e) if e.errno == libc::EEXIST => Err(e),
+            Err(e) => {
+                self.ctx.log.error_msg(
+                    Side::Target,
+                    out_name,
+                    &format!("layout not applied, default used: {e}"),
+                );
+                fsops::create_at(dd, out_name, perm).map(|f| (f, None))
             }
         }
     }
@@ -568,7 +660,7 @@ impl CopyPass {
         };
         if s.kind == Kind::Dir {
             // It became a directory since the listing: walk it like any other.
-            if self.make_child_dir(sd, dd, name, rel) {
+            if self.make_child_dir(sd, dd, name, rel, None) {
                 out.push(Item::Dir { rel: rel.to_vec() });
             }
             return Ok(());
@@ -689,8 +781,8 @@ impl CopyPass {
             None
         };
         let out_name: &[u8] = tmp.as_deref().unwrap_or(name);
-        let dst = match fsops::create_at(dd, out_name, s.perm & 0o777) {
-            Ok(f) => f,
+        let dst = match self.create_target(sd, dd, name, out_name, s.perm & 0o777) {
+            Ok((f, _)) => f,
             // Someone created it since we looked: go the replace way.
             Err(e) if e.errno == libc::EEXIST && !replace => {
                 return self.copy_file(sd, dd, name, s, true, landing)
@@ -801,7 +893,7 @@ impl CopyPass {
     /// pending entry here that the last chunk completes.
     fn start_chunked(
         &self,
-        _sd: BorrowedFd,
+        sd: BorrowedFd,
         dd: BorrowedFd,
         dir: &[u8],
         name: &[u8],
@@ -809,13 +901,19 @@ impl CopyPass {
         out: &mut Emitter<'_, Item>,
     ) -> Res<()> {
         let tmp = self.temp_name();
-        let f = on_dst(fsops::create_at(dd, &tmp, s.perm & 0o777))?;
+        let (f, layout) = on_dst(self.create_target(sd, dd, name, &tmp, s.perm & 0o777))?;
         if let Err(e) = fsops::ftruncate(f.as_fd(), s.size) {
             let _ = fsops::unlink_at(dd, &tmp);
             return Err(Fail::Os(Side::Target, e));
         }
         drop(f);
-        let cs = self.opts.chunk_size.max(1);
+        // On Lustre, chunks cover whole stripes (stripe size x count) so no two
+        // ranks write into the same stripe.
+        let align = layout.map(|l| l.chunk_alignment()).unwrap_or(0);
+        let cs = match self.opts.chunk_size.max(1) {
+            cs if align > 0 => cs.div_ceil(align) * align,
+            cs => cs,
+        };
         let n = s.size.div_ceil(cs);
         let id = ((self.ctx.rank as u64) << 40) | self.seq.fetch_add(1, Ordering::Relaxed);
         self.pending

@@ -1,0 +1,341 @@
+//! The Lustre path, tested through a test double of liblustreapi that the test
+//! builds (tests/lustre_double/): it keeps layouts and MDT indices in user.*
+//! xattrs and claims Lustre only below $LUSTRE_DOUBLE_ROOTS. lmpi loads it like
+//! the real library, through $LMPI_LUSTREAPI; nothing in src/ knows about it.
+
+mod common;
+
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+use lmpi::fsops;
+
+// The double keeps layouts and MDT indices where real Lustre shows them (as text).
+const LAYOUT: &[u8] = b"trusted.lov";
+const MDT: &[u8] = b"trusted.lmv";
+const EOF: u64 = u64::MAX;
+const DEFAULT_FILE: &str = "0,18446744073709551615,1,1048576,0,";
+
+/// The double stores trusted.* xattrs: root only.
+fn root() -> bool {
+    if !is_root() {
+        assert!(
+            !in_ci(),
+            "the Lustre double needs root (trusted.* xattrs) in CI"
+        );
+        eprintln!("skipped: needs root");
+    }
+    is_root()
+}
+
+fn build_double() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("lustre-double-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("liblustreapi.so.1");
+    let src =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lustre_double/liblustreapi_double.c");
+    let st = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-Wall", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("cc");
+    assert!(st.success(), "building the liblustreapi double failed");
+    out
+}
+
+fn comp(start: u64, end: u64, count: u64, size: u64, pool: &str) -> String {
+    format!("{start},{end},{count},{size},0,{pool}")
+}
+
+fn set_x(path: &Path, key: &[u8], val: &str) {
+    let (parent, name) = (path.parent().unwrap(), path.file_name().unwrap());
+    let d = open(parent);
+    fsops::set_xattr(
+        None,
+        d.as_fd(),
+        name.as_encoded_bytes(),
+        key,
+        val.as_bytes(),
+    )
+    .unwrap();
+}
+
+fn get_x(path: &Path, key: &[u8]) -> Option<String> {
+    let (parent, name) = (path.parent().unwrap(), path.file_name().unwrap());
+    let d = open(parent);
+    fsops::get_xattr(None, d.as_fd(), name.as_encoded_bytes(), key)
+        .ok()
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+}
+
+/// The layout a file has as the double reports it (its own, or the default).
+fn effective(path: &Path) -> String {
+    get_x(path, LAYOUT).unwrap_or_else(|| DEFAULT_FILE.to_string())
+}
+
+fn run(launch: Launch, src: &Path, dst: &Path, lib: &Path, cfg: &str, tmp: &Path) -> Output {
+    let c = tmp.join("lustre.toml");
+    std::fs::write(&c, cfg).unwrap();
+    let roots = format!(
+        "{}:{}",
+        src.canonicalize().unwrap().display(),
+        dst.canonicalize().unwrap().display()
+    );
+    let mut cmd = match launch {
+        Launch::Alone => Command::new(bin()),
+        Launch::Mpirun(n) => {
+            let mut m = Command::new("mpirun");
+            m.args([
+                "--oversubscribe",
+                "--bind-to",
+                "none",
+                "-np",
+                &n.to_string(),
+            ])
+            .arg(bin());
+            m
+        }
+    };
+    cmd.args([
+        "--pass",
+        "copy",
+        "-q",
+        "--chunk-threshold",
+        "1048576",
+        "--chunk-size",
+        "65536",
+        "--error-log",
+    ])
+    .arg(tmp.join("errors.log"))
+    .arg("--source")
+    .arg(src)
+    .arg("--target")
+    .arg(dst)
+    .arg("--config")
+    .arg(&c)
+    .env("LMPI_LUSTREAPI", lib)
+    .env("LUSTRE_DOUBLE_ROOTS", roots)
+    .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+    .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    .env("OMPI_MCA_pml", "ob1")
+    .output()
+    .expect("run lmpi")
+}
+
+fn tree(src: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for d in 0..6 {
+        let dir = src.join(format!("top{d}"));
+        std::fs::create_dir_all(dir.join("deeper/deepest")).unwrap();
+        let f = dir.join("striped");
+        std::fs::write(&f, format!("data {d}")).unwrap();
+        set_x(&f, LAYOUT, &comp(0, EOF, 4, 4 << 20, "fast"));
+        files.push(f);
+        let pfl = dir.join("deeper/pfl");
+        std::fs::write(&pfl, vec![d as u8; 5000]).unwrap();
+        let layout = [
+            comp(0, 1 << 20, 1, 1 << 20, ""),
+            comp(1 << 20, 64 << 20, 4, 1 << 20, "fast"),
+            comp(64 << 20, EOF, 16, 4 << 20, "capacity"),
+        ]
+        .join(";");
+        set_x(&pfl, LAYOUT, &layout);
+        files.push(pfl);
+        let plain = dir.join("deeper/deepest/plain");
+        std::fs::write(&plain, b"default layout").unwrap();
+        files.push(plain);
+    }
+    // A default layout on a directory, to be inherited by the target directory.
+    set_x(
+        &src.join("top1/deeper"),
+        LAYOUT,
+        &comp(0, EOF, 8, 2 << 20, "archive"),
+    );
+    // A big file copied in chunks by several ranks.
+    let big = src.join("top2/big");
+    let data: Vec<u8> = (0..(3u32 << 20)).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&big, data).unwrap();
+    set_x(&big, LAYOUT, &comp(0, EOF, 2, 131072, ""));
+    files.push(big);
+    files
+}
+
+#[test]
+fn layouts_follow_the_source_and_first_level_dirs_alternate_over_mdts() {
+    if !have("mpirun") || !have("cc") || !root() {
+        return;
+    }
+    let lib = build_double();
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    std::fs::create_dir_all(&dst).unwrap();
+    let files = tree(&src);
+    let out = run(
+        Launch::Mpirun(3),
+        &src,
+        &dst,
+        &lib,
+        "[lustre]\nmode = \"require\"\nmdts = [0, 1]\n",
+        tmp.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    for f in &files {
+        let t = dst.join(f.strip_prefix(&src).unwrap());
+        assert_eq!(
+            std::fs::read(f).unwrap(),
+            std::fs::read(&t).unwrap(),
+            "{t:?} content"
+        );
+        assert_eq!(effective(f), effective(&t), "{t:?} layout");
+    }
+    assert_eq!(
+        get_x(&dst.join("top1/deeper"), LAYOUT),
+        get_x(&src.join("top1/deeper"), LAYOUT),
+        "dir default layout"
+    );
+    assert_eq!(
+        get_x(&dst.join("top0/deeper"), LAYOUT),
+        None,
+        "no default layout invented"
+    );
+    // First-level dirs alternate over MDT 0 and 1; deeper dirs inherit (no own index).
+    let mut on = [0, 0];
+    for d in 0..6 {
+        let m = get_x(&dst.join(format!("top{d}")), MDT).expect("first-level dir placed on an MDT");
+        on[m.parse::<usize>().unwrap()] += 1;
+        assert_eq!(get_x(&dst.join(format!("top{d}/deeper")), MDT), None);
+    }
+    assert_eq!(on, [3, 3], "round-robin over [0, 1]");
+    // A second pass finds everything up to date and moves no directory.
+    let out = run(
+        Launch::Mpirun(2),
+        &src,
+        &dst,
+        &lib,
+        "[lustre]\nmode = \"require\"\nmdts = [1, 0]\n",
+        tmp.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let again: usize = (0..6)
+        .filter(|d| get_x(&dst.join(format!("top{d}")), MDT).is_some())
+        .count();
+    assert_eq!(again, 6);
+}
+
+#[test]
+fn old_wide_striping_rule() {
+    if !have("cc") || !root() {
+        return;
+    }
+    let lib = build_double();
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::create_dir_all(&dst).unwrap();
+    std::fs::write(src.join("wide"), b"w").unwrap();
+    set_x(&src.join("wide"), LAYOUT, &comp(0, EOF, 32, 1 << 20, ""));
+    std::fs::write(src.join("narrow"), b"n").unwrap();
+    set_x(&src.join("narrow"), LAYOUT, &comp(0, EOF, 8, 1 << 20, ""));
+    let out = run(
+        Launch::Alone,
+        &src,
+        &dst,
+        &lib,
+        "[lustre]\nmode = \"require\"\nwide_striping_rule = true\n",
+        tmp.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let wide = lustre_sys::LLAPI_LAYOUT_WIDE;
+    assert_eq!(
+        effective(&dst.join("wide")),
+        comp(0, EOF, wide, 1 << 20, "")
+    );
+    assert_eq!(effective(&dst.join("narrow")), comp(0, EOF, 8, 1 << 20, ""));
+}
+
+#[test]
+fn missing_library_auto_copies_plainly_require_refuses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    std::fs::create_dir_all(src.join("a")).unwrap();
+    std::fs::create_dir_all(&dst).unwrap();
+    std::fs::write(src.join("a/f"), b"x").unwrap();
+    let missing = tmp.path().join("no/liblustreapi.so.1");
+    let out = run(
+        Launch::Alone,
+        &src,
+        &dst,
+        &missing,
+        "[lustre]\nmode = \"require\"\n",
+        tmp.path(),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("require") && err.contains("liblustreapi"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&dst).unwrap().count(),
+        0,
+        "nothing copied"
+    );
+    let out = run(
+        Launch::Alone,
+        &src,
+        &dst,
+        &missing,
+        "[lustre]\nmode = \"auto\"\n",
+        tmp.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.matches("warning: Lustre features off").count(),
+        1,
+        "{err}"
+    );
+    assert_eq!(std::fs::read(dst.join("a/f")).unwrap(), b"x");
+    assert_eq!(get_x(&dst.join("a/f"), LAYOUT), None);
+}
+
+#[test]
+fn roots_not_on_lustre() {
+    if !have("cc") {
+        return;
+    }
+    let lib = build_double();
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::create_dir_all(&dst).unwrap();
+    std::fs::write(src.join("f"), b"x").unwrap();
+    // The double claims nothing: LUSTRE_DOUBLE_ROOTS points elsewhere.
+    let c = tmp.path().join("c.toml");
+    std::fs::write(&c, "[lustre]\nmode = \"require\"\n").unwrap();
+    let out = Command::new(bin())
+        .args(["--pass", "copy", "-q", "--source"])
+        .arg(&src)
+        .arg("--target")
+        .arg(&dst)
+        .arg("--config")
+        .arg(&c)
+        .arg("--error-log")
+        .arg(tmp.path().join("e.log"))
+        .env("LMPI_LUSTREAPI", &lib)
+        .env("LUSTRE_DOUBLE_ROOTS", "/nonexistent")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("source is not on Lustre"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(std::fs::read_dir(&dst).unwrap().count(), 0);
+}

@@ -1,0 +1,237 @@
+/* A test double of liblustreapi for lmpi's tests: the same symbols and
+ * signatures as the real library (the subset lmpi uses), keeping layouts and
+ * MDT indices in user.* xattrs of an ordinary filesystem. It claims Lustre
+ * only below the colon-separated prefixes in $LUSTRE_DOUBLE_ROOTS; elsewhere
+ * it fails with ENOTTY, as the real library does off Lustre.
+ *
+ * Layout xattr "trusted.lov" (as text, not Lustre's binary lov_user_md):
+ * components separated by ';', each "start,end,stripe_count,stripe_size,pattern,pool".
+ * MDT xattr "trusted.lmv": decimal index, set by llapi_dir_create_pool;
+ * a directory without one is on its parent's MDT (0 at a root). */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+/* The names real Lustre uses (root only), so lmpi treats them as Lustre's own. */
+#define LAYOUT_XATTR "trusted.lov"
+#define MDT_XATTR "trusted.lmv"
+#define LLAPI_LAYOUT_INVALID 0x1000000000000001ULL
+#define LLAPI_LAYOUT_DEFAULT (LLAPI_LAYOUT_INVALID + 1)
+#define MAXCOMP 16
+
+struct comp { uint64_t start, end, count, size, pattern; char pool[16]; };
+struct llapi_layout { int n, cur; struct comp c[MAXCOMP]; };
+
+static int claimed(const char *path) {
+    const char *roots = getenv("LUSTRE_DOUBLE_ROOTS");
+    char real[PATH_MAX];
+    if (!roots || !path) return 0;
+    if (!realpath(path, real)) {
+        /* A path being created: judge by its parent. */
+        char tmp[PATH_MAX];
+        snprintf(tmp, sizeof tmp, "%s", path);
+        char *slash = strrchr(tmp, '/');
+        if (!slash) return 0;
+        *slash = 0;
+        if (!realpath(tmp[0] ? tmp : "/", real)) return 0;
+    }
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", roots);
+    for (char *tok = strtok(buf, ":"); tok; tok = strtok(NULL, ":")) {
+        size_t n = strlen(tok);
+        if (n && strncmp(real, tok, n) == 0 && (real[n] == 0 || real[n] == '/')) return 1;
+    }
+    return 0;
+}
+
+static int fd_path(int fd, char *out, size_t len) {
+    char link[64];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, out, len - 1);
+    if (n < 0) return -1;
+    out[n] = 0;
+    return 0;
+}
+
+struct llapi_layout *llapi_layout_alloc(void) {
+    struct llapi_layout *l = calloc(1, sizeof *l);
+    if (!l) return NULL;
+    l->n = 1;
+    l->c[0].end = UINT64_MAX;
+    l->c[0].count = l->c[0].size = l->c[0].pattern = LLAPI_LAYOUT_DEFAULT;
+    return l;
+}
+
+void llapi_layout_free(struct llapi_layout *l) { free(l); }
+
+static struct llapi_layout *parse(const char *s) {
+    struct llapi_layout *l = llapi_layout_alloc();
+    if (!l) return NULL;
+    l->n = 0;
+    while (*s && l->n < MAXCOMP) {
+        struct comp *c = &l->c[l->n];
+        unsigned long long a, b, cnt, sz, pat;
+        int used = 0;
+        if (sscanf(s, "%llu,%llu,%llu,%llu,%llu,%n", &a, &b, &cnt, &sz, &pat, &used) < 5) break;
+        c->start = a; c->end = b; c->count = cnt; c->size = sz; c->pattern = pat;
+        s += used;
+        size_t k = 0;
+        while (*s && *s != ';' && k < 15) c->pool[k++] = *s++;
+        c->pool[k] = 0;
+        while (*s && *s != ';') s++;
+        if (*s == ';') s++;
+        l->n++;
+    }
+    if (l->n == 0) { l->n = 1; }
+    return l;
+}
+
+static int serialize(const struct llapi_layout *l, char *out, size_t len) {
+    size_t off = 0;
+    for (int i = 0; i < l->n; i++) {
+        const struct comp *c = &l->c[i];
+        int w = snprintf(out + off, len - off, "%s%llu,%llu,%llu,%llu,%llu,%s", i ? ";" : "",
+                         (unsigned long long)c->start, (unsigned long long)c->end, (unsigned long long)c->count,
+                         (unsigned long long)c->size, (unsigned long long)c->pattern, c->pool);
+        if (w < 0 || (size_t)w >= len - off) return -1;
+        off += w;
+    }
+    return (int)off;
+}
+
+static struct llapi_layout *from_xattr(ssize_t n, const char *buf, int is_dir) {
+    if (n < 0) {
+        if (errno == ENODATA) {
+            /* No layout of its own: a file has the filesystem default (1 x 1 MiB);
+             * a directory has no default of its own (all LLAPI_LAYOUT_DEFAULT). */
+            struct llapi_layout *l = llapi_layout_alloc();
+            if (l && !is_dir) { l->c[0].count = 1; l->c[0].size = 1 << 20; l->c[0].pattern = 0; }
+            return l;
+        }
+        return NULL;
+    }
+    char tmp[4096];
+    memcpy(tmp, buf, (size_t)n);
+    tmp[n] = 0;
+    return parse(tmp);
+}
+
+struct llapi_layout *llapi_layout_get_by_fd(int fd, uint32_t flags) {
+    char path[PATH_MAX], buf[4096];
+    (void)flags;
+    if (fd_path(fd, path, sizeof path) < 0 || !claimed(path)) { errno = ENOTTY; return NULL; }
+    struct stat st;
+    int is_dir = fstat(fd, &st) == 0 && S_ISDIR(st.st_mode);
+    return from_xattr(fgetxattr(fd, LAYOUT_XATTR, buf, sizeof buf - 1), buf, is_dir);
+}
+
+struct llapi_layout *llapi_layout_get_by_path(const char *path, uint32_t flags) {
+    char buf[4096];
+    (void)flags;
+    if (!claimed(path)) { errno = ENOTTY; return NULL; }
+    struct stat st;
+    int is_dir = lstat(path, &st) == 0 && S_ISDIR(st.st_mode);
+    return from_xattr(lgetxattr(path, LAYOUT_XATTR, buf, sizeof buf - 1), buf, is_dir);
+}
+
+#define GETSET(field, name) \
+    int llapi_layout_##name##_get(const struct llapi_layout *l, uint64_t *v) { \
+        if (!l || !v) { errno = EINVAL; return -1; } *v = l->c[l->cur].field; return 0; } \
+    int llapi_layout_##name##_set(struct llapi_layout *l, uint64_t v) { \
+        if (!l) { errno = EINVAL; return -1; } l->c[l->cur].field = v; return 0; }
+GETSET(count, stripe_count)
+GETSET(size, stripe_size)
+GETSET(pattern, pattern)
+
+int llapi_layout_pool_name_get(const struct llapi_layout *l, char *dst, size_t n) {
+    if (!l || !dst || n == 0) { errno = EINVAL; return -1; }
+    snprintf(dst, n, "%s", l->c[l->cur].pool);
+    return 0;
+}
+
+int llapi_layout_pool_name_set(struct llapi_layout *l, const char *name) {
+    if (!l || !name || strlen(name) > 15) { errno = EINVAL; return -1; }
+    snprintf(l->c[l->cur].pool, sizeof l->c[l->cur].pool, "%s", name);
+    return 0;
+}
+
+int llapi_layout_comp_extent_get(const struct llapi_layout *l, uint64_t *s, uint64_t *e) {
+    if (!l || !s || !e) { errno = EINVAL; return -1; }
+    *s = l->c[l->cur].start; *e = l->c[l->cur].end; return 0;
+}
+
+int llapi_layout_comp_extent_set(struct llapi_layout *l, uint64_t s, uint64_t e) {
+    if (!l || s > e) { errno = EINVAL; return -1; }
+    l->c[l->cur].start = s; l->c[l->cur].end = e; return 0;
+}
+
+int llapi_layout_comp_add(struct llapi_layout *l) {
+    if (!l || l->n >= MAXCOMP) { errno = EINVAL; return -1; }
+    struct comp *prev = &l->c[l->n - 1];
+    struct comp *c = &l->c[l->n];
+    memset(c, 0, sizeof *c);
+    c->start = prev->end; c->end = UINT64_MAX;
+    c->count = c->size = c->pattern = LLAPI_LAYOUT_DEFAULT;
+    l->cur = l->n++;
+    return 0;
+}
+
+int llapi_layout_comp_use(struct llapi_layout *l, uint32_t pos) {
+    if (!l) { errno = EINVAL; return -1; }
+    switch (pos) {
+    case 1: l->cur = 0; return 0;
+    case 2: l->cur = l->n - 1; return 0;
+    case 3: if (l->cur + 1 >= l->n) return 1; l->cur++; return 0;
+    case 4: if (l->cur == 0) return 1; l->cur--; return 0;
+    default: errno = EINVAL; return -1;
+    }
+}
+
+int llapi_layout_file_open(const char *path, int flags, mode_t mode, const struct llapi_layout *l) {
+    if (l && !claimed(path)) { errno = ENOTTY; return -1; }
+    int fd = open(path, flags, mode);
+    if (fd < 0 && errno == EISDIR) fd = open(path, O_RDONLY | O_DIRECTORY);
+    if (fd < 0 || !l) return fd;
+    char buf[4096];
+    int n = serialize(l, buf, sizeof buf);
+    if (n < 0 || fsetxattr(fd, LAYOUT_XATTR, buf, (size_t)n, 0) < 0) {
+        int e = errno; close(fd); errno = n < 0 ? EINVAL : e; return -1;
+    }
+    return fd;
+}
+
+int llapi_layout_file_create(const char *path, int flags, int mode, const struct llapi_layout *l) {
+    return llapi_layout_file_open(path, flags | O_CREAT | O_EXCL, (mode_t)mode, l);
+}
+
+int llapi_dir_create_pool(const char *name, int flags, int offset, int count, int pattern, const char *pool) {
+    (void)count; (void)pattern; (void)pool;
+    if (!claimed(name)) return -ENOTTY;
+    if (mkdir(name, flags ? (mode_t)flags : 0755) < 0) return -errno;
+    char buf[32];
+    int n = snprintf(buf, sizeof buf, "%d", offset);
+    if (setxattr(name, MDT_XATTR, buf, (size_t)n, 0) < 0) return -errno;
+    return 0;
+}
+
+int llapi_file_fget_mdtidx(int fd, int *mdtidx) {
+    char path[PATH_MAX], buf[32];
+    if (fd_path(fd, path, sizeof path) < 0 || !claimed(path)) return -ENOTTY;
+    for (;;) {
+        ssize_t n = getxattr(path, MDT_XATTR, buf, sizeof buf - 1);
+        if (n > 0) { buf[n] = 0; *mdtidx = atoi(buf); return 0; }
+        char *slash = strrchr(path, '/');
+        if (!slash || slash == path || !claimed(path)) { *mdtidx = 0; return 0; }
+        *slash = 0;
+        if (!claimed(path)) { *mdtidx = 0; return 0; }
+    }
+}
