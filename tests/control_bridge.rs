@@ -206,7 +206,7 @@ fn lmpi_ctl_against_a_running_job() {
         return;
     }
     let node = unique_node("ctl");
-    let job = Job::start(2, &[], &node, 600);
+    let job = Job::start(2, &[], &node, 2000);
     until_answer(&job, &["ping"], &format!("{node}: OK pong"));
     // status: counters and what each rank works on (refreshed every second).
     let t0 = Instant::now();
@@ -285,7 +285,7 @@ fn old_celery_commands_still_work() {
     }
     let Some(cli) = celery_cli() else { return };
     let node = unique_node("cel");
-    let job = Job::start(2, &[], &node, 600);
+    let job = Job::start(2, &[], &node, 2000);
     let app = job.dir.path().to_path_buf();
     write_app(&app);
     until_answer(&job, &["ping"], "OK pong");

@@ -144,48 +144,41 @@ impl Conn {
     }
 }
 
-/// incr, falling back to add when the key is missing (and incr again if
-/// another rank added it in between).
+/// Add `delta` to a counter. When the key is missing, create it as 0 with
+/// `add` and then `incr`: the ascii protocol does not report an `add` that lost
+/// a race (NOT_STORED), and this way nothing is lost whoever created the key.
 pub(crate) fn add_to(
     client: &memcache::Client,
     key: &str,
     delta: u64,
 ) -> Result<(), memcache::MemcacheError> {
-    for _ in 0..3 {
-        match client.increment(key, delta) {
-            Ok(_) => return Ok(()),
-            Err(memcache::MemcacheError::CommandError(memcache::CommandError::KeyNotFound)) => {}
-            Err(e) => return Err(e),
+    match client.increment(key, delta) {
+        Ok(_) => Ok(()),
+        Err(memcache::MemcacheError::CommandError(memcache::CommandError::KeyNotFound)) => {
+            client.add(key, 0u64, 0)?;
+            client.increment(key, delta).map(drop)
         }
-        match client.add(key, delta, 0) {
-            Ok(()) => return Ok(()),
-            Err(memcache::MemcacheError::CommandError(memcache::CommandError::KeyExists)) => {
-                continue
-            }
-            Err(e) => return Err(e),
-        }
+        Err(e) => Err(e),
     }
-    client.increment(key, delta).map(drop)
 }
 
-/// Put `worker` in the registry once. `add` creates the list and `append`
-/// extends it atomically, so ranks registering together keep each other.
+/// Put `worker` in the registry. `add` creates the list and `append` extends
+/// it atomically; as the ascii protocol does not report NOT_STORED (an `add`
+/// that lost a race, an `append` to a missing key), read back and retry.
 fn register(
     client: &memcache::Client,
     key: &str,
     worker: &str,
 ) -> Result<(), memcache::MemcacheError> {
     let line = format!("{worker}\n");
-    match client.get::<String>(key)? {
-        Some(list) if list.lines().any(|l| l == worker) => Ok(()),
-        // The ascii protocol answers NOT_STORED to an append on a missing key,
-        // which the client does not report: only append to a list we saw.
-        Some(_) => client.append(key, line.as_str()),
-        None => match client.add(key, line.as_str(), 0) {
-            Err(memcache::MemcacheError::CommandError(memcache::CommandError::KeyExists)) => {
-                client.append(key, line.as_str())
-            }
-            r => r,
-        },
+    for _ in 0..10 {
+        match client.get::<String>(key)? {
+            Some(list) if list.lines().any(|l| l == worker) => return Ok(()),
+            Some(_) => client.append(key, line.as_str())?,
+            None => client.add(key, line.as_str(), 0)?,
+        }
     }
+    Err(memcache::MemcacheError::CommandError(
+        memcache::CommandError::KeyExists,
+    ))
 }
