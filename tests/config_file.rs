@@ -14,6 +14,11 @@ fn shipped_config_parses_to_the_defaults() {
     assert_eq!(cfg.chunk_size, def.chunk_size);
     assert_eq!(cfg.oldest_date, 0);
     assert_eq!(cfg.newest_date, 0);
+    assert_eq!(cfg.lustre.mode, def.lustre.mode);
+    assert_eq!(cfg.lustre.mdts, def.lustre.mdts);
+    assert_eq!(cfg.lustre.wide_striping_rule, def.lustre.wide_striping_rule);
+    assert_eq!(cfg.stats.enabled, def.stats.enabled);
+    assert_eq!(cfg.control.enabled, def.control.enabled);
 }
 
 #[test]

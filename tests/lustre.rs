@@ -1,5 +1,5 @@
 //! The Lustre path, tested through a test double of liblustreapi that the test
-//! builds (tests/lustre_double/): it keeps layouts and MDT indices in user.*
+//! builds (tests/lustre_double/): it keeps layouts and MDT indices in trusted.*
 //! xattrs and claims Lustre only below $LUSTRE_DOUBLE_ROOTS. lmpi loads it like
 //! the real library, through $LMPI_LUSTREAPI; nothing in src/ knows about it.
 
@@ -255,6 +255,64 @@ fn old_wide_striping_rule() {
         comp(0, EOF, wide, 1 << 20, "")
     );
     assert_eq!(effective(&dst.join("narrow")), comp(0, EOF, 8, 1 << 20, ""));
+}
+
+/// A layout that cannot be read is that file's error; the file is still
+/// copied (with the default layout) and so is everything else.
+#[test]
+fn a_damaged_layout_is_one_files_error() {
+    if !have("cc") || !root() {
+        return;
+    }
+    let lib = build_double();
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::create_dir_all(&dst).unwrap();
+    std::fs::write(src.join("sub/bad"), b"b").unwrap();
+    set_x(&src.join("sub/bad"), LAYOUT, "not a layout");
+    let big: Vec<u8> = (0..(2u32 << 20)).map(|i| (i % 253) as u8).collect();
+    std::fs::write(src.join("sub/bad-big"), &big).unwrap();
+    set_x(&src.join("sub/bad-big"), LAYOUT, "garbage");
+    std::fs::write(src.join("sub/good"), b"g").unwrap();
+    set_x(
+        &src.join("sub/good"),
+        LAYOUT,
+        &comp(0, EOF, 4, 1 << 20, "fast"),
+    );
+    let out = run(
+        Launch::Alone,
+        &src,
+        &dst,
+        &lib,
+        "[lustre]\nmode = \"require\"\n",
+        tmp.path(),
+    );
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    for name in ["sub/bad", "sub/bad-big"] {
+        let line = err
+            .lines()
+            .find(|l| l.contains(&format!("src/{name}:")))
+            .unwrap_or_else(|| panic!("no error line for {name}: {err}"));
+        assert!(line.contains("layout"), "{line}");
+    }
+    assert_eq!(std::fs::read(dst.join("sub/bad")).unwrap(), b"b");
+    assert_eq!(std::fs::read(dst.join("sub/bad-big")).unwrap(), big);
+    assert_eq!(
+        effective(&dst.join("sub/good")),
+        comp(0, EOF, 4, 1 << 20, "fast")
+    );
+    // The data is there: the next pass has nothing to redo.
+    let out = run(
+        Launch::Alone,
+        &src,
+        &dst,
+        &lib,
+        "[lustre]\nmode = \"require\"\n",
+        tmp.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
 
 #[test]

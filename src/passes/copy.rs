@@ -461,6 +461,7 @@ impl CopyPass {
         &self,
         sd: BorrowedFd,
         dd: BorrowedFd,
+        rel: &[u8],
         name: &[u8],
         out_name: &[u8],
         perm: u32,
@@ -473,7 +474,7 @@ impl CopyPass {
             Err(e) => {
                 self.ctx.log.error_msg(
                     Side::Source,
-                    name,
+                    rel,
                     &format!("layout not read, default used: {e}"),
                 );
                 return fsops::create_at(dd, out_name, perm).map(|f| (f, None));
@@ -485,7 +486,7 @@ impl CopyPass {
             Err(e) => {
                 self.ctx.log.error_msg(
                     Side::Target,
-                    out_name,
+                    rel,
                     &format!("layout not applied, default used: {e}"),
                 );
                 fsops::create_at(dd, out_name, perm).map(|f| (f, None))
@@ -727,7 +728,7 @@ impl CopyPass {
             Kind::File if s.size >= self.opts.chunk_threshold => {
                 self.start_chunked(sd, dd, dir, name, &s, out)
             }
-            Kind::File => self.copy_file(sd, dd, name, &s, exists, landing),
+            Kind::File => self.copy_file(sd, dd, rel, name, &s, exists, landing),
             Kind::Symlink => self.make_symlink(sd, dd, name, &s),
             _ => self.make_special(dd, name, &s),
         }
@@ -768,6 +769,7 @@ impl CopyPass {
         &self,
         sd: BorrowedFd,
         dd: BorrowedFd,
+        rel: &[u8],
         name: &[u8],
         s: &Stat,
         replace: bool,
@@ -781,11 +783,11 @@ impl CopyPass {
             None
         };
         let out_name: &[u8] = tmp.as_deref().unwrap_or(name);
-        let dst = match self.create_target(sd, dd, name, out_name, s.perm & 0o777) {
+        let dst = match self.create_target(sd, dd, rel, name, out_name, s.perm & 0o777) {
             Ok((f, _)) => f,
             // Someone created it since we looked: go the replace way.
             Err(e) if e.errno == libc::EEXIST && !replace => {
-                return self.copy_file(sd, dd, name, s, true, landing)
+                return self.copy_file(sd, dd, rel, name, s, true, landing)
             }
             Err(e) => return Err(Fail::Os(Side::Target, e)),
         };
@@ -901,7 +903,8 @@ impl CopyPass {
         out: &mut Emitter<'_, Item>,
     ) -> Res<()> {
         let tmp = self.temp_name();
-        let (f, layout) = on_dst(self.create_target(sd, dd, name, &tmp, s.perm & 0o777))?;
+        let rel = fsops::join(dir, name);
+        let (f, layout) = on_dst(self.create_target(sd, dd, &rel, name, &tmp, s.perm & 0o777))?;
         if let Err(e) = fsops::ftruncate(f.as_fd(), s.size) {
             let _ = fsops::unlink_at(dd, &tmp);
             return Err(Fail::Os(Side::Target, e));
@@ -1070,14 +1073,34 @@ impl CopyPass {
                 }
                 Some(d) if d.kind == Kind::Dir => {
                     on_dst(fsops::remove_tree_at(dd.as_fd(), pname))?;
-                    self.copy_file(sd.as_fd(), dd.as_fd(), pname, &s, false, Landing::UNKNOWN)?;
+                    self.copy_file(
+                        sd.as_fd(),
+                        dd.as_fd(),
+                        first,
+                        pname,
+                        &s,
+                        false,
+                        Landing::UNKNOWN,
+                    )?;
                 }
-                Some(_) => {
-                    self.copy_file(sd.as_fd(), dd.as_fd(), pname, &s, true, Landing::UNKNOWN)?
-                }
-                None => {
-                    self.copy_file(sd.as_fd(), dd.as_fd(), pname, &s, false, Landing::UNKNOWN)?
-                }
+                Some(_) => self.copy_file(
+                    sd.as_fd(),
+                    dd.as_fd(),
+                    first,
+                    pname,
+                    &s,
+                    true,
+                    Landing::UNKNOWN,
+                )?,
+                None => self.copy_file(
+                    sd.as_fd(),
+                    dd.as_fd(),
+                    first,
+                    pname,
+                    &s,
+                    false,
+                    Landing::UNKNOWN,
+                )?,
             }
             let d = on_dst(fsops::stat_at(dd.as_fd(), pname))?;
             Ok((dd, d))

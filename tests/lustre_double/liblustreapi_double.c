@@ -74,6 +74,7 @@ struct llapi_layout *llapi_layout_alloc(void) {
 void llapi_layout_free(struct llapi_layout *l) { free(l); }
 
 static struct llapi_layout *parse(const char *s) {
+    const char *text = s;
     struct llapi_layout *l = llapi_layout_alloc();
     if (!l) return NULL;
     l->n = 0;
@@ -91,7 +92,11 @@ static struct llapi_layout *parse(const char *s) {
         if (*s == ';') s++;
         l->n++;
     }
-    if (l->n == 0) { l->n = 1; }
+    if (l->n == 0) {
+        /* Text that is not a layout: a damaged one, reported as the real library would. */
+        if (*text) { free(l); errno = EINVAL; return NULL; }
+        l->n = 1;
+    }
     return l;
 }
 
