@@ -101,7 +101,8 @@ pub fn statfs_is_lustre(fd: BorrowedFd) -> bool {
 
 impl Lustre {
     /// Apply `mode`. Ok(None) with a one-line warning (auto, not both Lustre or
-    /// no library); Err for `require` when that is not so.
+    /// no library) unless nothing hints at Lustre at all (neither root is
+    /// Lustre, no library asked for); Err for `require` when that is not so.
     pub fn open(
         cfg: &LustreConfig,
         src: BorrowedFd,
@@ -110,7 +111,15 @@ impl Lustre {
         if cfg.mode == Mode::Off {
             return Ok((None, None));
         }
+        // A site that asked for nothing and copies between non-Lustre trees
+        // should not be warned on every run.
+        let asked = cfg.mode == Mode::Require
+            || cfg.library.is_some()
+            || std::env::var_os(sys::ENV_LIBRARY).is_some_and(|v| !v.is_empty())
+            || statfs_is_lustre(src)
+            || statfs_is_lustre(dst);
         let why_not = match sys::Api::load(cfg.library.as_deref()) {
+            Err(_) if !asked => return Ok((None, None)),
             Err(e) => e.to_string(),
             Ok(api) => {
                 let l = Lustre {
@@ -120,6 +129,7 @@ impl Lustre {
                 };
                 match (l.is_lustre(src), l.is_lustre(dst)) {
                     (true, true) => return Ok((Some(l), None)),
+                    (false, false) if cfg.mode == Mode::Auto && !asked => return Ok((None, None)),
                     (s, _) => format!(
                         "the {} is not on Lustre",
                         if s { "target" } else { "source" }

@@ -32,16 +32,26 @@ fn main() {
         None => {
             lmpi::signals::install();
             lmpi::fsops::clear_umask();
-            match lmpi::transport::mpi::MpiTransport::init() {
-                Some(mut t) => {
-                    let code = lmpi::run::run_pass(&mut t, &cli.pass);
-                    drop(t);
-                    code
-                }
-                None => {
-                    eprintln!("lmpi: MPI could not be initialised");
+            use lmpi::transport::solo::{detect, Launch, SoloTransport};
+            match detect(|k| std::env::var_os(k)) {
+                Launch::Alone => lmpi::run::run_pass(&mut SoloTransport::default(), &cli.pass),
+                Launch::SrunWithoutMpi { tasks } => {
+                    eprintln!(
+                        "lmpi: srun started {tasks} tasks without an MPI plugin: each would copy alone; use srun --mpi=pmix (or set MpiDefault=pmix)"
+                    );
                     lmpi::run::EXIT_USAGE
                 }
+                Launch::Mpi => match lmpi::transport::mpi::MpiTransport::init() {
+                    Some(mut t) => {
+                        let code = lmpi::run::run_pass(&mut t, &cli.pass);
+                        drop(t);
+                        code
+                    }
+                    None => {
+                        eprintln!("lmpi: MPI could not be initialised");
+                        lmpi::run::EXIT_USAGE
+                    }
+                },
             }
         }
     };

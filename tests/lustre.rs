@@ -396,4 +396,26 @@ fn roots_not_on_lustre() {
         text(&out)
     );
     assert_eq!(std::fs::read_dir(&dst).unwrap().count(), 0);
+
+    // auto on plain trees with no library asked for: a plain copy, no warning.
+    std::fs::write(&c, "[lustre]\nmode = \"auto\"\n").unwrap();
+    let out = Command::new(bin())
+        .args(["--pass", "copy", "-q", "--source"])
+        .arg(&src)
+        .arg("--target")
+        .arg(&dst)
+        .arg("--config")
+        .arg(&c)
+        .arg("--error-log")
+        .arg(tmp.path().join("e.log"))
+        .env_remove("LMPI_LUSTREAPI")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("warning"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(std::fs::read(dst.join("f")).unwrap(), b"x");
 }

@@ -321,6 +321,18 @@ fn bad_input_gives_one_line_errors() {
     one_line(&out, "threads_per_rank");
     let (_, _, out) = pass(Launch::Alone, "copy", &src, &dst, &["--threads", "0"]);
     one_line(&out, "threads_per_rank");
+    // srun without an MPI plugin would start N independent copies: refused.
+    let out = std::process::Command::new(bin())
+        .args(["--pass", "copy", "--source"])
+        .arg(&src)
+        .arg("--target")
+        .arg(&dst)
+        .env("SLURM_STEP_ID", "0")
+        .env("SLURM_STEP_NUM_TASKS", "4")
+        .output()
+        .unwrap();
+    one_line(&out, "--mpi=pmix");
+    assert_eq!(std::fs::read_dir(&dst).unwrap().count(), 0);
 }
 
 #[test]

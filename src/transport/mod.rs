@@ -4,6 +4,7 @@
 
 pub mod local;
 pub mod mpi;
+pub mod solo;
 
 pub type Rank = usize;
 
