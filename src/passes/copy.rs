@@ -165,8 +165,19 @@ pub struct CopyPass {
     seq: AtomicU64,
     pending: Mutex<HashMap<u64, PendingFile>>,
     links: Mutex<HashMap<(u64, u64), Vec<Vec<u8>>>>,
+    /// Chunks of one file written by one thread of this rank at a time (not on Lustre).
+    writers: super::one_writer::OneWriter<ChunkJob>,
     euid: u32,
     egid: u32,
+}
+
+/// One chunk of a big file, as a thread of this rank copies it.
+struct ChunkJob {
+    dir: Vec<u8>,
+    name: Vec<u8>,
+    tmp: Vec<u8>,
+    off: u64,
+    len: u64,
 }
 
 /// What a newly created file in a target directory already has.
@@ -236,6 +247,7 @@ impl CopyPass {
             seq: AtomicU64::new(0),
             pending: Mutex::new(HashMap::new()),
             links: Mutex::new(HashMap::new()),
+            writers: Default::default(),
             euid,
             egid,
         }
@@ -948,16 +960,31 @@ impl CopyPass {
         Ok(())
     }
 
-    fn chunk(
-        &self,
-        dir: &[u8],
-        name: &[u8],
-        tmp: &[u8],
-        id: u64,
-        off: u64,
-        len: u64,
-        out: &mut Emitter<'_, Item>,
-    ) {
+    fn chunk(&self, id: u64, job: ChunkJob, out: &mut Emitter<'_, Item>) {
+        if self.lustre.is_some() {
+            return self.chunk_one(id, &job, out);
+        }
+        let Some(mut job) = self.writers.enter(id, job) else {
+            return;
+        };
+        loop {
+            self.chunk_one(id, &job, out);
+            match self.writers.next(id) {
+                Some(j) => job = j,
+                None => return,
+            }
+        }
+    }
+
+    fn chunk_one(&self, id: u64, job: &ChunkJob, out: &mut Emitter<'_, Item>) {
+        let ChunkJob {
+            dir,
+            name,
+            tmp,
+            off,
+            len,
+        } = job;
+        let (off, len) = (*off, *len);
         let rel = fsops::join(dir, name);
         let r = (|| -> Res<u64> {
             if out.stopping() {
@@ -1179,7 +1206,17 @@ impl Processor for CopyPass {
                 id,
                 off,
                 len,
-            } => self.chunk(&dir, &name, &tmp, id, off, len, out),
+            } => self.chunk(
+                id,
+                ChunkJob {
+                    dir,
+                    name,
+                    tmp,
+                    off,
+                    len,
+                },
+                out,
+            ),
             Item::ChunkDone { id, ok } => self.chunk_done(id, ok),
             Item::LinkRef { dev, ino, rel } => {
                 self.links

@@ -4,6 +4,7 @@
 pub mod copy;
 pub mod delete;
 pub mod dirtime;
+pub mod one_writer;
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
