@@ -37,15 +37,19 @@ timeit() {
     echo "$t1 - $t0" | bc
 }
 rss_file=bench/out/rss
-lmpi_np() { # np pass src dst
+lmpi_np() { # np pass src dst    (np 0: one rank started by hand, no launcher, no MPI)
     local np=$1; shift
+    if [ "$np" = 0 ]; then
+        /usr/bin/time -a -o "$rss_file" -f '%M' "$LMPI" --pass "$1" --source "$2" --target "$3" -q --error-log /dev/null
+        return
+    fi
     mpirun --oversubscribe --bind-to none -np "$np" /usr/bin/time -a -o "$rss_file" -f '%M' "$LMPI" --pass "$1" --source "$2" --target "$3" -q --error-log /dev/null
 }
-tools=("lmpi-np1" "lmpi-np2" "lmpi-np4" "cp -a" "rsync -a" "fpsync -n 4")
+tools=("lmpi-alone" "lmpi-np1" "lmpi-np2" "lmpi-np4" "cp -a" "rsync -a" "fpsync -n 4")
 run_tool() { # tool scenario src dst
     local tool=$1 sc=$2 src=$3 dst=$4
     case $tool in
-        lmpi-np*) local np=${tool#lmpi-np}
+        lmpi-*) local np=${tool#lmpi-np}; [ "$tool" = lmpi-alone ] && np=0
             if [ "$sc" = churn ]; then lmpi_np "$np" copy "$src" "$dst" && lmpi_np "$np" delete "$src" "$dst"
             else lmpi_np "$np" copy "$src" "$dst"; fi ;;
         "cp -a") if [ "$sc" = initial ]; then cp -a "$src/." "$dst/"; else return 99; fi ;;
