@@ -4,18 +4,13 @@
 # tests/faults/shim.c, as on Lustre where each costs 0.1-1 ms. The sleep costs
 # no CPU: only a tool with many operations in flight hides it.
 #   bash bench/latency.sh [LAT_US]     (default 200)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export PATH="$HOME/.cargo/bin:$PATH" OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-export OMPI_MCA_pml=${OMPI_MCA_pml:-ob1}
+source "$(dirname "$0")/common.sh"
 lat=${1:-200}
-cargo build --release --quiet --bin lmpi --example gentree
-mkdir -p bench/out
 shim=$PWD/bench/out/latency-shim.so
 cc -shared -fPIC -O2 -o "$shim" tests/faults/shim.c -ldl
 root=/dev/shm/lmpi-latency
 rm -rf "$root" && mkdir -p "$root"
-target/release/examples/gentree "$root/src" --dirs 20 --files 100 --size 4096
+"$GEN" "$root/src" --dirs 20 --files 100 --size 4096
 files=2000
 res=bench/out/latency.md
 echo "| tool | ranks x threads | wall s | lmpi pass s | files/s (wall) |" > "$res"
@@ -35,7 +30,7 @@ slow=(env LD_PRELOAD="$shim" LMPI_FAULT_SLOW_ALL=1 LMPI_FAULT_SLOW_US="$lat")
 lmpi() { # np threads
     # -x: only the ranks get the latency; mpirun itself starts at full speed.
     mpirun --oversubscribe --bind-to none -np "$1" -x LD_PRELOAD="$shim" -x LMPI_FAULT_SLOW_ALL=1 -x LMPI_FAULT_SLOW_US="$lat" \
-        target/release/lmpi --pass copy --source "$root/src" --target "$root/dst" --threads "$2" -q --error-log /dev/null
+        "$LMPI" --pass copy --source "$root/src" --target "$root/dst" --threads "$2" -q --error-log /dev/null
 }
 run "rsync -a" "1 x 1" "${slow[@]}" rsync -a "$root/src/" "$root/dst/"
 run "cp -a" "1 x 1" "${slow[@]}" cp -a "$root/src/." "$root/dst/"

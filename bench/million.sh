@@ -2,18 +2,12 @@
 # Peak RSS per rank on a 1,000,000-entry tree (1,000 dirs x 1,000 empty files),
 # tmpfs: memory follows the queue, never the size of the tree.
 #   bash bench/million.sh        -> bench/out/million.md
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export PATH="$HOME/.cargo/bin:$PATH" OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-export OMPI_MCA_pml=${OMPI_MCA_pml:-ob1}
-cargo build --release --quiet --bin lmpi --example gentree
-LMPI=$PWD/target/release/lmpi
+source "$(dirname "$0")/common.sh"
 root=/dev/shm/lmpi-million
 out=bench/out/million.md
-mkdir -p bench/out
 rm -rf "$root" && mkdir -p "$root/dst"
 trap 'rm -rf "$root"' EXIT
-target/release/examples/gentree "$root/src" --dirs 1000 --files 1000 --size 0 > /dev/null
+"$GEN" "$root/src" --dirs 1000 --files 1000 --size 0 > /dev/null
 log=$(mktemp)
 run() { # label np pass
     : > "$log"

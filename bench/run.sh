@@ -3,16 +3,8 @@
 #   bash bench/run.sh [quick]       (quick: dataset A only, tmpfs only)
 # Prints a markdown table and writes it to bench/out/results.md; BENCHMARKS.md
 # records a run with the machine's description.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export PATH="$HOME/.cargo/bin:$PATH" OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-# One host, no InfiniBand: skip UCX probing (0.2 s per start). On a cluster, leave the default.
-export OMPI_MCA_pml=${OMPI_MCA_pml:-ob1}
-cargo build --release --quiet --bin lmpi --example gentree
-LMPI=$PWD/target/release/lmpi
-GEN=$PWD/target/release/examples/gentree
+source "$(dirname "$0")/common.sh"
 mode=${1:-full}
-mkdir -p bench/out
 res=bench/out/results.md
 roots=("/dev/shm/lmpi-bench")
 [ "$mode" = quick ] || roots+=("/var/tmp/lmpi-bench")

@@ -30,6 +30,19 @@ fn root() -> bool {
     is_root()
 }
 
+/// The double, and empty src/ and dst/ in a temp dir; None where the double cannot run.
+fn setup() -> Option<(PathBuf, tempfile::TempDir, PathBuf, PathBuf)> {
+    if !have("cc") || !root() {
+        return None;
+    }
+    let lib = build_double();
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::create_dir_all(&dst).unwrap();
+    Some((lib, tmp, src, dst))
+}
+
 fn build_double() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("lustre-double-{}", std::process::id()));
@@ -228,14 +241,9 @@ fn layouts_follow_the_source_and_first_level_dirs_alternate_over_mdts() {
 
 #[test]
 fn old_wide_striping_rule() {
-    if !have("cc") || !root() {
+    let Some((lib, tmp, src, dst)) = setup() else {
         return;
-    }
-    let lib = build_double();
-    let tmp = tempfile::tempdir().unwrap();
-    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::create_dir_all(&dst).unwrap();
+    };
     std::fs::write(src.join("wide"), b"w").unwrap();
     set_x(&src.join("wide"), LAYOUT, &comp(0, EOF, 32, 1 << 20, ""));
     std::fs::write(src.join("narrow"), b"n").unwrap();
@@ -261,14 +269,10 @@ fn old_wide_striping_rule() {
 /// copied (with the default layout) and so is everything else.
 #[test]
 fn a_damaged_layout_is_one_files_error() {
-    if !have("cc") || !root() {
+    let Some((lib, tmp, src, dst)) = setup() else {
         return;
-    }
-    let lib = build_double();
-    let tmp = tempfile::tempdir().unwrap();
-    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    };
     std::fs::create_dir_all(src.join("sub")).unwrap();
-    std::fs::create_dir_all(&dst).unwrap();
     std::fs::write(src.join("sub/bad"), b"b").unwrap();
     set_x(&src.join("sub/bad"), LAYOUT, "not a layout");
     let big: Vec<u8> = (0..(2u32 << 20)).map(|i| (i % 253) as u8).collect();
@@ -280,14 +284,17 @@ fn a_damaged_layout_is_one_files_error() {
         LAYOUT,
         &comp(0, EOF, 4, 1 << 20, "fast"),
     );
-    let out = run(
-        Launch::Alone,
-        &src,
-        &dst,
-        &lib,
-        "[lustre]\nmode = \"require\"\n",
-        tmp.path(),
-    );
+    let copy = || {
+        run(
+            Launch::Alone,
+            &src,
+            &dst,
+            &lib,
+            "[lustre]\nmode = \"require\"\n",
+            tmp.path(),
+        )
+    };
+    let out = copy();
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     for name in ["sub/bad", "sub/bad-big"] {
@@ -304,14 +311,7 @@ fn a_damaged_layout_is_one_files_error() {
         comp(0, EOF, 4, 1 << 20, "fast")
     );
     // The data is there: the next pass has nothing to redo.
-    let out = run(
-        Launch::Alone,
-        &src,
-        &dst,
-        &lib,
-        "[lustre]\nmode = \"require\"\n",
-        tmp.path(),
-    );
+    let out = copy();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
 
@@ -373,22 +373,27 @@ fn roots_not_on_lustre() {
     std::fs::create_dir_all(&src).unwrap();
     std::fs::create_dir_all(&dst).unwrap();
     std::fs::write(src.join("f"), b"x").unwrap();
-    // The double claims nothing: LUSTRE_DOUBLE_ROOTS points elsewhere.
     let c = tmp.path().join("c.toml");
-    std::fs::write(&c, "[lustre]\nmode = \"require\"\n").unwrap();
-    let out = Command::new(bin())
-        .args(["--pass", "copy", "-q", "--source"])
-        .arg(&src)
-        .arg("--target")
-        .arg(&dst)
-        .arg("--config")
-        .arg(&c)
-        .arg("--error-log")
-        .arg(tmp.path().join("e.log"))
-        .env("LMPI_LUSTREAPI", &lib)
-        .env("LUSTRE_DOUBLE_ROOTS", "/nonexistent")
-        .output()
-        .unwrap();
+    let copy = |cfg: &str, lib: Option<&Path>| {
+        std::fs::write(&c, cfg).unwrap();
+        let mut cmd = Command::new(bin());
+        cmd.args(["--pass", "copy", "-q", "--source"])
+            .arg(&src)
+            .arg("--target")
+            .arg(&dst)
+            .arg("--config")
+            .arg(&c)
+            .arg("--error-log")
+            .arg(tmp.path().join("e.log"))
+            // The double claims nothing here.
+            .env("LUSTRE_DOUBLE_ROOTS", "/nonexistent");
+        match lib {
+            Some(l) => cmd.env("LMPI_LUSTREAPI", l),
+            None => cmd.env_remove("LMPI_LUSTREAPI"),
+        };
+        cmd.output().unwrap()
+    };
+    let out = copy("[lustre]\nmode = \"require\"\n", Some(&lib));
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("source is not on Lustre"),
@@ -398,19 +403,7 @@ fn roots_not_on_lustre() {
     assert_eq!(std::fs::read_dir(&dst).unwrap().count(), 0);
 
     // auto on plain trees with no library asked for: a plain copy, no warning.
-    std::fs::write(&c, "[lustre]\nmode = \"auto\"\n").unwrap();
-    let out = Command::new(bin())
-        .args(["--pass", "copy", "-q", "--source"])
-        .arg(&src)
-        .arg("--target")
-        .arg(&dst)
-        .arg("--config")
-        .arg(&c)
-        .arg("--error-log")
-        .arg(tmp.path().join("e.log"))
-        .env_remove("LMPI_LUSTREAPI")
-        .output()
-        .unwrap();
+    let out = copy("[lustre]\nmode = \"auto\"\n", None);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(
         !String::from_utf8_lossy(&out.stderr).contains("warning"),

@@ -1098,36 +1098,19 @@ impl CopyPass {
                 _ if c.dry_run => {
                     crate::report::say(&format!("would copy: {}", fsops::show(first)))
                 }
-                Some(d) if d.kind == Kind::Dir => {
-                    on_dst(fsops::remove_tree_at(dd.as_fd(), pname))?;
-                    self.copy_file(
-                        sd.as_fd(),
-                        dd.as_fd(),
-                        first,
-                        pname,
-                        &s,
-                        false,
-                        Landing::UNKNOWN,
-                    )?;
+                _ => {
+                    // A directory in the way goes; a file in the way is replaced atomically.
+                    let replace = match &d {
+                        Some(d) if d.kind == Kind::Dir => {
+                            on_dst(fsops::remove_tree_at(dd.as_fd(), pname))?;
+                            false
+                        }
+                        Some(_) => true,
+                        None => false,
+                    };
+                    let (sd, dd) = (sd.as_fd(), dd.as_fd());
+                    self.copy_file(sd, dd, first, pname, &s, replace, Landing::UNKNOWN)?
                 }
-                Some(_) => self.copy_file(
-                    sd.as_fd(),
-                    dd.as_fd(),
-                    first,
-                    pname,
-                    &s,
-                    true,
-                    Landing::UNKNOWN,
-                )?,
-                None => self.copy_file(
-                    sd.as_fd(),
-                    dd.as_fd(),
-                    first,
-                    pname,
-                    &s,
-                    false,
-                    Landing::UNKNOWN,
-                )?,
             }
             let d = on_dst(fsops::stat_at(dd.as_fd(), pname))?;
             Ok((dd, d))
