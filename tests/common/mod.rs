@@ -438,20 +438,26 @@ pub fn rsync_diff(src: &Path, dst: &Path) -> String {
     )
 }
 
-/// Build the LD_PRELOAD fault shim (tests/faults/shim.c) with the system C compiler.
+/// Build the LD_PRELOAD fault shim (tests/faults/shim.c) with the system C
+/// compiler, once per test process.
 pub fn shim() -> PathBuf {
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("lmpi-fault-shim.so");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/faults/shim.c");
-    // Build to a unique name and rename: test binaries may build it concurrently.
-    let tmp = out.with_extension(format!("{}.so", std::process::id()));
-    let st = Command::new("cc")
-        .args(["-shared", "-fPIC", "-O2", "-o"])
-        .arg(&tmp)
-        .arg(&src)
-        .arg("-ldl")
-        .status()
-        .expect("run cc");
-    assert!(st.success(), "building the fault shim failed");
-    std::fs::rename(&tmp, &out).expect("install shim");
-    out
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("lmpi-fault-shim.so");
+            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/faults/shim.c");
+            // Build to a unique name and rename: test binaries may build it concurrently.
+            let tmp = out.with_extension(format!("{}.so", std::process::id()));
+            let st = Command::new("cc")
+                .args(["-shared", "-fPIC", "-O2", "-o"])
+                .arg(&tmp)
+                .arg(&src)
+                .arg("-ldl")
+                .status()
+                .expect("run cc");
+            assert!(st.success(), "building the fault shim failed");
+            std::fs::rename(&tmp, &out).expect("install shim");
+            out
+        })
+        .clone()
 }
