@@ -1,6 +1,7 @@
 //! The only view of the job the rest of lmpi has: ranks that exchange byte
 //! messages, plus barrier and reductions. `mpi` is the real thing; `local` runs
-//! N simulated ranks as threads so the engine can be tested without MPI.
+//! N simulated ranks as threads so the engine can be tested without MPI;
+//! `solo` is the one-rank world of a run started by hand.
 
 pub mod local;
 pub mod mpi;
