@@ -109,7 +109,7 @@ impl Config {
         if self.batch_size == 0 {
             return Err(bad("batch_size", "must be at least 1"));
         }
-        if self.chunk_size < 4096 || self.chunk_size % 4096 != 0 {
+        if self.chunk_size < 4096 || !self.chunk_size.is_multiple_of(4096) {
             return Err(bad("chunk_size", "must be a positive multiple of 4096"));
         }
         if self.chunk_threshold < self.chunk_size {

@@ -571,9 +571,8 @@ pub fn run<T: Transport + ?Sized, P: Processor>(
         }
         if st.inflight > 0 {
             // Wake as soon as an I/O thread reports, but keep polling the transport.
-            match pool.results.recv_timeout(Duration::from_micros(500)) {
-                Ok(m) => st.handle_result(m, me, epoch, t, ctl),
-                Err(_) => {}
+            if let Ok(m) = pool.results.recv_timeout(Duration::from_micros(500)) {
+                st.handle_result(m, me, epoch, t, ctl);
             }
         } else if !progressed {
             std::thread::sleep(idle_sleep);

@@ -34,8 +34,7 @@ fn cluster_up() -> bool {
 }
 
 fn sh(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("run command");
-    out
+    cmd.output().expect("run command")
 }
 
 /// `sbatch --wait` one of our sbatch files with the tree roots in LMPI_ARGS.

@@ -164,12 +164,15 @@ pub struct CopyPass {
     lustre: Option<crate::lustre::Lustre>,
     seq: AtomicU64,
     pending: Mutex<HashMap<u64, PendingFile>>,
-    links: Mutex<HashMap<(u64, u64), Vec<Vec<u8>>>>,
+    links: Mutex<LinkGroups>,
     /// Chunks of one file written by one thread of this rank at a time (not on Lustre).
     writers: super::one_writer::OneWriter<ChunkJob>,
     euid: u32,
     egid: u32,
 }
+
+/// Hardlinked source files seen by this rank: (dev, ino) -> their rel paths.
+type LinkGroups = HashMap<(u64, u64), Vec<Vec<u8>>>;
 
 /// One chunk of a big file, as a thread of this rank copies it.
 struct ChunkJob {
@@ -651,6 +654,8 @@ impl CopyPass {
         }
     }
 
+    // The walk's state for one entry; bundling it in a struct would only rename the arguments.
+    #[allow(clippy::too_many_arguments)]
     fn entry(
         &self,
         sd: BorrowedFd,
@@ -777,6 +782,7 @@ impl CopyPass {
         on_dst(fsops::futimes(dfd, s.atime, s.mtime))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn copy_file(
         &self,
         sd: BorrowedFd,

@@ -63,8 +63,7 @@ pub fn lmpi(launch: Launch, args: &[&OsStr]) -> Output {
         .env("OMPI_MCA_rmaps_base_oversubscribe", "1")
         // One host, no InfiniBand: skip UCX probing, 0.2 s per start.
         .env("OMPI_MCA_pml", "ob1");
-    let out = cmd.output().expect("start lmpi");
-    out
+    cmd.output().expect("start lmpi")
 }
 
 pub fn text(o: &Output) -> String {
@@ -407,15 +406,14 @@ fn walk_compare(
                     lb.entry((sb.dev, sb.ino)).or_default().push(path.clone());
                 }
             }
-            Kind::Symlink => {
-                if fsops::readlink_at(da, name).unwrap() != fsops::readlink_at(db, name).unwrap() {
-                    diffs.push(format!("{p}: link target differs"));
-                }
+            Kind::Symlink
+                if fsops::readlink_at(da, name).unwrap()
+                    != fsops::readlink_at(db, name).unwrap() =>
+            {
+                diffs.push(format!("{p}: link target differs"));
             }
-            Kind::Char | Kind::Block => {
-                if sa.rdev != sb.rdev {
-                    diffs.push(format!("{p}: device number differs"));
-                }
+            Kind::Char | Kind::Block if sa.rdev != sb.rdev => {
+                diffs.push(format!("{p}: device number differs"));
             }
             _ => {}
         }
