@@ -59,6 +59,18 @@ impl Job {
     /// A copy under mpirun whose small files answer slowly (LD_PRELOAD shim),
     /// so it is still running while the test talks to it.
     fn start(ranks: usize, extra: &[&str], node_name: &str, files_per_dir: usize) -> Job {
+        Job::start_via(ranks, extra, node_name, files_per_dir, None)
+    }
+
+    /// As `start`, but the job reaches the broker on `port` (a proxy the test
+    /// can cut); `lmpi ctl` still talks to the broker directly.
+    fn start_via(
+        ranks: usize,
+        extra: &[&str],
+        node_name: &str,
+        files_per_dir: usize,
+        port: Option<u16>,
+    ) -> Job {
         let dir = tempfile::tempdir().unwrap();
         // Tests run side by side on one broker: each job gets its own id.
         let id = format!("t{}-{}", std::process::id(), node_name.replace('@', "-"));
@@ -80,6 +92,15 @@ impl Job {
             ),
         )
         .unwrap();
+        let run_cfg = match port {
+            None => cfg.clone(),
+            Some(port) => {
+                let p = dir.path().join("lmpi-via-proxy.toml");
+                let text = std::fs::read_to_string(&cfg).unwrap();
+                std::fs::write(&p, format!("{text}host = \"127.0.0.1\"\nport = {port}\n")).unwrap();
+                p
+            }
+        };
         let child = Command::new("mpirun")
             .args([
                 "--oversubscribe",
@@ -96,7 +117,7 @@ impl Job {
             .arg("--target")
             .arg(&dst)
             .arg("--config")
-            .arg(&cfg)
+            .arg(&run_cfg)
             .args(extra)
             .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
             .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
@@ -198,6 +219,44 @@ fn until_answer(job: &Job, args: &[&str], needle: &str) -> String {
 
 fn unique_node(tag: &str) -> String {
     format!("celery@file_{tag}{}", std::process::id())
+}
+
+#[test]
+fn broker_lost_mid_run_the_pass_goes_on_and_the_bridge_comes_back() {
+    if !broker_up() || !have("mpirun") {
+        return;
+    }
+    let proxy = Proxy::start(5672);
+    let node = unique_node("blip");
+    let job = Job::start_via(2, &[], &node, 2000, Some(proxy.port));
+    until_answer(&job, &["ping"], &format!("{node}: OK pong"));
+    proxy.cut();
+    // While it is cut, nobody hears the job...
+    std::thread::sleep(Duration::from_millis(500));
+    let o = job.ctl(&["ping", "--timeout", "1"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let before = stdout(&job.ctl(&["status", "--timeout", "1"]));
+    assert!(before.is_empty(), "{before}");
+    std::thread::sleep(Duration::from_secs(2));
+    proxy.reopen();
+    // ...and once it is back, the bridge reconnects by itself and obeys.
+    until_answer(&job, &["ping"], &format!("{node}: OK pong"));
+    let s = stdout(&job.ctl(&["stop"]));
+    assert!(s.contains("shutting down"), "{s}");
+    let (code, out, rest) = job.wait(Duration::from_secs(120));
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("STOPPED"), "{out}");
+    assert_eq!(
+        out.matches("lmpi: control: broker").count(),
+        1,
+        "said once: {out}"
+    );
+    assert_eq!(
+        out.matches("lmpi: control: connected to broker").count(),
+        1,
+        "{out}"
+    );
+    rest.converges();
 }
 
 #[test]

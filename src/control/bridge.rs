@@ -42,14 +42,27 @@ pub fn run(
         let mut down_said = false;
         let mut want_start = want_start;
         loop {
-            let r = session(&cfg, &job, &status, &tx, &mut want_start, &mut down_said).await;
-            match r {
-                Ok(()) => backoff = Duration::from_secs(1),
-                Err(e) if !down_said => {
+            let mut connected = false;
+            let r = session(
+                &cfg,
+                &job,
+                &status,
+                &tx,
+                &mut want_start,
+                &mut down_said,
+                &mut connected,
+            )
+            .await;
+            // A session that got in and was then lost starts over with a short wait;
+            // only repeated failures to connect back off.
+            if connected {
+                backoff = Duration::from_secs(1);
+            }
+            if let Err(e) = r {
+                if !down_said {
                     eprintln!("lmpi: control: broker {shown}: {e}; the pass goes on, retrying in the background");
                     down_said = true;
                 }
-                Err(_) => {}
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(30));
@@ -87,6 +100,7 @@ async fn session(
     tx: &Sender<Command>,
     want_start: &mut bool,
     down_said: &mut bool,
+    connected: &mut bool,
 ) -> Result<(), String> {
     let url = cfg.broker_url()?;
     let conn = Connection::connect(&url, ConnectionProperties::default())
@@ -151,6 +165,7 @@ async fn session(
     } else {
         None
     };
+    *connected = true;
     if *down_said {
         eprintln!("lmpi: control: connected to broker {}", cfg.shown_url());
         *down_said = false;

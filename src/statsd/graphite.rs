@@ -81,32 +81,41 @@ fn round(cfg: &StatsConfig, dry_run: bool) -> Result<usize, String> {
     // What we took out of memcached, to put back if carbon cannot have it.
     let mut taken: Vec<(String, u64)> = Vec::new();
     let mut totals: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
-    for w in &workers {
-        let pass = w.split('_').next().unwrap_or("unknown").to_string();
-        for name in Snapshot::KEYS {
-            let key = format!("{}.{w}.{name}", cfg.key_prefix);
-            let v: Option<u64> = client
-                .get::<String>(&key)
-                .map_err(mc)?
-                .and_then(|s| s.trim().parse().ok());
-            let Some(v) = v else { continue };
-            if GAUGES.contains(name) {
+    let mut take_all = || -> Result<(), String> {
+        for w in &workers {
+            let pass = w.split('_').next().unwrap_or("unknown").to_string();
+            for name in Snapshot::KEYS {
+                let key = format!("{}.{w}.{name}", cfg.key_prefix);
+                let v: Option<u64> = client
+                    .get::<String>(&key)
+                    .map_err(mc)?
+                    .and_then(|s| s.trim().parse().ok());
+                let Some(v) = v else { continue };
+                if GAUGES.contains(name) {
+                    *totals.entry((pass.clone(), name)).or_default() += v;
+                    lines.push(format!("{}.{w}.{name} {v} {ts}", cfg.graphite_prefix));
+                    continue;
+                }
+                if v == 0 {
+                    continue;
+                }
+                // decr by what we read, not delete: an incr that lands between our
+                // get and this decr is kept for the next round.
+                if !dry_run {
+                    client.decrement(&key, v).map_err(mc)?;
+                    taken.push((key, v));
+                }
                 *totals.entry((pass.clone(), name)).or_default() += v;
                 lines.push(format!("{}.{w}.{name} {v} {ts}", cfg.graphite_prefix));
-                continue;
             }
-            if v == 0 {
-                continue;
-            }
-            // decr by what we read, not delete: an incr that lands between our
-            // get and this decr is kept for the next round.
-            if !dry_run {
-                client.decrement(&key, v).map_err(mc)?;
-                taken.push((key, v));
-            }
-            *totals.entry((pass.clone(), name)).or_default() += v;
-            lines.push(format!("{}.{w}.{name} {v} {ts}", cfg.graphite_prefix));
         }
+        Ok(())
+    };
+    if let Err(e) = take_all() {
+        // memcached failed halfway through the round: what was already taken
+        // goes back (best effort) rather than vanishing unsent.
+        give_back(&client, &taken);
+        return Err(e);
     }
     for ((pass, name), v) in &totals {
         let path = if GAUGES.contains(name) {
@@ -124,15 +133,19 @@ fn round(cfg: &StatsConfig, dry_run: bool) -> Result<usize, String> {
     }
     if let Err(e) = send(cfg, &lines) {
         // Nothing may be lost: give the counts back to memcached.
-        for (key, v) in taken {
-            let _ = add_to(&client, &key, v);
-        }
+        give_back(&client, &taken);
         return Err(format!(
             "carbon {}:{}: {e} (counters left in memcached)",
             cfg.carbon_host, cfg.carbon_port
         ));
     }
     Ok(lines.len())
+}
+
+fn give_back(client: &memcache::Client, taken: &[(String, u64)]) {
+    for (key, v) in taken {
+        let _ = add_to(client, key, *v);
+    }
 }
 
 fn send(cfg: &StatsConfig, lines: &[String]) -> std::io::Result<()> {
