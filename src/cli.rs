@@ -101,6 +101,9 @@ pub struct PassArgs {
     /// Chunk size in bytes (multiple of 4096).
     #[arg(long, value_name = "BYTES")]
     pub chunk_size: Option<u64>,
+    /// copy: also compare and fix the xattrs and ACLs of up-to-date files (`check_xattrs`).
+    #[arg(long)]
+    pub check_xattrs: bool,
     /// delete: stop after removing N entries and exit with status 5.
     #[arg(long, value_name = "N")]
     pub max_delete: Option<u64>,

@@ -45,6 +45,10 @@ pub struct Config {
     /// Files at least this large are split into chunks copied by several ranks.
     pub chunk_threshold: u64,
     pub chunk_size: u64,
+    /// copy: also compare the xattrs (ACLs included) of files that are
+    /// otherwise up to date, and fix them. Costs xattr reads on both sides for
+    /// every file; off by default, like rsync without -X.
+    pub check_xattrs: bool,
     /// Directory for the per-run error log; default: the current directory.
     pub log_dir: Option<PathBuf>,
     pub lustre: crate::lustre::LustreConfig,
@@ -66,6 +70,7 @@ impl Default for Config {
             batch_size: 1000,
             chunk_threshold: 64 << 20,
             chunk_size: 16 << 20,
+            check_xattrs: false,
             log_dir: None,
             lustre: Default::default(),
             stats: Default::default(),

@@ -764,12 +764,18 @@ pub fn set_xattr(
     check("setxattr", rc).map(drop)
 }
 
-pub fn remove_xattr(fd: BorrowedFd, key: &[u8]) -> Res<()> {
+/// Remove an xattr from a file (`fd`), or from `name` in `dir` without
+/// following a symlink when `fd` is None.
+pub fn remove_xattr(fd: Option<BorrowedFd>, dir: BorrowedFd, name: &[u8], key: &[u8]) -> Res<()> {
     let k = cstr("removexattr", key)?;
-    check("removexattr", unsafe {
-        libc::fremovexattr(fd.as_raw_fd(), k.as_ptr())
-    })
-    .map(drop)
+    let rc = match fd {
+        Some(fd) => unsafe { libc::fremovexattr(fd.as_raw_fd(), k.as_ptr()) },
+        None => {
+            let p = proc_path(dir, name)?;
+            unsafe { libc::lremovexattr(p.as_ptr(), k.as_ptr()) }
+        }
+    };
+    check("removexattr", rc).map(drop)
 }
 
 /// One directory entry: name and the type readdir reported (None: unknown).

@@ -74,6 +74,7 @@ pub fn load_config(args: &PassArgs) -> Result<Config, String> {
     if let Some(v) = args.threads {
         cfg.threads_per_rank = v;
     }
+    cfg.check_xattrs |= args.check_xattrs;
     cfg.exclude.extend(args.exclude.iter().cloned());
     cfg.validate(&shown).map_err(|e| e.to_string())?;
     Ok(cfg)
@@ -477,6 +478,7 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
             let opts_c = copy::CopyOpts {
                 chunk_threshold: cfg.chunk_threshold,
                 chunk_size: cfg.chunk_size,
+                check_xattrs: cfg.check_xattrs,
             };
             let p = Arc::new(copy::CopyPass::new(ctx, opts_c, lustre.take()));
             let seeds = root_seed(rank, copy::Item::Dir { rel: Vec::new() });

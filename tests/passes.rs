@@ -382,7 +382,7 @@ fn comparer_sees_differences() {
     fsops::chmod_at(d.as_fd(), b"setuid", 0o755).unwrap();
     let sub = fsops::open_dir_at(d.as_fd(), b"dir").unwrap();
     let f = fsops::open_read_at(sub.as_fd(), b"plain.txt").unwrap();
-    fsops::remove_xattr(f.as_fd(), b"user.note").unwrap();
+    fsops::remove_xattr(Some(f.as_fd()), f.as_fd(), b"", b"user.note").unwrap();
     fsops::unlink_at(d.as_fd(), b"linked.2").unwrap();
     write_at(d.as_fd(), b"linked.2", b"one inode, three names");
     let diffs = compare_trees(&src, &dst, true).join("\n");
@@ -393,5 +393,71 @@ fn comparer_sees_differences() {
         "hardlink groups",
     ] {
         assert!(diffs.contains(needle), "{needle} not noticed in:\n{diffs}");
+    }
+}
+
+#[test]
+fn check_xattrs_fixes_xattr_and_acl_changes_without_copying() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    std::fs::create_dir(&src).unwrap();
+    std::fs::create_dir(&dst).unwrap();
+    let s = open(&src);
+    for name in [&b"a"[..], b"b", b"c", b"link1"] {
+        write_at(s.as_fd(), name, b"same data");
+    }
+    fsops::set_xattr(None, s.as_fd(), b"a", b"user.x", b"1").unwrap();
+    std::fs::hard_link(src.join("link1"), src.join("link2")).unwrap();
+    full_migration(Launch::Alone, &src, &dst);
+    // Changes that leave size, mtime, mode and owner alone.
+    fsops::set_xattr(None, s.as_fd(), b"a", b"user.x", b"2").unwrap();
+    fsops::set_xattr(None, s.as_fd(), b"a", b"user.new", b"\xff\x00").unwrap();
+    fsops::set_xattr(None, s.as_fd(), b"link1", b"user.l", b"l").unwrap();
+    let d = open(&dst);
+    fsops::set_xattr(None, d.as_fd(), b"b", b"user.stray", b"only on the target").unwrap();
+    let mut changed = 3;
+    if have("setfacl") {
+        let st = std::process::Command::new("setfacl")
+            .args(["-m", "u:1234:r"])
+            .arg(src.join("c"))
+            .status()
+            .unwrap();
+        assert!(st.success());
+        changed += 1;
+    }
+    // By default an up-to-date file's xattrs are not read (like rsync without -X).
+    let (code, rep, out) = pass(Launch::Alone, "copy", &src, &dst, &[]);
+    assert_eq!(code, 0, "{}", text(&out));
+    assert_eq!(total(&rep, "meta"), 0, "{}", text(&out));
+    assert!(!compare_trees(&src, &dst, false).is_empty());
+    // --dry-run names them and changes nothing.
+    let (code, _, out) = pass(
+        Launch::Alone,
+        "copy",
+        &src,
+        &dst,
+        &["--check-xattrs", "--dry-run"],
+    );
+    assert_eq!(code, 0, "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    for name in [
+        "would fix xattrs: a",
+        "would fix xattrs: b",
+        "would fix xattrs: link1",
+    ] {
+        assert!(said.contains(name), "{name} missing: {said}");
+    }
+    assert!(!compare_trees(&src, &dst, false).is_empty());
+    // For real, under mpirun: fixed in place, no data copied, links kept.
+    if have("mpirun") {
+        let (code, rep, out) = pass(Launch::Mpirun(2), "copy", &src, &dst, &["--check-xattrs"]);
+        assert_eq!(code, 0, "{}", text(&out));
+        assert_eq!(total(&rep, "meta"), changed, "{}", text(&out));
+        assert_eq!(total(&rep, "files"), 0, "{}", text(&out));
+        let diffs = compare_trees(&src, &dst, false);
+        assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+        let (code, rep, out) = pass(Launch::Alone, "copy", &src, &dst, &["--check-xattrs"]);
+        assert_eq!(code, 0, "{}", text(&out));
+        assert_eq!(total(&rep, "meta"), 0, "{}", text(&out));
     }
 }

@@ -155,6 +155,35 @@ struct PendingFile {
 pub struct CopyOpts {
     pub chunk_threshold: u64,
     pub chunk_size: u64,
+    /// Compare xattrs of files that are otherwise up to date.
+    pub check_xattrs: bool,
+}
+
+/// Where an entry's xattrs are read or written: through an open fd, or as
+/// `name` in directory `dir` without following a symlink.
+#[derive(Clone, Copy)]
+struct At<'a> {
+    fd: Option<BorrowedFd<'a>>,
+    dir: BorrowedFd<'a>,
+    name: &'a [u8],
+}
+
+impl<'a> At<'a> {
+    fn fd(fd: BorrowedFd<'a>) -> At<'a> {
+        At {
+            fd: Some(fd),
+            dir: fd,
+            name: b"",
+        }
+    }
+
+    fn name(dir: BorrowedFd<'a>, name: &'a [u8]) -> At<'a> {
+        At {
+            fd: None,
+            dir,
+            name,
+        }
+    }
 }
 
 pub struct CopyPass {
@@ -530,26 +559,31 @@ impl CopyPass {
             on_dst(fsops::fchmod(dd, perm))?;
             changed = true;
         }
-        changed |= self.sync_xattrs(sd, dd)?;
+        changed |= self.sync_xattrs(At::fd(sd), At::fd(dd), true)?;
         if changed {
             self.ctx.bump(&self.ctx.counters.meta, 1);
         }
         Ok(())
     }
 
-    /// Make the target's xattrs exactly the source's; true if anything changed.
-    fn sync_xattrs(&self, sfd: BorrowedFd, dfd: BorrowedFd) -> Res<bool> {
-        let src = self.xattr_map(sfd).map_err(|e| Fail::Os(Side::Source, e))?;
-        let dst = self.xattr_map(dfd).map_err(|e| Fail::Os(Side::Target, e))?;
+    /// Make the target's xattrs exactly the source's (only compare unless
+    /// `apply`); true if they differ(ed).
+    fn sync_xattrs(&self, src: At, dst: At, apply: bool) -> Res<bool> {
+        let s = self.xattr_map(src).map_err(|e| Fail::Os(Side::Source, e))?;
+        let d = self.xattr_map(dst).map_err(|e| Fail::Os(Side::Target, e))?;
         let mut changed = false;
-        for (k, v) in &src {
-            if dst.get(k) != Some(v) {
-                on_dst(fsops::set_xattr(Some(dfd), dfd, b"", k, v))?;
+        for (k, v) in &s {
+            if d.get(k) != Some(v) {
+                if apply {
+                    on_dst(fsops::set_xattr(dst.fd, dst.dir, dst.name, k, v))?;
+                }
                 changed = true;
             }
         }
-        for k in dst.keys().filter(|k| !src.contains_key(*k)) {
-            on_dst(fsops::remove_xattr(dfd, k))?;
+        for k in d.keys().filter(|k| !s.contains_key(*k)) {
+            if apply {
+                on_dst(fsops::remove_xattr(dst.fd, dst.dir, dst.name, k))?;
+            }
             changed = true;
         }
         Ok(changed)
@@ -573,18 +607,15 @@ impl CopyPass {
         Landing { gid, inherits_acl }
     }
 
-    fn xattr_map(
-        &self,
-        fd: BorrowedFd,
-    ) -> Result<std::collections::BTreeMap<Vec<u8>, Vec<u8>>, OsError> {
+    fn xattr_map(&self, at: At) -> Result<std::collections::BTreeMap<Vec<u8>, Vec<u8>>, OsError> {
         let mut m = std::collections::BTreeMap::new();
-        let keys = match fsops::list_xattrs(Some(fd), fd, b"") {
+        let keys = match fsops::list_xattrs(at.fd, at.dir, at.name) {
             Ok(k) => k,
             Err(e) if e.errno == libc::EPERM || e.errno == libc::EACCES => return Ok(m),
             Err(e) => return Err(e),
         };
         for k in keys.into_iter().filter(|k| copy_key(k, self.ctx.is_root)) {
-            match fsops::get_xattr(Some(fd), fd, b"", &k) {
+            match fsops::get_xattr(at.fd, at.dir, at.name, &k) {
                 Ok(v) => {
                     m.insert(k, v);
                 }
@@ -711,22 +742,7 @@ impl CopyPass {
         };
         if let Some(d) = &d {
             if same_data(&s, d) && (s.kind != Kind::Symlink || self.same_link(sd, dd, name)?) {
-                if same_meta(&s, d) {
-                    c.bump(&c.counters.uptodate, 1);
-                } else {
-                    if c.dry_run {
-                        crate::report::say(&format!("would fix owner/mode: {}", fsops::show(rel)));
-                        return Ok(());
-                    }
-                    if s.uid != d.uid || s.gid != d.gid {
-                        on_dst(fsops::chown_at(dd, name, s.uid, s.gid))?;
-                    }
-                    if s.kind != Kind::Symlink {
-                        on_dst(fsops::chmod_at(dd, name, s.perm))?;
-                    }
-                    c.bump(&c.counters.meta, 1);
-                }
-                return Ok(());
+                return self.settle_in_place(sd, dd, name, rel, &s, d);
             }
         }
         if c.dry_run {
@@ -749,6 +765,46 @@ impl CopyPass {
             Kind::Symlink => self.make_symlink(sd, dd, name, &s),
             _ => self.make_special(dd, name, &s),
         }
+    }
+
+    /// `d` already holds `s`'s data: fix owner, mode and (with `check_xattrs`)
+    /// xattrs in place, never copying; count it as up to date or metadata-only.
+    fn settle_in_place(
+        &self,
+        sd: BorrowedFd,
+        dd: BorrowedFd,
+        name: &[u8],
+        rel: &[u8],
+        s: &Stat,
+        d: &Stat,
+    ) -> Res<()> {
+        let c = &self.ctx;
+        let meta_ok = same_meta(s, d);
+        let (src, dst) = (At::name(sd, name), At::name(dd, name));
+        let xattrs_ok = !self.opts.check_xattrs || !self.sync_xattrs(src, dst, false)?;
+        if meta_ok && xattrs_ok {
+            c.bump(&c.counters.uptodate, 1);
+            return Ok(());
+        }
+        if c.dry_run {
+            let what = if meta_ok { "xattrs" } else { "owner/mode" };
+            crate::report::say(&format!("would fix {what}: {}", fsops::show(rel)));
+            return Ok(());
+        }
+        if !meta_ok {
+            if s.uid != d.uid || s.gid != d.gid {
+                on_dst(fsops::chown_at(dd, name, s.uid, s.gid))?;
+            }
+            if s.kind != Kind::Symlink {
+                on_dst(fsops::chmod_at(dd, name, s.perm))?;
+            }
+        }
+        // After chmod: it rewrites the ACL mask, which the sync then checks.
+        if self.opts.check_xattrs {
+            self.sync_xattrs(src, dst, true)?;
+        }
+        c.bump(&c.counters.meta, 1);
+        Ok(())
     }
 
     fn same_link(&self, sd: BorrowedFd, dd: BorrowedFd, name: &[u8]) -> Res<bool> {
@@ -775,7 +831,7 @@ impl CopyPass {
             on_dst(fsops::fchmod(dfd, s.perm))?;
         }
         if l.inherits_acl {
-            self.sync_xattrs(sfd, dfd)?;
+            self.sync_xattrs(At::fd(sfd), At::fd(dfd), true)?;
         } else {
             self.copy_xattrs(Some(sfd), Some(dfd), sd, b"", dd, b"")?;
         }
@@ -1093,13 +1149,8 @@ impl CopyPass {
                 Err(e) => return Err(Fail::Os(Side::Target, e)),
             };
             match &d {
-                Some(d) if same_data(&s, d) && same_meta(&s, d) => c.bump(&c.counters.uptodate, 1),
                 Some(d) if same_data(&s, d) => {
-                    if !c.dry_run {
-                        on_dst(fsops::chown_at(dd.as_fd(), pname, s.uid, s.gid))?;
-                        on_dst(fsops::chmod_at(dd.as_fd(), pname, s.perm))?;
-                    }
-                    c.bump(&c.counters.meta, 1);
+                    self.settle_in_place(sd.as_fd(), dd.as_fd(), pname, first, &s, d)?
                 }
                 _ if c.dry_run => {
                     crate::report::say(&format!("would copy: {}", fsops::show(first)))
