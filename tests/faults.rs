@@ -43,38 +43,51 @@ fn dirs(tmp: &Path) -> (PathBuf, PathBuf, PathBuf) {
 
 #[test]
 fn eio_on_the_source_never_deletes() {
-    let shim = shim();
-    let tmp = tempfile::tempdir().unwrap();
-    let (src, dst, elog) = dirs(tmp.path());
-    std::fs::write(src.join("keep"), b"k").unwrap();
-    std::fs::create_dir_all(dst.join("eio-subtree/inner")).unwrap();
-    std::fs::write(dst.join("eio-subtree/inner/f"), b"precious").unwrap();
-    std::fs::write(dst.join("eio-file"), b"precious").unwrap();
-    std::fs::write(dst.join("really-gone"), b"x").unwrap();
-    std::fs::write(dst.join("keep"), b"k").unwrap();
-    let out = lmpi_with_env(
-        &base_args("delete", &src, &dst, &elog),
-        &[
-            ("LD_PRELOAD", shim.as_os_str()),
-            ("LMPI_FAULT_EIO", OsStr::new("eio-")),
-        ],
-    );
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(dst.join("eio-subtree/inner/f").exists(), "deleted on EIO");
-    assert!(dst.join("eio-file").exists(), "deleted on EIO");
-    assert!(
-        !dst.join("really-gone").exists(),
-        "ENOENT must still delete"
-    );
-    let log = std::fs::read_to_string(&elog).unwrap();
-    assert!(
-        log.contains("eio-file") && log.contains("Input/output error"),
-        "{log}"
-    );
-    // Without the fault, the rerun converges.
-    let out = lmpi_with_env(&base_args("delete", &src, &dst, &elog), &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(!dst.join("eio-subtree").exists() && !dst.join("eio-file").exists());
+    // Only ENOENT means "not on the source": every other answer keeps the entry.
+    for (errno, message) in [
+        (libc::EIO, "Input/output error"),
+        (libc::ESTALE, "Stale file handle"),
+        (libc::ENOTCONN, "not connected"),
+        (libc::EACCES, "Permission denied"),
+    ] {
+        let shim = shim();
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, dst, elog) = dirs(tmp.path());
+        std::fs::write(src.join("keep"), b"k").unwrap();
+        std::fs::create_dir_all(dst.join("eio-subtree/inner")).unwrap();
+        std::fs::write(dst.join("eio-subtree/inner/f"), b"precious").unwrap();
+        std::fs::write(dst.join("eio-file"), b"precious").unwrap();
+        std::fs::write(dst.join("really-gone"), b"x").unwrap();
+        std::fs::write(dst.join("keep"), b"k").unwrap();
+        let errno_s = errno.to_string();
+        let out = lmpi_with_env(
+            &base_args("delete", &src, &dst, &elog),
+            &[
+                ("LD_PRELOAD", shim.as_os_str()),
+                ("LMPI_FAULT_EIO", OsStr::new("eio-")),
+                ("LMPI_FAULT_ERRNO", OsStr::new(&errno_s)),
+            ],
+        );
+        assert_eq!(out.status.code(), Some(1), "{message}: {}", text(&out));
+        assert!(
+            dst.join("eio-subtree/inner/f").exists(),
+            "deleted on {message}"
+        );
+        assert!(dst.join("eio-file").exists(), "deleted on {message}");
+        assert!(
+            !dst.join("really-gone").exists(),
+            "ENOENT must still delete"
+        );
+        let log = std::fs::read_to_string(&elog).unwrap();
+        assert!(
+            log.contains("eio-file") && log.contains(message),
+            "{message}: {log}"
+        );
+        // Without the fault, the rerun converges.
+        let out = lmpi_with_env(&base_args("delete", &src, &dst, &elog), &[]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        assert!(!dst.join("eio-subtree").exists() && !dst.join("eio-file").exists());
+    }
 }
 
 #[test]

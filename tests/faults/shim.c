@@ -1,6 +1,7 @@
 /* Fault and latency injection for lmpi's tests and benchmarks, loaded with
  * LD_PRELOAD into the real binaries (lmpi, rsync, cp alike).
  *   LMPI_FAULT_EIO=substr     statx/openat of a name containing substr fail with EIO
+ *                             (or with errno LMPI_FAULT_ERRNO: ESTALE, ENOTCONN, ...)
  *   LMPI_FAULT_VANISH=substr  the entry is unlinked just before its statx: it
  *                             vanishes between readdir and stat, as on a live fs.
  *   LMPI_FAULT_SLOW=substr    metadata calls on such names first sleep
@@ -32,6 +33,11 @@ static void maybe_slow(const char *name) {
     }
 }
 
+static int fault_errno(void) {
+    const char *e = getenv("LMPI_FAULT_ERRNO");
+    return e && *e ? atoi(e) : EIO;
+}
+
 #define REAL(name) \
     static __typeof__(name) *real; \
     if (!real) real = (__typeof__(name) *)dlsym(RTLD_NEXT, #name)
@@ -39,7 +45,7 @@ static void maybe_slow(const char *name) {
 int statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *buf) {
     REAL(statx);
     maybe_slow(path);
-    if (matches("LMPI_FAULT_EIO", path)) { errno = EIO; return -1; }
+    if (matches("LMPI_FAULT_EIO", path)) { errno = fault_errno(); return -1; }
     if (matches("LMPI_FAULT_VANISH", path)) unlinkat(dirfd, path, 0);
     return real(dirfd, path, flags, mask, buf);
 }
@@ -52,7 +58,7 @@ int openat(int dirfd, const char *path, int flags, ...) {
     REAL(openat);
     va_list ap; va_start(ap, flags); mode_t mode = mode_arg(flags, ap); va_end(ap);
     maybe_slow(path);
-    if (matches("LMPI_FAULT_EIO", path)) { errno = EIO; return -1; }
+    if (matches("LMPI_FAULT_EIO", path)) { errno = fault_errno(); return -1; }
     return real(dirfd, path, flags, mode);
 }
 
