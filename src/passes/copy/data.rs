@@ -1,0 +1,188 @@
+//! Writing one entry's content: regular files (Lustre layout, copy_file_range
+//! with a read/write fallback, holes kept), symlinks and special files.
+
+use std::cell::RefCell;
+
+use super::*;
+
+/// Below this, page-cache advice costs more syscalls than it saves.
+pub(super) const BIG_FOR_ADVICE: u64 = 1 << 20;
+
+thread_local! {
+    static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+impl CopyPass {
+    /// Create the target file `out_name` (O_EXCL) for source `name`: with the
+    /// source's layout on Lustre. A layout that cannot be read or applied is
+    /// reported for this file, which is then created with the default layout.
+    pub(super) fn create_target(
+        &self,
+        sd: BorrowedFd,
+        dd: BorrowedFd,
+        rel: &[u8],
+        name: &[u8],
+        out_name: &[u8],
+        perm: u32,
+    ) -> Result<(OwnedFd, Option<crate::lustre::Layout>), OsError> {
+        let Some(l) = &self.lustre else {
+            return fsops::create_at(dd, out_name, perm).map(|f| (f, None));
+        };
+        let lay = match l.layout_of(sd, name) {
+            Ok(lay) => lay,
+            Err(e) => {
+                self.ctx.log.error_msg(
+                    Side::Source,
+                    rel,
+                    &format!("layout not read, default used: {e}"),
+                );
+                return fsops::create_at(dd, out_name, perm).map(|f| (f, None));
+            }
+        };
+        match l.create_file(dd, out_name, perm, &lay) {
+            Ok(f) => Ok((f, Some(lay))),
+            Err(e) if e.errno == libc::EEXIST => Err(e),
+            Err(e) => {
+                self.ctx.log.error_msg(
+                    Side::Target,
+                    rel,
+                    &format!("layout not applied, default used: {e}"),
+                );
+                fsops::create_at(dd, out_name, perm).map(|f| (f, None))
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn copy_file(
+        &self,
+        sd: BorrowedFd,
+        dd: BorrowedFd,
+        rel: &[u8],
+        name: &[u8],
+        s: &Stat,
+        replace: bool,
+        landing: Landing,
+    ) -> Res<()> {
+        let t0 = Instant::now();
+        let src = on_src(fsops::open_read_at(sd, name))?;
+        let tmp = if replace {
+            Some(self.temp_name())
+        } else {
+            None
+        };
+        let out_name: &[u8] = tmp.as_deref().unwrap_or(name);
+        let dst = match self.create_target(sd, dd, rel, name, out_name, s.perm & 0o777) {
+            Ok((f, _)) => f,
+            // Someone created it since we looked: go the replace way.
+            Err(e) if e.errno == libc::EEXIST && !replace => {
+                return self.copy_file(sd, dd, rel, name, s, true, landing)
+            }
+            Err(e) => return Err(Fail::Os(Side::Target, e)),
+        };
+        let r = (|| -> Res<u64> {
+            if s.size >= BIG_FOR_ADVICE {
+                fsops::advise_sequential(src.as_fd());
+            }
+            let bytes = self.copy_data(src.as_fd(), dst.as_fd(), 0, s.size, s.maybe_sparse())?;
+            // Holes at the end (or a source that shrank) leave the file short.
+            if bytes != s.size {
+                on_dst(fsops::ftruncate(dst.as_fd(), s.size))?;
+            }
+            let after = on_src(fsops::fstat(src.as_fd()))?;
+            if after.size != s.size || after.mtime != s.mtime {
+                return Err(Fail::Changed);
+            }
+            self.finish_file(src.as_fd(), dst.as_fd(), sd, dd, s, landing)?;
+            if let Some(t) = &tmp {
+                on_dst(fsops::rename_at(dd, t, name))?;
+            }
+            Ok(bytes)
+        })();
+        match r {
+            Ok(bytes) => {
+                let c = &self.ctx;
+                c.bump(&c.counters.files, 1);
+                c.bump(&c.counters.data, bytes);
+                c.hist.record(s.size, t0.elapsed().as_micros() as u64);
+                Ok(())
+            }
+            Err(f) => {
+                // Never leave a partial file behind under any name.
+                let _ = fsops::unlink_at(dd, out_name);
+                Err(f)
+            }
+        }
+    }
+
+    pub(super) fn copy_data(
+        &self,
+        src: BorrowedFd,
+        dst: BorrowedFd,
+        off: u64,
+        end: u64,
+        sparse: bool,
+    ) -> Res<u64> {
+        let segs = on_src(fsops::data_segments(src, off, end, sparse))?;
+        BUF.with(|b| {
+            let mut buf = b.borrow_mut();
+            let mut bytes = 0;
+            for (a, z) in segs {
+                bytes += fsops::copy_range(src, dst, a, z - a, &mut buf).map_err(|e| {
+                    let side = if e.op == "read" {
+                        Side::Source
+                    } else {
+                        Side::Target
+                    };
+                    Fail::Os(side, e)
+                })?;
+                if z - a >= BIG_FOR_ADVICE {
+                    fsops::advise_dontneed(src, a, z - a);
+                }
+            }
+            Ok(bytes)
+        })
+    }
+
+    pub(super) fn make_symlink(
+        &self,
+        sd: BorrowedFd,
+        dd: BorrowedFd,
+        name: &[u8],
+        s: &Stat,
+    ) -> Res<()> {
+        let target = on_src(fsops::readlink_at(sd, name))?;
+        match fsops::symlink_at(&target, dd, name) {
+            Err(e) if e.errno == libc::EEXIST => {
+                on_dst(fsops::unlink_at(dd, name))?;
+                on_dst(fsops::symlink_at(&target, dd, name))?;
+            }
+            r => on_dst(r)?,
+        }
+        if self.ctx.is_root || s.uid != self.euid || s.gid != self.egid {
+            on_dst(fsops::chown_at(dd, name, s.uid, s.gid))?;
+        }
+        on_dst(fsops::utimes_at(dd, name, s.atime, s.mtime))?;
+        self.ctx.bump(&self.ctx.counters.files, 1);
+        Ok(())
+    }
+
+    pub(super) fn make_special(&self, dd: BorrowedFd, name: &[u8], s: &Stat) -> Res<()> {
+        match fsops::mknod_at(dd, name, s) {
+            Err(e) if e.errno == libc::EEXIST => {
+                on_dst(fsops::unlink_at(dd, name))?;
+                on_dst(fsops::mknod_at(dd, name, s))?;
+            }
+            r => on_dst(r)?,
+        }
+        if self.ctx.is_root || s.uid != self.euid || s.gid != self.egid {
+            on_dst(fsops::chown_at(dd, name, s.uid, s.gid))?;
+        }
+        if s.perm & 0o7000 != 0 {
+            on_dst(fsops::chmod_at(dd, name, s.perm))?;
+        }
+        on_dst(fsops::utimes_at(dd, name, s.atime, s.mtime))?;
+        self.ctx.bump(&self.ctx.counters.files, 1);
+        Ok(())
+    }
+}
