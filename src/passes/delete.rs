@@ -10,7 +10,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 
-use super::{get_names, put_names, Ctx};
+use super::{Batch, Batcher, Ctx};
 use crate::engine::{Emitter, Processor};
 use crate::errlog::Side;
 use crate::fsops::{self, Kind};
@@ -23,7 +23,7 @@ pub enum Item {
     /// A target directory to empty completely.
     Purge { rel: Vec<u8> },
     /// Non-directories in a purged directory.
-    PurgeBatch { dir: Vec<u8>, names: Vec<Vec<u8>> },
+    PurgeBatch(Batch),
 }
 
 impl Wire for Item {
@@ -35,9 +35,9 @@ impl Wire for Item {
             Item::Purge { rel } => {
                 w.u8(1).bytes(rel);
             }
-            Item::PurgeBatch { dir, names } => {
-                w.u8(2).bytes(dir);
-                put_names(w, names);
+            Item::PurgeBatch(b) => {
+                w.u8(2);
+                b.encode(w);
             }
         }
     }
@@ -49,10 +49,7 @@ impl Wire for Item {
             1 => Item::Purge {
                 rel: r.bytes()?.to_vec(),
             },
-            2 => Item::PurgeBatch {
-                dir: r.bytes()?.to_vec(),
-                names: get_names(r)?,
-            },
+            2 => Item::PurgeBatch(Batch::decode(r)?),
             _ => return Err(Malformed),
         })
     }
@@ -89,14 +86,8 @@ impl DeletePass {
 
     fn dir(&self, rel: &[u8], out: &mut Emitter<'_, Item>) {
         let c = &self.ctx;
-        // The source side first: if it cannot be opened, nothing below is judged.
-        let sd = match c.open_src_dir(rel) {
-            Ok(fd) => fd,
-            Err(e) => return c.err(Side::Source, rel, e),
-        };
-        let dd = match c.open_dst_dir(rel) {
-            Ok(fd) => fd,
-            Err(e) => return c.err(Side::Target, rel, e),
+        let Some((sd, Some(dd))) = c.open_pair(rel, false) else {
+            return;
         };
         c.bump(&c.counters.dirs, 1);
         let mut rd = fsops::DirReader::new(dd);
@@ -176,7 +167,7 @@ impl DeletePass {
             .unwrap_or_else(|p| p.into_inner())
             .push(rel.to_vec());
         let mut rd = fsops::DirReader::new(dd);
-        let mut batch = Vec::new();
+        let mut batch = Batcher::new(rel, c.batch, Item::PurgeBatch);
         while let Some(e) = rd.next_entry() {
             if out.stopping() {
                 return;
@@ -192,21 +183,10 @@ impl DeletePass {
                     rel: fsops::join(rel, &e.name),
                 });
             } else {
-                batch.push(e.name);
-                if batch.len() >= c.batch {
-                    out.push(Item::PurgeBatch {
-                        dir: rel.to_vec(),
-                        names: std::mem::take(&mut batch),
-                    });
-                }
+                batch.push(e.name, out);
             }
         }
-        if !batch.is_empty() {
-            out.push(Item::PurgeBatch {
-                dir: rel.to_vec(),
-                names: batch,
-            });
-        }
+        batch.finish(out);
     }
 
     fn purge_batch(&self, dir: &[u8], names: &[Vec<u8>], out: &mut Emitter<'_, Item>) {
@@ -264,15 +244,15 @@ impl Processor for DeletePass {
         match item {
             Item::Dir { rel } => self.dir(&rel, out),
             Item::Purge { rel } => self.purge(&rel, out),
-            Item::PurgeBatch { dir, names } => self.purge_batch(&dir, &names, out),
+            Item::PurgeBatch(b) => self.purge_batch(&b.dir, &b.names, out),
         }
     }
     fn describe(&self, item: &Item) -> String {
         match item {
             Item::Dir { rel } => format!("compare {}", fsops::show(rel)),
             Item::Purge { rel } => format!("purge {}", fsops::show(rel)),
-            Item::PurgeBatch { dir, names } => {
-                format!("delete {} in {}", names.len(), fsops::show(dir))
+            Item::PurgeBatch(b) => {
+                format!("delete {} in {}", b.names.len(), fsops::show(&b.dir))
             }
         }
     }

@@ -13,8 +13,10 @@ pub(super) struct PendingFile {
     pub(super) started: Instant,
 }
 
-/// One chunk of a big file, as a thread of this rank copies it.
-pub(super) struct ChunkJob {
+/// One chunk of a big file: `len` bytes at `off` of temp file `tmp`, to be
+/// renamed to `name` in `dir` once all chunks are in.
+#[derive(Debug)]
+pub struct ChunkJob {
     pub(super) dir: Vec<u8>,
     pub(super) name: Vec<u8>,
     pub(super) tmp: Vec<u8>,
@@ -81,12 +83,14 @@ impl CopyPass {
         for i in 0..n {
             let off = i * cs;
             out.push(Item::Chunk {
-                dir: dir.to_vec(),
-                name: name.to_vec(),
-                tmp: tmp.clone(),
                 id,
-                off,
-                len: cs.min(s.size - off),
+                job: ChunkJob {
+                    dir: dir.to_vec(),
+                    name: name.to_vec(),
+                    tmp: tmp.clone(),
+                    off,
+                    len: cs.min(s.size - off),
+                },
             });
         }
         Ok(())

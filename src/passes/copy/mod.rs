@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use super::{get_names, put_names, Ctx};
+use super::{get_names, put_names, Batch, Batcher, Ctx};
 use crate::engine::{Emitter, Processor};
 use crate::errlog::Side;
 use crate::fsops::{self, Kind, OsError, Stat};
@@ -31,7 +31,8 @@ mod data;
 mod links;
 mod meta;
 
-use chunked::{ChunkJob, PendingFile};
+pub use chunked::ChunkJob;
+use chunked::PendingFile;
 use links::{mix, LinkGroups};
 use meta::{same_data, same_meta, At, Landing};
 
@@ -40,17 +41,11 @@ pub enum Item {
     Dir {
         rel: Vec<u8>,
     },
-    Batch {
-        dir: Vec<u8>,
-        names: Vec<Vec<u8>>,
-    },
+    Batch(Batch),
+    /// A piece of big file `id` of the rank that found it.
     Chunk {
-        dir: Vec<u8>,
-        name: Vec<u8>,
-        tmp: Vec<u8>,
         id: u64,
-        off: u64,
-        len: u64,
+        job: ChunkJob,
     },
     ChunkDone {
         id: u64,
@@ -72,25 +67,18 @@ impl Wire for Item {
             Item::Dir { rel } => {
                 w.u8(0).bytes(rel);
             }
-            Item::Batch { dir, names } => {
-                w.u8(1).bytes(dir);
-                put_names(w, names);
+            Item::Batch(b) => {
+                w.u8(1);
+                b.encode(w);
             }
-            Item::Chunk {
-                dir,
-                name,
-                tmp,
-                id,
-                off,
-                len,
-            } => {
+            Item::Chunk { id, job } => {
                 w.u8(2)
-                    .bytes(dir)
-                    .bytes(name)
-                    .bytes(tmp)
+                    .bytes(&job.dir)
+                    .bytes(&job.name)
+                    .bytes(&job.tmp)
                     .u64(*id)
-                    .u64(*off)
-                    .u64(*len);
+                    .u64(job.off)
+                    .u64(job.len);
             }
             Item::ChunkDone { id, ok } => {
                 w.u8(3).u64(*id).u8(*ok as u8);
@@ -109,18 +97,26 @@ impl Wire for Item {
             0 => Item::Dir {
                 rel: r.bytes()?.to_vec(),
             },
-            1 => Item::Batch {
-                dir: r.bytes()?.to_vec(),
-                names: get_names(r)?,
-            },
-            2 => Item::Chunk {
-                dir: r.bytes()?.to_vec(),
-                name: r.bytes()?.to_vec(),
-                tmp: r.bytes()?.to_vec(),
-                id: r.u64()?,
-                off: r.u64()?,
-                len: r.u64()?,
-            },
+            1 => Item::Batch(Batch::decode(r)?),
+            2 => {
+                let (dir, name, tmp) = (
+                    r.bytes()?.to_vec(),
+                    r.bytes()?.to_vec(),
+                    r.bytes()?.to_vec(),
+                );
+                let id = r.u64()?;
+                let (off, len) = (r.u64()?, r.u64()?);
+                Item::Chunk {
+                    id,
+                    job: ChunkJob {
+                        dir,
+                        name,
+                        tmp,
+                        off,
+                        len,
+                    },
+                }
+            }
             3 => Item::ChunkDone {
                 id: r.u64()?,
                 ok: r.u8()? != 0,
@@ -209,15 +205,11 @@ impl CopyPass {
 
     fn dir(&self, rel: &[u8], out: &mut Emitter<'_, Item>) {
         let c = &self.ctx;
-        let sd = match c.open_src_dir(rel) {
-            Ok(fd) => fd,
-            Err(e) => return c.err(Side::Source, rel, e),
+        let Some((sd, dd)) = c.open_pair(rel, c.dry_run) else {
+            return;
         };
-        let dd = match c.open_dst_dir(rel) {
-            Ok(fd) => fd,
-            // In a dry run a new directory's target does not exist: keep walking.
-            Err(e) if c.dry_run && e.is_not_found() => return self.list(rel, sd, None, out),
-            Err(e) => return c.err(Side::Target, rel, e),
+        let Some(dd) = dd else {
+            return self.list(rel, sd, None, out);
         };
         c.bump(&c.counters.dirs, 1);
         match (fsops::fstat(sd.as_fd()), fsops::fstat(dd.as_fd())) {
@@ -243,7 +235,7 @@ impl CopyPass {
     ) {
         let c = &self.ctx;
         let mut rd = fsops::DirReader::new(sd);
-        let mut batch: Vec<Vec<u8>> = Vec::new();
+        let mut batch = Batcher::new(rel, c.batch, Item::Batch);
         // First-level directories go round-robin over the configured MDTs.
         let mdts = self
             .lustre
@@ -289,20 +281,9 @@ impl CopyPass {
                 }
                 continue;
             }
-            batch.push(e.name);
-            if batch.len() >= c.batch {
-                out.push(Item::Batch {
-                    dir: rel.to_vec(),
-                    names: std::mem::take(&mut batch),
-                });
-            }
+            batch.push(e.name, out);
         }
-        if !batch.is_empty() {
-            out.push(Item::Batch {
-                dir: rel.to_vec(),
-                names: batch,
-            });
-        }
+        batch.finish(out);
     }
 
     /// Make sure the target has directory `name`; false if it cannot be walked.
@@ -381,14 +362,8 @@ impl CopyPass {
 
     fn batch(&self, dir: &[u8], names: Vec<Vec<u8>>, out: &mut Emitter<'_, Item>) {
         let c = &self.ctx;
-        let sd = match c.open_src_dir(dir) {
-            Ok(fd) => fd,
-            Err(e) => return c.err(Side::Source, dir, e),
-        };
-        let dd = match c.open_dst_dir(dir) {
-            Ok(fd) => Some(fd),
-            Err(e) if c.dry_run && e.is_not_found() => None,
-            Err(e) => return c.err(Side::Target, dir, e),
+        let Some((sd, dd)) = c.open_pair(dir, c.dry_run) else {
+            return;
         };
         let landing = dd
             .as_ref()
@@ -546,25 +521,8 @@ impl Processor for CopyPass {
     fn process(&self, item: Item, out: &mut Emitter<'_, Item>) {
         match item {
             Item::Dir { rel } => self.dir(&rel, out),
-            Item::Batch { dir, names } => self.batch(&dir, names, out),
-            Item::Chunk {
-                dir,
-                name,
-                tmp,
-                id,
-                off,
-                len,
-            } => self.chunk(
-                id,
-                ChunkJob {
-                    dir,
-                    name,
-                    tmp,
-                    off,
-                    len,
-                },
-                out,
-            ),
+            Item::Batch(b) => self.batch(&b.dir, b.names, out),
+            Item::Chunk { id, job } => self.chunk(id, job, out),
             Item::ChunkDone { id, ok } => self.chunk_done(id, ok),
             Item::LinkRef { dev, ino, rel } => {
                 self.links
@@ -581,23 +539,15 @@ impl Processor for CopyPass {
     fn describe(&self, item: &Item) -> String {
         match item {
             Item::Dir { rel } => format!("dir {}", fsops::show(rel)),
-            Item::Batch { dir, names } => {
-                format!("{} entries in {}", names.len(), fsops::show(dir))
+            Item::Batch(b) => {
+                format!("{} entries in {}", b.names.len(), fsops::show(&b.dir))
             }
-            Item::Chunk {
-                dir,
-                name,
-                off,
-                len,
-                ..
-            } => {
-                format!(
-                    "chunk {}+{} of {}",
-                    off,
-                    len,
-                    fsops::show(&fsops::join(dir, name))
-                )
-            }
+            Item::Chunk { job, .. } => format!(
+                "chunk {}+{} of {}",
+                job.off,
+                job.len,
+                fsops::show(&fsops::join(&job.dir, &job.name))
+            ),
             Item::ChunkDone { .. } => "finishing a chunked file".into(),
             Item::LinkRef { rel, .. } => format!("hardlink {}", fsops::show(rel)),
             Item::LinkGroup { paths } => format!(
@@ -618,17 +568,19 @@ mod tests {
             Item::Dir {
                 rel: b"a/\xff\n".to_vec(),
             },
-            Item::Batch {
+            Item::Batch(Batch {
                 dir: b"d".to_vec(),
                 names: vec![b"x".to_vec(), b"-y z".to_vec()],
-            },
+            }),
             Item::Chunk {
-                dir: b"d".to_vec(),
-                name: b"n".to_vec(),
-                tmp: b"t".to_vec(),
                 id: 5,
-                off: 6,
-                len: 7,
+                job: ChunkJob {
+                    dir: b"d".to_vec(),
+                    name: b"n".to_vec(),
+                    tmp: b"t".to_vec(),
+                    off: 6,
+                    len: 7,
+                },
             },
             Item::ChunkDone { id: 9, ok: true },
             Item::LinkRef {
