@@ -448,10 +448,7 @@ fn start_gate_opens_with_the_old_start_task_or_lmpi_ctl_start() {
 
 #[test]
 fn unreachable_broker_never_stops_the_pass() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::create_dir_all(&dst).unwrap();
+    let (tmp, src, dst) = src_and_dst();
     for f in 0..20 {
         std::fs::write(src.join(format!("f{f}")), b"x").unwrap();
     }

@@ -36,10 +36,7 @@ fn setup() -> Option<(PathBuf, tempfile::TempDir, PathBuf, PathBuf)> {
         return None;
     }
     let lib = build_double();
-    let tmp = tempfile::tempdir().unwrap();
-    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::create_dir_all(&dst).unwrap();
+    let (tmp, src, dst) = src_and_dst();
     Some((lib, tmp, src, dst))
 }
 
@@ -375,10 +372,7 @@ fn roots_not_on_lustre() {
         return;
     }
     let lib = build_double();
-    let tmp = tempfile::tempdir().unwrap();
-    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::create_dir_all(&dst).unwrap();
+    let (tmp, src, dst) = src_and_dst();
     std::fs::write(src.join("f"), b"x").unwrap();
     let c = tmp.path().join("c.toml");
     let copy = |cfg: &str, lib: Option<&Path>| {

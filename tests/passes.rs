@@ -60,10 +60,7 @@ fn rsync_sees_no_difference() {
     if !have("rsync") {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
-    std::fs::create_dir(&src).unwrap();
-    std::fs::create_dir(&dst).unwrap();
+    let (_tmp, src, dst) = src_and_dst();
     // No over-long path here: rsync itself cannot walk beyond PATH_MAX.
     build_odd_tree(&src, false);
     let launch = if have("mpirun") {
@@ -77,10 +74,7 @@ fn rsync_sees_no_difference() {
 
 #[test]
 fn changes_on_the_source_converge() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
-    std::fs::create_dir(&src).unwrap();
-    std::fs::create_dir(&dst).unwrap();
+    let (_tmp, src, dst) = src_and_dst();
     build_odd_tree(&src, false);
     let launch = if have("mpirun") {
         Launch::Mpirun(3)
@@ -127,10 +121,7 @@ fn changes_on_the_source_converge() {
 
 #[test]
 fn delete_refuses_empty_or_missing_source() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
-    std::fs::create_dir(&src).unwrap();
-    std::fs::create_dir(&dst).unwrap();
+    let (tmp, src, dst) = src_and_dst();
     std::fs::write(dst.join("precious"), b"keep me").unwrap();
 
     // Empty source root (an unmounted filesystem looks like this): refused.
@@ -370,10 +361,7 @@ fn help_documents_options() {
 #[test]
 fn comparer_sees_differences() {
     // The checks above are only as good as the comparer: make sure it notices.
-    let tmp = tempfile::tempdir().unwrap();
-    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
-    std::fs::create_dir(&src).unwrap();
-    std::fs::create_dir(&dst).unwrap();
+    let (_tmp, src, dst) = src_and_dst();
     build_odd_tree(&src, false);
     full_migration(Launch::Alone, &src, &dst);
     assert!(compare_trees(&src, &dst, true).is_empty());
@@ -398,10 +386,7 @@ fn comparer_sees_differences() {
 
 #[test]
 fn check_xattrs_fixes_xattr_and_acl_changes_without_copying() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
-    std::fs::create_dir(&src).unwrap();
-    std::fs::create_dir(&dst).unwrap();
+    let (_tmp, src, dst) = src_and_dst();
     let s = open(&src);
     for name in [&b"a"[..], b"b", b"c", b"link1"] {
         write_at(s.as_fd(), name, b"same data");

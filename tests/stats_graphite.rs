@@ -94,10 +94,7 @@ fn copy_under_mpirun_then_graphite_lands_totals_in_whisper() {
     {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::create_dir_all(&dst).unwrap();
+    let (tmp, src, dst) = src_and_dst();
     for d in 0..10 {
         std::fs::create_dir(src.join(format!("d{d}"))).unwrap();
         for f in 0..30 {
@@ -276,10 +273,7 @@ fn memcached_lost_mid_run_then_back_no_count_is_missing() {
 
 #[test]
 fn memcached_down_does_not_stop_the_copy() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::create_dir_all(&dst).unwrap();
+    let (tmp, src, dst) = src_and_dst();
     for f in 0..50 {
         std::fs::write(src.join(format!("f{f}")), b"data").unwrap();
     }

@@ -119,6 +119,15 @@ pub fn total(report: &serde_json::Value, key: &str) -> u64 {
 
 // ---------- building trees ----------
 
+/// A temp dir holding empty `src` and `dst` directories (gone with the TempDir).
+pub fn src_and_dst() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    std::fs::create_dir(&src).unwrap();
+    std::fs::create_dir(&dst).unwrap();
+    (tmp, src, dst)
+}
+
 pub fn open(p: &Path) -> OwnedFd {
     fsops::open_root(p).expect("open root")
 }
