@@ -87,7 +87,7 @@ pub struct RankFigures {
     pub counters: Snapshot,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Default)]
 pub struct Summary {
     pub pass: String,
     /// complete | incomplete | stopped | refused | max-delete

@@ -306,16 +306,23 @@ fn root_seed<I>(rank: usize, item: I) -> Vec<I> {
     }
 }
 
-pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
-    let started = Instant::now();
+struct Prepared {
+    cfg: Config,
+    roots: Roots,
+    excludes: Vec<Vec<u8>>,
+    lustre: Option<crate::lustre::Lustre>,
+}
+
+/// What a pass needs before it may touch anything: the config, both roots
+/// open, the exclude list and, for a copy, Lustre. Every rank checks; all
+/// must agree, or every rank returns the same exit status.
+fn prepare<T: Transport + ?Sized>(
+    t: &mut T,
+    args: &PassArgs,
+    kind: PassKind,
+    host: &str,
+) -> Result<Prepared, i32> {
     let rank = t.rank();
-    let size = t.size();
-    let host = hostname();
-    let Some(kind) = args.pass else {
-        eprintln!("lmpi: --pass is required (copy, delete or dirtime)");
-        return EXIT_USAGE;
-    };
-    let pass = kind.name();
 
     // Every rank checks; all must agree before anything is touched.
     let setup = load_config(args)
@@ -332,10 +339,10 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
             Ok(_) if rank == 0 => eprintln!("lmpi: setup failed on another rank (see its message)"),
             Ok(_) => {}
         }
-        return EXIT_USAGE;
+        return Err(EXIT_USAGE);
     }
     let Ok((cfg, roots, excludes)) = setup else {
-        return EXIT_USAGE;
+        return Err(EXIT_USAGE);
     };
 
     if kind == PassKind::Delete {
@@ -349,7 +356,7 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
                     }
                 }
             }
-            return EXIT_REFUSED;
+            return Err(EXIT_REFUSED);
         }
     }
 
@@ -365,7 +372,7 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
                 }
                 _ => {}
             }
-            return EXIT_USAGE;
+            return Err(EXIT_USAGE);
         }
         if let Ok((l, warning)) = r {
             if let (0, Some(w)) = (rank, warning) {
@@ -374,6 +381,141 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
             lustre = l;
         }
     }
+    Ok(Prepared {
+        cfg,
+        roots,
+        excludes,
+        lustre,
+    })
+}
+
+/// What every engine phase of a pass shares.
+struct Phases<'a> {
+    args: &'a PassArgs,
+    cfg: &'a Config,
+    counters: &'a Arc<Counters>,
+    ctl: &'a Arc<RunControl>,
+    interval: Duration,
+    seed: u64,
+}
+
+/// A pass's result: the engine's outcome, whether --max-delete was reached,
+/// and notes for the summary.
+type PhasesDone = (RunOutcome, bool, Vec<String>);
+
+impl Phases<'_> {
+    fn run<T: Transport + ?Sized, P: engine::Processor>(
+        &self,
+        t: &mut T,
+        p: Arc<P>,
+        seeds: Vec<P::Item>,
+        monitor: &mut dyn Monitor,
+        epoch: u32,
+    ) -> RunOutcome {
+        // Only the first phase waits for `lmpi ctl start`.
+        let opts = RunOpts {
+            epoch,
+            interval: self.interval,
+            wait_for_start: epoch == 1 && self.args.wait_for_start,
+            seed: self.seed ^ epoch as u64,
+        };
+        engine::run(t, p, seeds, self.counters, self.ctl, monitor, &opts)
+    }
+}
+
+/// Copy: walk and copy, then (phase 2) the hardlink groups each rank collected.
+fn run_copy<T: Transport + ?Sized>(
+    t: &mut T,
+    ctx: Ctx,
+    lustre: Option<crate::lustre::Lustre>,
+    env: &Phases<'_>,
+    monitor: &mut dyn Monitor,
+) -> PhasesDone {
+    let rank = ctx.rank;
+    let opts = copy::CopyOpts {
+        chunk_threshold: env.cfg.chunk_threshold,
+        chunk_size: env.cfg.chunk_size,
+        check_xattrs: env.cfg.check_xattrs,
+    };
+    let p = Arc::new(copy::CopyPass::new(ctx, opts, lustre));
+    let seeds = root_seed(rank, copy::Item::Dir { rel: Vec::new() });
+    let mut outcome = env.run(t, p.clone(), seeds, monitor, 1);
+    let groups = if outcome.stopped {
+        Vec::new()
+    } else {
+        p.take_link_groups()
+    };
+    if t.all_reduce_max(&[outcome.stopped as u64])[0] == 0 {
+        outcome.stopped |= env.run(t, p.clone(), groups, monitor, 2).stopped;
+    }
+    let mut notes = Vec::new();
+    let abandoned = p.abandon_pending();
+    if abandoned > 0 {
+        notes.push(format!(
+            "rank {rank}: {abandoned} partly copied big files abandoned (temp files removed)"
+        ));
+    }
+    (outcome, false, notes)
+}
+
+/// Delete: compare and empty doomed subtrees, then (phase 2) remove the
+/// emptied directories deepest level first, all ranks in step.
+fn run_delete<T: Transport + ?Sized>(
+    t: &mut T,
+    ctx: Ctx,
+    env: &Phases<'_>,
+    monitor: &mut dyn Monitor,
+) -> PhasesDone {
+    let (rank, size) = (ctx.rank as u64, ctx.size as u64);
+    // Each rank gets its share of --max-delete, so the total never exceeds it.
+    let budget = env
+        .args
+        .max_delete
+        .map(|m| m / size + u64::from(rank < m % size));
+    let p = Arc::new(delete::DeletePass::new(ctx, budget));
+    let seeds = root_seed(rank as usize, delete::Item::Dir { rel: Vec::new() });
+    let outcome = env.run(t, p.clone(), seeds, monitor, 1);
+    let stopped_any = t.all_reduce_max(&[outcome.stopped as u64])[0] != 0;
+    if !stopped_any && !env.args.dry_run {
+        let deepest = t.all_reduce_max(&[p.purged_depths()])[0];
+        for level in (1..=deepest).rev() {
+            p.remove_level(level);
+            t.barrier();
+        }
+    }
+    (outcome, p.budget_exhausted(), Vec::new())
+}
+
+fn run_dirtime<T: Transport + ?Sized>(
+    t: &mut T,
+    ctx: Ctx,
+    env: &Phases<'_>,
+    monitor: &mut dyn Monitor,
+) -> PhasesDone {
+    let seeds = root_seed(ctx.rank, dirtime::Item { rel: Vec::new() });
+    let p = Arc::new(dirtime::DirtimePass { ctx });
+    (env.run(t, p, seeds, monitor, 1), false, Vec::new())
+}
+
+pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
+    let started = Instant::now();
+    let rank = t.rank();
+    let size = t.size();
+    let host = hostname();
+    let Some(kind) = args.pass else {
+        eprintln!("lmpi: --pass is required (copy, delete or dirtime)");
+        return EXIT_USAGE;
+    };
+    let pass = kind.name();
+    let Prepared {
+        cfg,
+        roots,
+        excludes,
+        lustre,
+    } = match prepare(t, args, kind, &host) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -461,99 +603,22 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
     }
     let ctl = RunControl::new(cfg.threads_per_rank);
     let interval = Duration::from_secs(cfg.report_interval);
-    let opts = |epoch: u32, gate: bool| RunOpts {
-        epoch,
-        interval,
-        wait_for_start: gate,
-        seed: now ^ epoch as u64,
-    };
     let stats_pusher =
         crate::statsd::start_for_rank(&cfg.stats, pass, &host, rank, counters.clone(), interval);
 
-    let mut notes = Vec::new();
-    let mut outcome: RunOutcome;
-    let mut max_delete_hit = false;
-    match kind {
-        PassKind::Copy => {
-            let opts_c = copy::CopyOpts {
-                chunk_threshold: cfg.chunk_threshold,
-                chunk_size: cfg.chunk_size,
-                check_xattrs: cfg.check_xattrs,
-            };
-            let p = Arc::new(copy::CopyPass::new(ctx, opts_c, lustre.take()));
-            let seeds = root_seed(rank, copy::Item::Dir { rel: Vec::new() });
-            outcome = engine::run(
-                t,
-                p.clone(),
-                seeds,
-                &counters,
-                &ctl,
-                monitor,
-                &opts(1, args.wait_for_start),
-            );
-            // Phase 2: hardlink groups, each on the rank that collected it.
-            let groups = if outcome.stopped {
-                Vec::new()
-            } else {
-                p.take_link_groups()
-            };
-            if t.all_reduce_max(&[outcome.stopped as u64])[0] == 0 {
-                let o2 = engine::run(
-                    t,
-                    p.clone(),
-                    groups,
-                    &counters,
-                    &ctl,
-                    monitor,
-                    &opts(2, false),
-                );
-                outcome.stopped |= o2.stopped;
-            }
-            let abandoned = p.abandon_pending();
-            if abandoned > 0 {
-                notes.push(format!("rank {rank}: {abandoned} partly copied big files abandoned (temp files removed)"));
-            }
-        }
-        PassKind::Delete => {
-            let budget = args
-                .max_delete
-                .map(|m| m / size as u64 + u64::from((rank as u64) < m % size as u64));
-            let p = Arc::new(delete::DeletePass::new(ctx, budget));
-            let seeds = root_seed(rank, delete::Item::Dir { rel: Vec::new() });
-            outcome = engine::run(
-                t,
-                p.clone(),
-                seeds,
-                &counters,
-                &ctl,
-                monitor,
-                &opts(1, args.wait_for_start),
-            );
-            // Phase 2: emptied directories, deepest level first, all ranks in step.
-            let stopped_any = t.all_reduce_max(&[outcome.stopped as u64])[0] != 0;
-            if !stopped_any && !args.dry_run {
-                let deepest = t.all_reduce_max(&[p.purged_depths()])[0];
-                for level in (1..=deepest).rev() {
-                    p.remove_level(level);
-                    t.barrier();
-                }
-            }
-            max_delete_hit = p.budget_exhausted();
-        }
-        PassKind::Dirtime => {
-            let p = Arc::new(dirtime::DirtimePass { ctx });
-            let seeds = root_seed(rank, dirtime::Item { rel: Vec::new() });
-            outcome = engine::run(
-                t,
-                p,
-                seeds,
-                &counters,
-                &ctl,
-                monitor,
-                &opts(1, args.wait_for_start),
-            );
-        }
-    }
+    let env = Phases {
+        args,
+        cfg: &cfg,
+        counters: &counters,
+        ctl: &ctl,
+        interval,
+        seed: now,
+    };
+    let (outcome, max_delete_hit, notes) = match kind {
+        PassKind::Copy => run_copy(t, ctx, lustre, &env, monitor),
+        PassKind::Delete => run_delete(t, ctx, &env, monitor),
+        PassKind::Dirtime => run_dirtime(t, ctx, &env, monitor),
+    };
 
     let stats_ok = stats_pusher.map(|p| p.finish(&counters.snapshot()));
 
@@ -590,79 +655,86 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
         return exit_code;
     }
 
-    let mut per_rank = Vec::new();
-    let mut size_h = Histograms::default();
-    {
-        let (s, c) = (size_h.size.get_mut(), size_h.copy_us.get_mut());
-        if let (Ok(s), Ok(c)) = (s, c) {
-            for (r, bytes) in all.iter().enumerate() {
-                let mut rd = Reader::new(bytes);
-                let h = rd
-                    .bytes()
-                    .map(|b| String::from_utf8_lossy(b).into_owned())
-                    .unwrap_or_default();
-                let v: Vec<u64> = (0..Snapshot::KEYS.len())
-                    .map(|_| rd.u64().unwrap_or(0))
-                    .collect();
-                decode_hist_into(&mut rd, s);
-                decode_hist_into(&mut rd, c);
-                per_rank.push(RankFigures {
-                    rank: r,
-                    host: h,
-                    counters: Snapshot::from_slice(&v),
-                });
-            }
-        }
-    }
-    if stats_failed {
-        notes.push(
-            "stats could not be delivered to memcached (the pass itself is unaffected)".into(),
-        );
-    }
-    let wall = started.elapsed().as_secs_f64().max(1e-6);
-    let status_word = match exit_code {
-        EXIT_STOPPED => "stopped",
-        EXIT_MAX_DELETE => "max-delete reached",
-        EXIT_ERRORS => "incomplete",
-        _ => "complete",
-    };
     let summary = Summary {
         pass: pass.into(),
-        status: status_word.into(),
+        status: match exit_code {
+            EXIT_STOPPED => "stopped",
+            EXIT_MAX_DELETE => "max-delete reached",
+            EXIT_ERRORS => "incomplete",
+            _ => "complete",
+        }
+        .into(),
         exit_code,
         ranks: size,
         threads_per_rank: cfg.threads_per_rank,
-        wall_seconds: wall,
+        wall_seconds: started.elapsed().as_secs_f64().max(1e-6),
         totals,
-        bytes_per_second: totals.data as f64 / wall,
-        files_per_second: totals.files as f64 / wall,
-        file_size_bytes: size_h
-            .size
-            .get_mut()
-            .map(|h| Percentiles::of(h))
-            .unwrap_or_default(),
-        copy_time_us: size_h
-            .copy_us
-            .get_mut()
-            .map(|h| Percentiles::of(h))
-            .unwrap_or_default(),
         error_log: Some(log_path.display().to_string()),
-        per_rank,
         notes,
+        ..Default::default()
     };
-    crate::report::say(&summary.text());
+    report_on_rank_zero(summary, &all, stats_failed, args.report.as_deref());
     if let Ok(mut s) = status.lock() {
         s.state = "done".into();
     }
-    if let Some(path) = &args.report {
+    exit_code
+}
+
+/// Rank 0: fold every rank's figures and histograms into the summary, print
+/// it, and write the JSON report if asked.
+fn report_on_rank_zero(
+    mut summary: Summary,
+    all: &[Vec<u8>],
+    stats_failed: bool,
+    json: Option<&Path>,
+) {
+    let mut hist = Histograms::default();
+    if let (Ok(s), Ok(c)) = (hist.size.get_mut(), hist.copy_us.get_mut()) {
+        for (r, bytes) in all.iter().enumerate() {
+            let mut rd = Reader::new(bytes);
+            let host = rd
+                .bytes()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            let v: Vec<u64> = (0..Snapshot::KEYS.len())
+                .map(|_| rd.u64().unwrap_or(0))
+                .collect();
+            decode_hist_into(&mut rd, s);
+            decode_hist_into(&mut rd, c);
+            summary.per_rank.push(RankFigures {
+                rank: r,
+                host,
+                counters: Snapshot::from_slice(&v),
+            });
+        }
+    }
+    if stats_failed {
+        summary.notes.push(
+            "stats could not be delivered to memcached (the pass itself is unaffected)".into(),
+        );
+    }
+    let wall = summary.wall_seconds;
+    summary.bytes_per_second = summary.totals.data as f64 / wall;
+    summary.files_per_second = summary.totals.files as f64 / wall;
+    summary.file_size_bytes = hist
+        .size
+        .get_mut()
+        .map(|h| Percentiles::of(h))
+        .unwrap_or_default();
+    summary.copy_time_us = hist
+        .copy_us
+        .get_mut()
+        .map(|h| Percentiles::of(h))
+        .unwrap_or_default();
+    report::say(&summary.text());
+    if let Some(path) = json {
         match serde_json::to_vec_pretty(&summary) {
-            Ok(json) => {
-                if let Err(e) = std::fs::write(path, json) {
+            Ok(bytes) => {
+                if let Err(e) = std::fs::write(path, bytes) {
                     eprintln!("lmpi: cannot write report {}: {e}", path.display());
                 }
             }
             Err(e) => eprintln!("lmpi: cannot encode report: {e}"),
         }
     }
-    exit_code
 }
