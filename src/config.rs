@@ -16,6 +16,11 @@ pub enum ConfigError {
     },
     #[error("{path}: {msg}")]
     Parse { path: String, msg: String },
+    #[error("key `exclude_file`: {path}: cannot read: {source}")]
+    ExcludeFile {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: key `{key}`: {msg}")]
     Value {
         path: String,
@@ -140,7 +145,7 @@ impl Config {
             .map(|p| p.clone().into_os_string().into_vec())
             .collect();
         if let Some(f) = &self.exclude_file {
-            let data = std::fs::read(f).map_err(|source| ConfigError::Read {
+            let data = std::fs::read(f).map_err(|source| ConfigError::ExcludeFile {
                 path: f.display().to_string(),
                 source,
             })?;

@@ -1,7 +1,16 @@
 //! The old config's filters: `oldest_date` (atime), `newest_date` (mtime) and
 //! excluded path prefixes.
 
-use crate::fsops::{Kind, Stat};
+use crate::fsops::{self, Kind, Stat};
+
+/// An absolute exclude that is not under the source root would match nothing:
+/// most likely the old `exceptions` file written for another mount point.
+#[derive(Debug, thiserror::Error)]
+#[error("exclude {}: not under the source root {}; give it relative to the source root or absolute under it", fsops::show(.prefix), fsops::show(.root))]
+pub struct OutsideRoot {
+    pub prefix: Vec<u8>,
+    pub root: Vec<u8>,
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
@@ -22,29 +31,30 @@ impl Filter {
         newest: u64,
         excludes: &[Vec<u8>],
         src_root: &[u8],
-    ) -> Filter {
+    ) -> Result<Filter, OutsideRoot> {
         let root = trim_slashes(src_root);
-        let excludes = excludes
-            .iter()
-            .map(|p| {
-                let t = trim_slashes(p);
-                if p.starts_with(b"/")
-                    && !root.is_empty()
-                    && t.starts_with(root)
-                    && (t.len() == root.len() || t[root.len()] == b'/')
-                {
-                    trim_slashes(&t[root.len()..]).to_vec()
-                } else {
-                    t.to_vec()
-                }
-            })
-            .filter(|p| !p.is_empty())
-            .collect();
-        Filter {
+        let mut rel = Vec::new();
+        for p in excludes {
+            let t = trim_slashes(p);
+            if !p.starts_with(b"/") {
+                rel.push(t.to_vec());
+            } else if root.is_empty()
+                || (t.starts_with(root) && (t.len() == root.len() || t[root.len()] == b'/'))
+            {
+                rel.push(trim_slashes(&t[root.len()..]).to_vec());
+            } else {
+                return Err(OutsideRoot {
+                    prefix: p.clone(),
+                    root: src_root.to_vec(),
+                });
+            }
+        }
+        rel.retain(|p| !p.is_empty());
+        Ok(Filter {
             atime_before: (oldest > 0).then(|| now - oldest as i64),
             mtime_after: (newest > 0).then(|| now - newest as i64),
-            excludes,
-        }
+            excludes: rel,
+        })
     }
 
     pub fn has_excludes(&self) -> bool {
@@ -95,12 +105,22 @@ mod tests {
             0,
             &[b"a/b".to_vec(), b"/mnt/src/x/".to_vec()],
             b"/mnt/src",
-        );
+        )
+        .unwrap();
         assert!(f.excluded(b"a/b"));
         assert!(f.excluded(b"a/b/c"));
         assert!(!f.excluded(b"a/bc"));
         assert!(!f.excluded(b"a"));
         assert!(f.excluded(b"x/y"));
         assert!(!f.excluded(b"xy"));
+        let e = Filter::new(0, 0, 0, &[b"/etc\xff".to_vec()], b"/mnt/src").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "exclude /etc\\xff: not under the source root /mnt/src; give it relative to the source root or absolute under it"
+        );
+        assert!(Filter::new(0, 0, 0, &[b"/mnt/srcx".to_vec()], b"/mnt/src").is_err());
+        // A source root of / holds every absolute path.
+        let f = Filter::new(0, 0, 0, &[b"/etc".to_vec()], b"/").unwrap();
+        assert!(f.excluded(b"etc/passwd"));
     }
 }

@@ -309,18 +309,19 @@ fn root_seed<I>(rank: usize, item: I) -> Vec<I> {
 struct Prepared {
     cfg: Config,
     roots: Roots,
-    excludes: Vec<Vec<u8>>,
+    filter: Filter,
     lustre: Option<crate::lustre::Lustre>,
 }
 
 /// What a pass needs before it may touch anything: the config, both roots
-/// open, the exclude list and, for a copy, Lustre. Every rank checks; all
+/// open, the filters and, for a copy, Lustre. Every rank checks; all
 /// must agree, or every rank returns the same exit status.
 fn prepare<T: Transport + ?Sized>(
     t: &mut T,
     args: &PassArgs,
     kind: PassKind,
     host: &str,
+    now: u64,
 ) -> Result<Prepared, i32> {
     let rank = t.rank();
 
@@ -328,8 +329,19 @@ fn prepare<T: Transport + ?Sized>(
     let setup = load_config(args)
         .and_then(|cfg| open_roots(&cfg).map(|r| (cfg, r)))
         .and_then(|(cfg, r)| {
-            let filter_ex = cfg.exclude_prefixes().map_err(|e| e.to_string())?;
-            Ok((cfg, r, filter_ex))
+            let excludes = cfg.exclude_prefixes().map_err(|e| e.to_string())?;
+            // Absolute excludes are matched against the source root as given
+            // (made absolute, symlinks kept), like the old `exceptions` file.
+            let root = std::path::absolute(&r.src_path).unwrap_or_else(|_| r.src_path.clone());
+            let filter = Filter::new(
+                now as i64,
+                cfg.oldest_date,
+                cfg.newest_date,
+                &excludes,
+                root.as_os_str().as_bytes(),
+            )
+            .map_err(|e| e.to_string())?;
+            Ok((cfg, r, filter))
         });
     let bad = setup.is_err() as u64;
     if t.all_reduce_max(&[bad])[0] != 0 {
@@ -341,7 +353,7 @@ fn prepare<T: Transport + ?Sized>(
         }
         return Err(EXIT_USAGE);
     }
-    let Ok((cfg, roots, excludes)) = setup else {
+    let Ok((cfg, roots, filter)) = setup else {
         return Err(EXIT_USAGE);
     };
 
@@ -384,7 +396,7 @@ fn prepare<T: Transport + ?Sized>(
     Ok(Prepared {
         cfg,
         roots,
-        excludes,
+        filter,
         lustre,
     })
 }
@@ -507,19 +519,19 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
         return EXIT_USAGE;
     };
     let pass = kind.name();
-    let Prepared {
-        cfg,
-        roots,
-        excludes,
-        lustre,
-    } = match prepare(t, args, kind, &host) {
-        Ok(v) => v,
-        Err(code) => return code,
-    };
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
+    let Prepared {
+        cfg,
+        roots,
+        filter,
+        lustre,
+    } = match prepare(t, args, kind, &host, now) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
     // The job id names the error log and answers `lmpi ctl --job`: LMPI_JOB_ID,
     // else Slurm's, else the start time (agreed by all ranks).
     let job = match std::env::var("LMPI_JOB_ID").or_else(|_| std::env::var("SLURM_JOB_ID")) {
@@ -542,13 +554,6 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
         &dst_b,
         Some(&log_path),
         counters.clone(),
-    );
-    let filter = Filter::new(
-        now as i64,
-        cfg.oldest_date,
-        cfg.newest_date,
-        &excludes,
-        &src_b,
     );
     let ctx = Ctx {
         src: roots.src,

@@ -312,6 +312,40 @@ fn bad_input_gives_one_line_errors() {
     one_line(&out, "threads_per_rank");
     let (_, _, out) = pass(Launch::Alone, "copy", &src, &dst, &["--threads", "0"]);
     one_line(&out, "threads_per_rank");
+    // An absolute exclude outside the source would silently match nothing.
+    let (_, _, out) = pass(
+        Launch::Alone,
+        "copy",
+        &src,
+        &dst,
+        &["--exclude", "/old/mount/scratch"],
+    );
+    one_line(
+        &out,
+        "exclude /old/mount/scratch: not under the source root",
+    );
+    std::fs::write(&cfg, "exclude_file = \"/no/such/exceptions\"\n").unwrap();
+    let (_, _, out) = pass(
+        Launch::Alone,
+        "copy",
+        &src,
+        &dst,
+        &["--config", cfg.to_str().unwrap()],
+    );
+    one_line(&out, "key `exclude_file`: /no/such/exceptions: cannot read");
+    // Absolute under the source root (as the old exceptions file had them) is fine.
+    let inner = src.join("inner");
+    let (code, _, out) = pass(
+        Launch::Alone,
+        "copy",
+        &src,
+        &dst,
+        &["--exclude", inner.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{}", text(&out));
+    assert!(!dst.join("inner").exists());
+    std::fs::remove_dir(&dst).unwrap();
+    std::fs::create_dir(&dst).unwrap();
     // srun without an MPI plugin would start N independent copies: refused.
     let out = std::process::Command::new(bin())
         .args(["--pass", "copy", "--source"])
