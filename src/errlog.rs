@@ -56,6 +56,11 @@ impl ErrorLog {
         }
     }
 
+    /// Whether the log file opened (else errors go to stderr only).
+    pub fn has_file(&self) -> bool {
+        self.file.is_some()
+    }
+
     pub fn quiet(mut self, q: bool) -> Self {
         self.quiet = q;
         self

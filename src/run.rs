@@ -555,6 +555,7 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
         Some(&log_path),
         counters.clone(),
     );
+    let log_missing = !log.has_file();
     let ctx = Ctx {
         src: roots.src,
         dst: roots.dst,
@@ -634,8 +635,16 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
         outcome.stopped as u64,
         max_delete_hit as u64,
         (stats_ok == Some(false)) as u64,
+        log_missing as u64,
     ]);
     let (stopped, max_hit, stats_failed) = (flags[0] != 0, flags[1] != 0, flags[2] != 0);
+    let mut notes = notes;
+    if flags[3] != 0 {
+        notes.push(format!(
+            "the error log {} could not be opened on some ranks: their errors went to stderr only",
+            log_path.display()
+        ));
+    }
     let exit_code = if stopped {
         EXIT_STOPPED
     } else if max_hit {

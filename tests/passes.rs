@@ -480,3 +480,28 @@ fn check_xattrs_fixes_xattr_and_acl_changes_without_copying() {
         assert_eq!(total(&rep, "meta"), 0, "{}", text(&out));
     }
 }
+
+#[test]
+fn an_unopenable_error_log_is_said_and_the_pass_goes_on() {
+    let (tmp, src, dst) = src_and_dst();
+    std::fs::write(src.join("f"), b"x").unwrap();
+    let log = tmp.path().join("no/such/dir/e.log");
+    let out = lmpi(
+        Launch::Alone,
+        &[
+            "--pass".as_ref(),
+            "copy".as_ref(),
+            "--source".as_ref(),
+            src.as_os_str(),
+            "--target".as_ref(),
+            dst.as_os_str(),
+            "--error-log".as_ref(),
+            log.as_os_str(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(dst.join("f").exists());
+    let all = text(&out);
+    assert!(all.contains("cannot open error log"), "{all}");
+    assert!(all.contains("errors went to stderr only"), "{all}");
+}
