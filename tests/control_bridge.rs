@@ -369,6 +369,12 @@ fn old_celery_commands_still_work() {
         );
         std::thread::sleep(Duration::from_millis(300));
     }
+    let o = celery(&cli, &app, &[&["inspect", "stats"][..], &d].concat());
+    assert!(
+        stdout(&o).contains("max-concurrency") && stdout(&o).contains("\"pass\": \"copy\""),
+        "{}",
+        text(&o)
+    );
     let o = celery(
         &cli,
         &app,
