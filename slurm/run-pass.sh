@@ -40,6 +40,10 @@ for pass in "$@"; do
     wait "$pid"; rc=$?
     # A trapped signal interrupts `wait`; wait again for the real status.
     while kill -0 "$pid" 2>/dev/null; do wait "$pid"; rc=$?; done
+    if [ "$rc" -eq 4 ]; then
+        echo "lmpi: job $job: pass $pass STOPPED (exit status 4); later passes not run; resubmit to resume" >&2
+        exit 4
+    fi
     if [ "$rc" -ne 0 ]; then
         echo "lmpi: job $job: pass $pass FAILED with exit status $rc; later passes not run" >&2
         exit "$rc"

@@ -224,6 +224,7 @@ fn scancel_mid_copy_then_resubmit() {
     }
     let log = std::fs::read_to_string(&out_file).unwrap_or_default();
     assert!(log.contains("STOPPED"), "graceful stop expected:\n{log}");
+    assert!(log.contains("pass copy STOPPED (exit status 4)"), "{log}");
     for e in std::fs::read_dir(&dst).unwrap() {
         let n = e.unwrap().file_name();
         assert!(
@@ -310,5 +311,40 @@ fn two_node_shaped_job_with_mpirun_inside() {
     let (code, _, o) = pass(Launch::Alone, "dirtime", &src, &dst, &[]);
     assert_eq!(code, 0, "{}", text(&o));
     let diffs = compare_trees(&src, &dst, true);
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+}
+
+/// `--signal=TERM@120` in the sbatch files: Slurm's warning before a time
+/// limit reaches the ranks, which stop gracefully; resubmitting converges.
+#[test]
+fn time_limit_warning_signal_stops_gracefully() {
+    let _g = CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
+    if !cluster_up() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst, work) = setup(tmp.path());
+    tree(&src, 10, 400);
+    let shim = shim();
+    // A 1-minute limit with the warning 50 s before it: the signal comes
+    // about 10 s in, long before the slowed-down copy could finish.
+    let (out, log) = sbatch(
+        "copy.sbatch",
+        &src,
+        &dst,
+        &work,
+        &[
+            ("LD_PRELOAD", shim.to_str().unwrap()),
+            ("LMPI_FAULT_SLOW", "slowfile"),
+            ("LMPI_FAULT_SLOW_US", "50000"),
+        ],
+        &["--ntasks=2", "--time=1", "--signal=TERM@50"],
+    );
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("lmpi copy: STOPPED"), "{log}");
+    assert!(log.contains("pass copy STOPPED (exit status 4)"), "{log}");
+    let (out, log) = sbatch("copy.sbatch", &src, &dst, &work, &[], &["--ntasks=2"]);
+    assert!(out.status.success(), "{}\n{log}", text(&out));
+    let diffs = compare_trees(&src, &dst, false);
     assert!(diffs.is_empty(), "{}", diffs.join("\n"));
 }
