@@ -97,8 +97,7 @@ impl Config {
     pub fn parse(text: &str, shown: &str) -> Result<Config, ConfigError> {
         let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: shown.to_string(),
-            // toml's message spans several lines (with a caret excerpt): keep it to one.
-            msg: one_line(&e.to_string()),
+            msg: toml_one_line(text, &e),
         })?;
         cfg.validate(shown)?;
         Ok(cfg)
@@ -158,6 +157,29 @@ impl Config {
         }
         Ok(out)
     }
+}
+
+/// toml's own message spans several lines with a caret excerpt; say it as
+/// `line N: <message>: `<that line>``.
+fn toml_one_line(text: &str, e: &toml::de::Error) -> String {
+    let msg = one_line(e.message());
+    let Some(start) = e.span().map(|s| s.start) else {
+        return msg;
+    };
+    let before = text.get(..start).unwrap_or(text);
+    let n = before.matches('\n').count();
+    let line: String = text
+        .lines()
+        .nth(n)
+        .unwrap_or("")
+        .trim()
+        .chars()
+        .take(80)
+        .collect();
+    if line.is_empty() {
+        return format!("line {}: {msg}", n + 1);
+    }
+    format!("line {}: {msg}: `{line}`", n + 1)
 }
 
 pub fn one_line(s: &str) -> String {

@@ -40,6 +40,21 @@ fn errors_name_key_and_file() {
         );
         assert!(!err.contains('\n'), "one line: {err}");
     }
+    // Syntax and type errors say where, once.
+    let err = Config::parse("a_comment = 1\n", "/etc/x.toml")
+        .expect_err("unknown key")
+        .to_string();
+    assert!(
+        err.starts_with("/etc/x.toml: line 1: unknown field `a_comment`"),
+        "{err}"
+    );
+    let err = Config::parse("# ok\nthreads_per_rank = \"many\"\n", "/etc/x.toml")
+        .expect_err("type")
+        .to_string();
+    assert_eq!(
+        err,
+        "/etc/x.toml: line 2: invalid type: string \"many\", expected usize: `threads_per_rank = \"many\"`"
+    );
 }
 
 mod fuzz {
