@@ -620,7 +620,7 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
         interval,
         seed: now,
     };
-    let (outcome, max_delete_hit, notes) = match kind {
+    let (outcome, max_delete_hit, mut notes) = match kind {
         PassKind::Copy => run_copy(t, ctx, lustre, &env, monitor),
         PassKind::Delete => run_delete(t, ctx, &env, monitor),
         PassKind::Dirtime => run_dirtime(t, ctx, &env, monitor),
@@ -637,8 +637,12 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
         (stats_ok == Some(false)) as u64,
         log_missing as u64,
     ]);
-    let (stopped, max_hit, stats_failed) = (flags[0] != 0, flags[1] != 0, flags[2] != 0);
-    let mut notes = notes;
+    let (stopped, max_hit) = (flags[0] != 0, flags[1] != 0);
+    if flags[2] != 0 {
+        notes.push(
+            "stats could not be delivered to memcached (the pass itself is unaffected)".into(),
+        );
+    }
     if flags[3] != 0 {
         notes.push(format!(
             "the error log {} could not be opened on some ranks: their errors went to stderr only",
@@ -687,7 +691,7 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
         notes,
         ..Default::default()
     };
-    report_on_rank_zero(summary, &all, stats_failed, args.report.as_deref());
+    report_on_rank_zero(summary, &all, args.report.as_deref());
     if let Ok(mut s) = status.lock() {
         s.state = "done".into();
     }
@@ -696,12 +700,7 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
 
 /// Rank 0: fold every rank's figures and histograms into the summary, print
 /// it, and write the JSON report if asked.
-fn report_on_rank_zero(
-    mut summary: Summary,
-    all: &[Vec<u8>],
-    stats_failed: bool,
-    json: Option<&Path>,
-) {
+fn report_on_rank_zero(mut summary: Summary, all: &[Vec<u8>], json: Option<&Path>) {
     let mut hist = Histograms::default();
     if let (Ok(s), Ok(c)) = (hist.size.get_mut(), hist.copy_us.get_mut()) {
         for (r, bytes) in all.iter().enumerate() {
@@ -721,11 +720,6 @@ fn report_on_rank_zero(
                 counters: Snapshot::from_slice(&v),
             });
         }
-    }
-    if stats_failed {
-        summary.notes.push(
-            "stats could not be delivered to memcached (the pass itself is unaffected)".into(),
-        );
     }
     let wall = summary.wall_seconds;
     summary.bytes_per_second = summary.totals.data as f64 / wall;

@@ -291,24 +291,21 @@ fn bad_input_gives_one_line_errors() {
     let (_, _, out) = pass(Launch::Alone, "copy", &src, &src.join("inner"), &[]);
     one_line(&out, "nested");
     let cfg = tmp.path().join("bad.toml");
-    std::fs::write(&cfg, "threads_per_rank = 8\nbogus_key = 1\n").unwrap();
-    let (_, _, out) = pass(
-        Launch::Alone,
-        "copy",
-        &src,
-        &dst,
-        &["--config", cfg.to_str().unwrap()],
-    );
+    let with_config = |text: &str| {
+        std::fs::write(&cfg, text).unwrap();
+        pass(
+            Launch::Alone,
+            "copy",
+            &src,
+            &dst,
+            &["--config", cfg.to_str().unwrap()],
+        )
+        .2
+    };
+    let out = with_config("threads_per_rank = 8\nbogus_key = 1\n");
     one_line(&out, "bogus_key");
     one_line(&out, "bad.toml");
-    std::fs::write(&cfg, "threads_per_rank = 0\n").unwrap();
-    let (_, _, out) = pass(
-        Launch::Alone,
-        "copy",
-        &src,
-        &dst,
-        &["--config", cfg.to_str().unwrap()],
-    );
+    let out = with_config("threads_per_rank = 0\n");
     one_line(&out, "threads_per_rank");
     let (_, _, out) = pass(Launch::Alone, "copy", &src, &dst, &["--threads", "0"]);
     one_line(&out, "threads_per_rank");
@@ -324,14 +321,7 @@ fn bad_input_gives_one_line_errors() {
         &out,
         "exclude /old/mount/scratch: not under the source root",
     );
-    std::fs::write(&cfg, "exclude_file = \"/no/such/exceptions\"\n").unwrap();
-    let (_, _, out) = pass(
-        Launch::Alone,
-        "copy",
-        &src,
-        &dst,
-        &["--config", cfg.to_str().unwrap()],
-    );
+    let out = with_config("exclude_file = \"/no/such/exceptions\"\n");
     one_line(&out, "key `exclude_file`: /no/such/exceptions: cannot read");
     // Absolute under the source root (as the old exceptions file had them) is fine.
     let inner = src.join("inner");

@@ -482,31 +482,36 @@ impl CopyPass {
         d: &Stat,
     ) -> Res<()> {
         let c = &self.ctx;
-        let meta_ok = same_meta(s, d);
         let (src, dst) = (At::name(sd, name), At::name(dd, name));
-        let xattrs_ok = !self.opts.check_xattrs || !self.sync_xattrs(src, dst, false)?;
-        if meta_ok && xattrs_ok {
-            c.bump(&c.counters.uptodate, 1);
-            return Ok(());
-        }
-        if c.dry_run {
-            let what = if meta_ok { "xattrs" } else { "owner/mode" };
-            crate::report::say(&format!("would fix {what}: {}", fsops::show(rel)));
-            return Ok(());
-        }
-        if !meta_ok {
+        if !same_meta(s, d) {
+            if c.dry_run {
+                crate::report::say(&format!("would fix owner/mode: {}", fsops::show(rel)));
+                return Ok(());
+            }
             if s.uid != d.uid || s.gid != d.gid {
                 on_dst(fsops::chown_at(dd, name, s.uid, s.gid))?;
             }
             if s.kind != Kind::Symlink {
                 on_dst(fsops::chmod_at(dd, name, s.perm))?;
             }
+            // After chmod: it rewrites the ACL mask, which the sync then checks.
+            if self.opts.check_xattrs {
+                self.sync_xattrs(src, dst, true)?;
+            }
+            c.bump(&c.counters.meta, 1);
+            return Ok(());
         }
-        // After chmod: it rewrites the ACL mask, which the sync then checks.
-        if self.opts.check_xattrs {
-            self.sync_xattrs(src, dst, true)?;
+        // Owner and mode match: only xattrs can differ, and only if asked to
+        // look. One read of each side both compares and fixes.
+        if self.opts.check_xattrs && self.sync_xattrs(src, dst, !c.dry_run)? {
+            if c.dry_run {
+                crate::report::say(&format!("would fix xattrs: {}", fsops::show(rel)));
+            } else {
+                c.bump(&c.counters.meta, 1);
+            }
+            return Ok(());
         }
-        c.bump(&c.counters.meta, 1);
+        c.bump(&c.counters.uptodate, 1);
         Ok(())
     }
 
