@@ -39,7 +39,21 @@ impl OsError {
 
 pub type Res<T> = Result<T, OsError>;
 
+/// Not a kernel errno (those stay below 4096): an entry or directory is not
+/// the inode its parent's listing saw, so someone changed it during the pass.
+pub const ECHANGED: i32 = 4096;
+
+pub fn changed(op: &'static str) -> OsError {
+    OsError {
+        op,
+        errno: ECHANGED,
+    }
+}
+
 pub fn strerror(errno: i32) -> String {
+    if errno == ECHANGED {
+        return "changed during the pass (not what its parent's listing saw); left alone".into();
+    }
     std::io::Error::from_raw_os_error(errno)
         .to_string()
         .split(" (os error")
@@ -171,7 +185,34 @@ pub struct Stat {
     pub mtime: Time,
 }
 
+/// Which inode an entry is: what a listing saw, checked again after every
+/// open so a rename race cannot substitute another directory or file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub struct Ident {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl Ident {
+    pub fn encode(&self, w: &mut crate::wire::Writer) {
+        w.u64(self.dev).u64(self.ino);
+    }
+    pub fn decode(r: &mut crate::wire::Reader<'_>) -> Result<Ident, crate::wire::Malformed> {
+        Ok(Ident {
+            dev: r.u64()?,
+            ino: r.u64()?,
+        })
+    }
+}
+
 impl Stat {
+    pub fn ident(&self) -> Ident {
+        Ident {
+            dev: self.dev,
+            ino: self.ino,
+        }
+    }
+
     /// Might the file have holes? Cheap test that saves two lseeks on dense files.
     pub fn maybe_sparse(&self) -> bool {
         self.blocks.saturating_mul(512) < self.size
@@ -277,16 +318,46 @@ pub fn open_dir_at(dir: BorrowedFd, name: &[u8]) -> Res<OwnedFd> {
     )
 }
 
-/// Open directory `rel` below `root`. Paths longer than PATH_MAX are opened in
-/// pieces, so any depth works; the last component never follows a symlink.
+/// How multi-component paths below a root are resolved.
+const RESOLVE_UNKNOWN: u8 = 0;
+const RESOLVE_OPENAT2: u8 = 1;
+const RESOLVE_WALK: u8 = 2;
+static RESOLVER: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(RESOLVE_UNKNOWN);
+
+/// openat2 (Linux 5.6+) where the kernel has it; else one `openat` per
+/// component (RHEL 8's 4.18). `LMPI_RESOLVE=walk` forces the second, so
+/// tests cover it on new kernels too.
+fn resolver() -> u8 {
+    use std::sync::atomic::Ordering;
+    match RESOLVER.load(Ordering::Relaxed) {
+        RESOLVE_UNKNOWN => {
+            let r = match std::env::var_os("LMPI_RESOLVE") {
+                Some(v) if v == "walk" => RESOLVE_WALK,
+                _ => RESOLVE_OPENAT2,
+            };
+            RESOLVER.store(r, Ordering::Relaxed);
+            r
+        }
+        r => r,
+    }
+}
+
+/// Open directory `rel` below `root` without following a symlink in ANY
+/// component and without leaving `root` (no `..`, no absolute path). Users
+/// own parts of both trees and can swap a directory for a symlink at any
+/// moment; `O_NOFOLLOW` alone guards only the last component.
 pub fn open_dir_beneath(root: BorrowedFd, rel: &[u8]) -> Res<OwnedFd> {
     if rel.is_empty() {
         return open_dir_at(root, b".");
     }
-    const STEP: usize = 3000;
-    if rel.len() <= STEP {
-        return open_dir_at(root, rel);
+    if rel.starts_with(b"/") || rel.split(|&b| b == b'/').any(|c| c == b".." || c.is_empty()) {
+        return Err(OsError {
+            op: "open",
+            errno: libc::EINVAL,
+        });
     }
+    // openat2 takes at most PATH_MAX; deeper trees are opened in pieces.
+    const STEP: usize = 3000;
     let mut cur: Option<OwnedFd> = None;
     let mut rest = rel;
     while !rest.is_empty() {
@@ -301,16 +372,61 @@ pub fn open_dir_beneath(root: BorrowedFd, rel: &[u8]) -> Res<OwnedFd> {
                     errno: libc::ENAMETOOLONG,
                 })?
         };
-        let piece = &rest[..cut];
         let base = cur.as_ref().map(|f| f.as_fd_b()).unwrap_or(root);
-        let next = open_dir_at(base, piece)?;
-        cur = Some(next);
+        cur = Some(open_dir_piece(base, &rest[..cut])?);
         rest = rest.get(cut + 1..).unwrap_or(&[]);
     }
     cur.ok_or(OsError {
         op: "open",
         errno: libc::EINVAL,
     })
+}
+
+fn open_dir_piece(base: BorrowedFd, piece: &[u8]) -> Res<OwnedFd> {
+    use std::sync::atomic::Ordering;
+    if resolver() == RESOLVE_OPENAT2 {
+        match openat2_dir(base, piece) {
+            Err(e) if e.errno == libc::ENOSYS => RESOLVER.store(RESOLVE_WALK, Ordering::Relaxed),
+            r => return r,
+        }
+    }
+    let mut cur: Option<OwnedFd> = None;
+    for comp in piece.split(|&b| b == b'/') {
+        let at = cur.as_ref().map(|f| f.as_fd_b()).unwrap_or(base);
+        cur = Some(open_dir_at(at, comp)?);
+    }
+    cur.ok_or(OsError {
+        op: "open",
+        errno: libc::EINVAL,
+    })
+}
+
+fn openat2_dir(base: BorrowedFd, path: &[u8]) -> Res<OwnedFd> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let resolve =
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let open = |f: OFlags| rustix::fs::openat2(base, path, f, Mode::empty(), resolve);
+    let r = match open(flags | OFlags::NOATIME) {
+        // O_NOATIME needs ownership or CAP_FOWNER, as in `open_raw`.
+        Err(e) if e == rustix::io::Errno::PERM => open(flags),
+        r => r,
+    };
+    r.map_err(|e| OsError {
+        op: "open",
+        errno: e.raw_os_error(),
+    })
+}
+
+/// `open_dir_beneath`, then check that the directory is still the inode
+/// the parent's listing saw (`want`; None: the root itself, or not known).
+pub fn open_dir_checked(root: BorrowedFd, rel: &[u8], want: Option<Ident>) -> Res<(OwnedFd, Stat)> {
+    let fd = open_dir_beneath(root, rel)?;
+    let st = fstat(fd.as_fd_b())?;
+    match want {
+        Some(w) if w != st.ident() => Err(changed("open")),
+        _ => Ok((fd, st)),
+    }
 }
 
 trait AsFdB {
@@ -323,14 +439,82 @@ impl AsFdB for OwnedFd {
     }
 }
 
-pub fn open_read_at(dir: BorrowedFd, name: &[u8]) -> Res<OwnedFd> {
+/// Open regular file `name` for reading and check it is the file `want`
+/// (from an lstat or a listing). O_NONBLOCK: a FIFO swapped in for a file
+/// must fail the check, not block the open forever.
+pub fn open_read_checked(dir: BorrowedFd, name: &[u8], want: Ident) -> Res<(OwnedFd, Stat)> {
     let c = cstr("open", name)?;
-    open_raw(
+    let fd = open_raw(
         dir.as_raw_fd(),
         &c,
-        libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NOATIME,
+        libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NOATIME | libc::O_NONBLOCK | libc::O_NOCTTY,
         0,
-    )
+    )?;
+    let st = fstat(fd.as_fd_b())?;
+    if st.kind != Kind::File || st.ident() != want {
+        return Err(changed("open"));
+    }
+    Ok((fd, st))
+}
+
+/// Open our own temp file `name` for writing and check it is still the file
+/// we created (`want`): the target directory may belong to a user.
+pub fn open_write_checked(dir: BorrowedFd, name: &[u8], want: Ident) -> Res<OwnedFd> {
+    let c = cstr("open", name)?;
+    let fd = open_raw(
+        dir.as_raw_fd(),
+        &c,
+        libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY,
+        0,
+    )?;
+    let st = fstat(fd.as_fd_b())?;
+    if st.kind != Kind::File || st.ident() != want {
+        return Err(changed("open"));
+    }
+    Ok(fd)
+}
+
+/// An entry held by an `O_PATH` fd and checked to be the inode an lstat
+/// saw: owner and mode changes land on that inode, never on whatever the
+/// name points to a moment later (a symlink to /etc, a hardlink).
+pub struct Pinned {
+    fd: OwnedFd,
+    pub st: Stat,
+}
+
+/// Pin `name` in `dir`; with `want`, it must be that inode (else ECHANGED).
+pub fn pin_at(dir: BorrowedFd, name: &[u8], want: Option<Ident>) -> Res<Pinned> {
+    let c = cstr("open", name)?;
+    let fd = open_raw(dir.as_raw_fd(), &c, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+    let st = fstat(fd.as_fd_b())?;
+    if want.is_some_and(|w| w != st.ident()) {
+        return Err(changed("open"));
+    }
+    Ok(Pinned { fd, st })
+}
+
+impl Pinned {
+    pub fn chown(&self, uid: u32, gid: u32) -> Res<()> {
+        // SAFETY: valid fd and an empty C string; AT_EMPTY_PATH acts on the fd's inode.
+        check("chown", unsafe {
+            libc::fchownat(self.fd.as_raw_fd(), c"".as_ptr(), uid, gid, libc::AT_EMPTY_PATH)
+        })
+        .map(drop)
+    }
+
+    /// Symlinks have no mode of their own on Linux: refused, never followed.
+    pub fn chmod(&self, perm: u32) -> Res<()> {
+        if self.st.kind == Kind::Symlink {
+            return Err(OsError {
+                op: "chmod",
+                errno: libc::EOPNOTSUPP,
+            });
+        }
+        // fchmod refuses O_PATH fds; the fd's /proc link reaches exactly its inode.
+        let p = cstr("chmod", format!("/proc/self/fd/{}", self.fd.as_raw_fd()).as_bytes())?;
+        // SAFETY: valid C string.
+        check("chmod", unsafe { libc::chmod(p.as_ptr(), perm) }).map(drop)
+    }
 }
 
 /// Create a new file; fails if `name` exists (never truncates something else).
@@ -345,9 +529,16 @@ pub fn create_at(dir: BorrowedFd, name: &[u8], perm: u32) -> Res<OwnedFd> {
     .map_err(|e| OsError { op: "create", ..e })
 }
 
-pub fn open_write_at(dir: BorrowedFd, name: &[u8]) -> Res<OwnedFd> {
+/// Open `name` for reading without following a symlink or blocking on a
+/// FIFO. Callers that move data use `open_read_checked`.
+pub fn open_read_at(dir: BorrowedFd, name: &[u8]) -> Res<OwnedFd> {
     let c = cstr("open", name)?;
-    open_raw(dir.as_raw_fd(), &c, libc::O_WRONLY | libc::O_NOFOLLOW, 0)
+    open_raw(
+        dir.as_raw_fd(),
+        &c,
+        libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NOATIME | libc::O_NONBLOCK | libc::O_NOCTTY,
+        0,
+    )
 }
 
 pub fn mkdir_at(dir: BorrowedFd, name: &[u8], perm: u32) -> Res<()> {
@@ -458,14 +649,6 @@ pub fn chown_at(dir: BorrowedFd, name: &[u8], uid: u32, gid: u32) -> Res<()> {
             gid,
             libc::AT_SYMLINK_NOFOLLOW,
         )
-    })
-    .map(drop)
-}
-
-pub fn chmod_at(dir: BorrowedFd, name: &[u8], perm: u32) -> Res<()> {
-    let c = cstr("chmod", name)?;
-    check("chmod", unsafe {
-        libc::fchmodat(dir.as_raw_fd(), c.as_ptr(), perm, 0)
     })
     .map(drop)
 }

@@ -290,6 +290,25 @@ impl Lustre {
         r
     }
 
+    /// The layout of the open file `fd` (checked by the caller to be the
+    /// file the listing saw: a name could be a link by now).
+    pub fn layout_of_fd(&self, fd: BorrowedFd) -> Result<Layout, OsError> {
+        // SAFETY: a valid open fd; the result is freed below.
+        let l = unsafe { (self.api.layout_get_by_fd)(fd.as_raw_fd(), 0) };
+        if l.is_null() {
+            return Err(OsError {
+                op: "llapi_layout_get_by_fd",
+                errno: std::io::Error::last_os_error()
+                    .raw_os_error()
+                    .unwrap_or(libc::EIO),
+            });
+        }
+        let r = self.read(l);
+        // SAFETY: allocated by the library above, freed once.
+        unsafe { (self.api.layout_free)(l) };
+        r
+    }
+
     /// Create `name` in `dir` (O_EXCL, write-only) with `layout`.
     pub fn create_file(
         &self,

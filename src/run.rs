@@ -17,7 +17,7 @@ use crate::engine::{self, Monitor, RankReport, RunControl, RunOpts, RunOutcome};
 use crate::errlog::ErrorLog;
 use crate::filter::Filter;
 use crate::fsops;
-use crate::passes::{copy, delete, dirtime, Ctx};
+use crate::passes::{copy, delete, dirtime, Ctx, RootIds};
 use crate::report::{self, Percentiles, RankFigures, Summary};
 use crate::stats::{Counters, Histograms, Snapshot};
 use crate::transport::Transport;
@@ -448,9 +448,14 @@ fn run_copy<T: Transport + ?Sized>(
         chunk_threshold: env.cfg.chunk_threshold,
         chunk_size: env.cfg.chunk_size,
         check_xattrs: env.cfg.check_xattrs,
+        // Rank 0's random draw, the same on every rank.
+        token: t.all_reduce_max(&[if rank == 0 { rand::random::<u64>() } else { 0 }])[0],
     };
     let p = Arc::new(copy::CopyPass::new(ctx, opts, lustre));
-    let seeds = root_seed(rank, copy::Item::Dir { rel: Vec::new() });
+    let seeds = root_seed(rank, copy::Item::Dir {
+            rel: Vec::new(),
+            ids: Default::default(),
+        });
     let mut outcome = env.run(t, p.clone(), seeds, monitor, 1);
     let groups = if outcome.stopped {
         Vec::new()
@@ -485,7 +490,10 @@ fn run_delete<T: Transport + ?Sized>(
         .max_delete
         .map(|m| m / size + u64::from(rank < m % size));
     let p = Arc::new(delete::DeletePass::new(ctx, budget));
-    let seeds = root_seed(rank as usize, delete::Item::Dir { rel: Vec::new() });
+    let seeds = root_seed(rank as usize, delete::Item::Dir {
+            rel: Vec::new(),
+            ids: Default::default(),
+        });
     let outcome = env.run(t, p.clone(), seeds, monitor, 1);
     let stopped_any = t.all_reduce_max(&[outcome.stopped as u64])[0] != 0;
     if !stopped_any && !env.args.dry_run {
@@ -504,7 +512,10 @@ fn run_dirtime<T: Transport + ?Sized>(
     env: &Phases<'_>,
     monitor: &mut dyn Monitor,
 ) -> PhasesDone {
-    let seeds = root_seed(ctx.rank, dirtime::Item { rel: Vec::new() });
+    let seeds = root_seed(ctx.rank, dirtime::Item {
+            rel: Vec::new(),
+            ids: Default::default(),
+        });
     let p = Arc::new(dirtime::DirtimePass { ctx });
     (env.run(t, p, seeds, monitor, 1), false, Vec::new())
 }
@@ -557,6 +568,8 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
     );
     let log_missing = !log.has_file();
     let ctx = Ctx {
+        // open_roots has already fstat'ed both; a failure here leaves an identity nothing matches.
+        roots: RootIds::of(roots.src.as_fd(), roots.dst.as_fd()).unwrap_or_default(),
         src: roots.src,
         dst: roots.dst,
         rank,

@@ -10,18 +10,22 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 
-use super::{Batch, Batcher, Ctx};
+use super::{Batch, Batcher, Ctx, DirIds};
 use crate::engine::{Emitter, Processor};
 use crate::errlog::Side;
-use crate::fsops::{self, Kind};
+use crate::fsops::{self, Ident, Kind, Stat};
 use crate::wire::{Malformed, Reader, Wire, Writer};
 
 #[derive(Debug)]
 pub enum Item {
     /// A target directory whose source counterpart exists: compare entries.
-    Dir { rel: Vec<u8> },
-    /// A target directory to empty completely.
-    Purge { rel: Vec<u8> },
+    Dir { rel: Vec<u8>, ids: DirIds },
+    /// A target directory to empty completely: its identity and its parent's.
+    Purge {
+        rel: Vec<u8>,
+        id: Ident,
+        parent: Option<Ident>,
+    },
     /// Non-directories in a purged directory.
     PurgeBatch(Batch),
 }
@@ -29,11 +33,17 @@ pub enum Item {
 impl Wire for Item {
     fn encode(&self, w: &mut Writer) {
         match self {
-            Item::Dir { rel } => {
+            Item::Dir { rel, ids } => {
                 w.u8(0).bytes(rel);
+                ids.encode(w);
             }
-            Item::Purge { rel } => {
+            Item::Purge { rel, id, parent } => {
                 w.u8(1).bytes(rel);
+                DirIds {
+                    src: *parent,
+                    dst: Some(*id),
+                }
+                .encode(w);
             }
             Item::PurgeBatch(b) => {
                 w.u8(2);
@@ -45,10 +55,17 @@ impl Wire for Item {
         Ok(match r.u8()? {
             0 => Item::Dir {
                 rel: r.bytes()?.to_vec(),
+                ids: DirIds::decode(r)?,
             },
-            1 => Item::Purge {
-                rel: r.bytes()?.to_vec(),
-            },
+            1 => {
+                let rel = r.bytes()?.to_vec();
+                let ids = DirIds::decode(r)?;
+                Item::Purge {
+                    rel,
+                    id: ids.dst.ok_or(Malformed)?,
+                    parent: ids.src,
+                }
+            }
             2 => Item::PurgeBatch(Batch::decode(r)?),
             _ => return Err(Malformed),
         })
@@ -59,8 +76,9 @@ pub struct DeletePass {
     pub ctx: Ctx,
     /// Deletions this rank may still make (its share of --max-delete).
     budget: AtomicI64,
-    /// Directories emptied by this rank, removed in phase 2.
-    purged: Mutex<Vec<Vec<u8>>>,
+    /// Directories emptied by this rank (with their parent's identity),
+    /// removed in phase 2.
+    purged: Mutex<Vec<(Vec<u8>, Option<Ident>)>>,
 }
 
 impl DeletePass {
@@ -84,12 +102,13 @@ impl DeletePass {
         self.budget.fetch_sub(1, Ordering::Relaxed) > 0
     }
 
-    fn dir(&self, rel: &[u8], out: &mut Emitter<'_, Item>) {
+    fn dir(&self, rel: &[u8], ids: DirIds, out: &mut Emitter<'_, Item>) {
         let c = &self.ctx;
-        let Some((sd, Some(dd))) = c.open_pair(rel, false) else {
+        let Some(((sd, _), Some((dd, d)))) = c.open_pair(rel, ids, false) else {
             return;
         };
         c.bump(&c.counters.dirs, 1);
+        let here = d.ident();
         let mut rd = fsops::DirReader::new(dd);
         while let Some(e) = rd.next_entry() {
             if out.stopping() {
@@ -106,15 +125,43 @@ impl DeletePass {
             }
             c.bump(&c.counters.scanned, 1);
             match fsops::stat_at(sd.as_fd(), &e.name) {
-                Ok(s) => {
-                    if s.kind == Kind::Dir && rd.kind(&e).ok() == Some(Kind::Dir) {
-                        out.push(Item::Dir { rel: child });
+                Ok(s) if s.kind == Kind::Dir && rd.kind(&e).ok() == Some(Kind::Dir) => {
+                    if let Some(ids) = self.child_ids(rd.fd(), &e.name, &child, &s) {
+                        out.push(Item::Dir { rel: child, ids });
                     }
                 }
+                Ok(_) => {}
                 Err(err) if err.errno == libc::ENOENT => {
-                    self.remove(rd.fd(), &e.name, e.kind, &child, out)
+                    self.remove(rd.fd(), here, &e.name, e.kind, &child, out)
                 }
                 Err(err) => c.err(Side::Source, &child, err),
+            }
+        }
+    }
+
+    /// Identities of a directory present on both sides, or None (reported)
+    /// if it must not be walked: a root of the other tree, or not a
+    /// directory on the target any more.
+    fn child_ids(&self, dd: BorrowedFd, name: &[u8], rel: &[u8], s: &Stat) -> Option<DirIds> {
+        let c = &self.ctx;
+        if c.is_other_root(Side::Source, s) {
+            c.report_other_root(Side::Source, rel);
+            return None;
+        }
+        match fsops::stat_at(dd, name) {
+            Ok(d) if c.is_other_root(Side::Target, &d) => {
+                c.report_other_root(Side::Target, rel);
+                None
+            }
+            Ok(d) if d.kind == Kind::Dir => Some(DirIds {
+                src: Some(s.ident()),
+                dst: Some(d.ident()),
+            }),
+            Ok(_) => None, // no longer a directory: the copy pass handles type changes
+            Err(e) if e.is_not_found() => None,
+            Err(e) => {
+                c.err(Side::Target, rel, e);
+                None
             }
         }
     }
@@ -122,28 +169,37 @@ impl DeletePass {
     fn remove(
         &self,
         dd: BorrowedFd,
+        here: Ident,
         name: &[u8],
         kind: Option<Kind>,
         rel: &[u8],
         out: &mut Emitter<'_, Item>,
     ) {
         let c = &self.ctx;
-        let kind = match kind {
-            Some(k) => k,
-            None => match fsops::stat_at(dd, name) {
-                Ok(s) => s.kind,
+        let st = match kind {
+            Some(k) if k != Kind::Dir => None,
+            _ => match fsops::stat_at(dd, name) {
+                Ok(s) => Some(s),
                 Err(e) if e.is_not_found() => return,
                 Err(e) => return c.err(Side::Target, rel, e),
             },
         };
+        let is_dir = st.is_some_and(|s| s.kind == Kind::Dir);
         if c.dry_run {
-            let slash = if kind == Kind::Dir { "/" } else { "" };
+            let slash = if is_dir { "/" } else { "" };
             crate::report::say(&format!("would delete: {}{slash}", fsops::show(rel)));
             c.bump(&c.counters.deleted, 1);
             return;
         }
-        if kind == Kind::Dir {
-            out.push(Item::Purge { rel: rel.to_vec() });
+        if let Some(s) = st.filter(|_| is_dir) {
+            if c.is_other_root(Side::Target, &s) {
+                return c.report_other_root(Side::Target, rel);
+            }
+            out.push(Item::Purge {
+                rel: rel.to_vec(),
+                id: s.ident(),
+                parent: Some(here),
+            });
             return;
         }
         if !self.allow() {
@@ -156,18 +212,22 @@ impl DeletePass {
         }
     }
 
-    fn purge(&self, rel: &[u8], out: &mut Emitter<'_, Item>) {
+    fn purge(&self, rel: &[u8], id: Ident, parent: Option<Ident>, out: &mut Emitter<'_, Item>) {
         let c = &self.ctx;
-        let dd = match c.open_dst_dir(rel) {
+        let (dd, _) = match c.open_dst_dir(rel, Some(id)) {
             Ok(fd) => fd,
             Err(e) => return c.err(Side::Target, rel, e),
         };
         self.purged
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(rel.to_vec());
+            .push((rel.to_vec(), parent));
         let mut rd = fsops::DirReader::new(dd);
-        let mut batch = Batcher::new(rel, c.batch, Item::PurgeBatch);
+        let ids = DirIds {
+            src: None,
+            dst: Some(id),
+        };
+        let mut batch = Batcher::new(rel, ids, c.batch, Item::PurgeBatch);
         while let Some(e) = rd.next_entry() {
             if out.stopping() {
                 return;
@@ -177,32 +237,39 @@ impl DeletePass {
                 Err(err) => return c.err(Side::Target, rel, err),
             };
             // Unknown: try it as a file; unlink of a directory fails and is reported.
-            let kind = rd.kind(&e).unwrap_or(Kind::File);
-            if kind == Kind::Dir {
-                out.push(Item::Purge {
-                    rel: fsops::join(rel, &e.name),
-                });
-            } else {
+            if rd.kind(&e).unwrap_or(Kind::File) != Kind::Dir {
                 batch.push(e.name, out);
+                continue;
+            }
+            let child = fsops::join(rel, &e.name);
+            match fsops::stat_at(rd.fd(), &e.name) {
+                Ok(s) if c.is_other_root(Side::Target, &s) => c.report_other_root(Side::Target, &child),
+                Ok(s) => out.push(Item::Purge {
+                    rel: child,
+                    id: s.ident(),
+                    parent: Some(id),
+                }),
+                Err(err) if err.is_not_found() => {}
+                Err(err) => c.err(Side::Target, &child, err),
             }
         }
         batch.finish(out);
     }
 
-    fn purge_batch(&self, dir: &[u8], names: &[Vec<u8>], out: &mut Emitter<'_, Item>) {
+    fn purge_batch(&self, b: &Batch, out: &mut Emitter<'_, Item>) {
         let c = &self.ctx;
-        let dd = match c.open_dst_dir(dir) {
+        let (dd, _) = match c.open_dst_dir(&b.dir, b.ids.dst) {
             Ok(fd) => fd,
-            Err(e) => return c.err(Side::Target, dir, e),
+            Err(e) => return c.err(Side::Target, &b.dir, e),
         };
-        for name in names {
+        for name in &b.names {
             if out.stopping() || !self.allow() {
                 return;
             }
             match fsops::unlink_at(dd.as_fd(), name) {
                 Ok(()) => c.bump(&c.counters.deleted, 1),
                 Err(e) if e.is_not_found() => {}
-                Err(e) => c.err(Side::Target, &fsops::join(dir, name), e),
+                Err(e) => c.err(Side::Target, &fsops::join(&b.dir, name), e),
             }
         }
     }
@@ -210,21 +277,21 @@ impl DeletePass {
     /// Depth (number of components) of every directory this rank emptied.
     pub fn purged_depths(&self) -> u64 {
         let p = self.purged.lock().unwrap_or_else(|p| p.into_inner());
-        p.iter().map(|r| depth(r)).max().unwrap_or(0)
+        p.iter().map(|(r, _)| depth(r)).max().unwrap_or(0)
     }
 
     /// Phase 2, one level: remove the emptied directories at `level`.
     pub fn remove_level(&self, level: u64) {
         let c = &self.ctx;
         let p = self.purged.lock().unwrap_or_else(|p| p.into_inner());
-        for rel in p.iter().filter(|r| depth(r) == level) {
+        for (rel, pid) in p.iter().filter(|(r, _)| depth(r) == level) {
             if !self.allow() {
                 return;
             }
             let (parent, name) = fsops::parent_and_name(rel);
             let r = c
-                .open_dst_dir(parent)
-                .and_then(|dd| fsops::rmdir_at(dd.as_fd(), name));
+                .open_dst_dir(parent, *pid)
+                .and_then(|(dd, _)| fsops::rmdir_at(dd.as_fd(), name));
             match r {
                 Ok(()) => c.bump(&c.counters.deleted, 1),
                 Err(e) if e.is_not_found() => {}
@@ -242,15 +309,15 @@ impl Processor for DeletePass {
     type Item = Item;
     fn process(&self, item: Item, out: &mut Emitter<'_, Item>) {
         match item {
-            Item::Dir { rel } => self.dir(&rel, out),
-            Item::Purge { rel } => self.purge(&rel, out),
-            Item::PurgeBatch(b) => self.purge_batch(&b.dir, &b.names, out),
+            Item::Dir { rel, ids } => self.dir(&rel, ids, out),
+            Item::Purge { rel, id, parent } => self.purge(&rel, id, parent, out),
+            Item::PurgeBatch(b) => self.purge_batch(&b, out),
         }
     }
     fn describe(&self, item: &Item) -> String {
         match item {
-            Item::Dir { rel } => format!("compare {}", fsops::show(rel)),
-            Item::Purge { rel } => format!("purge {}", fsops::show(rel)),
+            Item::Dir { rel, .. } => format!("compare {}", fsops::show(rel)),
+            Item::Purge { rel, .. } => format!("purge {}", fsops::show(rel)),
             Item::PurgeBatch(b) => {
                 format!("delete {} in {}", b.names.len(), fsops::show(&b.dir))
             }

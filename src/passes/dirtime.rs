@@ -1,26 +1,29 @@
 //! Dirtime pass: after all changes, give each target directory the source's
 //! atime/mtime (ns) — and its mode, which an unprivileged copy kept writable.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 
-use super::Ctx;
+use super::{Ctx, DirIds};
 use crate::engine::{Emitter, Processor};
 use crate::errlog::Side;
-use crate::fsops::{self, Kind};
+use crate::fsops::{self, Kind, OsError, Stat};
 use crate::wire::{Malformed, Reader, Wire, Writer};
 
 #[derive(Debug)]
 pub struct Item {
     pub rel: Vec<u8>,
+    pub ids: DirIds,
 }
 
 impl Wire for Item {
     fn encode(&self, w: &mut Writer) {
         w.bytes(&self.rel);
+        self.ids.encode(w);
     }
     fn decode(r: &mut Reader<'_>) -> Result<Self, Malformed> {
         Ok(Item {
             rel: r.bytes()?.to_vec(),
+            ids: DirIds::decode(r)?,
         })
     }
 }
@@ -30,40 +33,27 @@ pub struct DirtimePass {
 }
 
 impl DirtimePass {
-    fn dir(&self, rel: &[u8], out: &mut Emitter<'_, Item>) {
+    fn dir(&self, rel: &[u8], ids: DirIds, out: &mut Emitter<'_, Item>) {
         let c = &self.ctx;
-        let sd = match c.open_src_dir(rel) {
-            Ok(fd) => fd,
-            Err(e) => return c.err(Side::Source, rel, e),
-        };
-        // Times first, from a stat taken before we read the directory.
-        let s = match fsops::fstat(sd.as_fd()) {
-            Ok(s) => s,
+        // Times come from the fstat that checked the directory, taken before we read it.
+        let (sd, s) = match c.open_src_dir(rel, ids.src) {
+            Ok(v) => v,
             Err(e) => return c.err(Side::Source, rel, e),
         };
         c.bump(&c.counters.dirs, 1);
-        match c.open_dst_dir(rel) {
-            Ok(dd) => match fsops::fstat(dd.as_fd()) {
-                Ok(d) => {
-                    if d.perm != s.perm && !c.dry_run {
-                        if let Err(e) = fsops::fchmod(dd.as_fd(), s.perm) {
-                            c.err(Side::Target, rel, e);
-                        }
-                    }
-                    if d.atime != s.atime || d.mtime != s.mtime {
-                        if c.dry_run {
-                            crate::report::say(&format!("would set times: {}", fsops::show(rel)));
-                        } else if let Err(e) = fsops::futimes(dd.as_fd(), s.atime, s.mtime) {
-                            c.err(Side::Target, rel, e);
-                        } else {
-                            c.bump(&c.counters.dirtimes, 1);
-                        }
-                    } else {
-                        c.bump(&c.counters.uptodate, 1);
-                    }
-                }
-                Err(e) => c.err(Side::Target, rel, e),
-            },
+        let dd = if ids.dst.is_none() && !rel.is_empty() {
+            Err(OsError {
+                op: "open",
+                errno: libc::ENOENT,
+            })
+        } else {
+            c.open_dst_dir(rel, ids.dst)
+        };
+        let dd = match dd {
+            Ok((dd, d)) => {
+                self.set(dd.as_fd(), rel, &s, &d);
+                Some(dd)
+            }
             Err(e) if e.is_not_found() || e.errno == libc::ENOTDIR => {
                 // Reported, never created: creating is the copy pass's job.
                 c.log.error_msg(
@@ -71,9 +61,44 @@ impl DirtimePass {
                     rel,
                     "directory missing on the target (run the copy pass first)",
                 );
+                None
             }
-            Err(e) => c.err(Side::Target, rel, e),
+            Err(e) => {
+                c.err(Side::Target, rel, e);
+                None
+            }
+        };
+        self.children(rel, sd, dd.as_ref().map(|d| d.as_fd()), out);
+    }
+
+    /// Mode (an unprivileged copy kept it writable), then times.
+    fn set(&self, dd: BorrowedFd, rel: &[u8], s: &Stat, d: &Stat) {
+        let c = &self.ctx;
+        if d.perm != s.perm && !c.dry_run {
+            if let Err(e) = fsops::fchmod(dd, s.perm) {
+                c.err(Side::Target, rel, e);
+            }
         }
+        if d.atime == s.atime && d.mtime == s.mtime {
+            c.bump(&c.counters.uptodate, 1);
+        } else if c.dry_run {
+            crate::report::say(&format!("would set times: {}", fsops::show(rel)));
+        } else if let Err(e) = fsops::futimes(dd, s.atime, s.mtime) {
+            c.err(Side::Target, rel, e);
+        } else {
+            c.bump(&c.counters.dirtimes, 1);
+        }
+    }
+
+    /// Queue the subdirectories, each with the identities seen here.
+    fn children(
+        &self,
+        rel: &[u8],
+        sd: std::os::fd::OwnedFd,
+        dd: Option<BorrowedFd>,
+        out: &mut Emitter<'_, Item>,
+    ) {
+        let c = &self.ctx;
         let mut rd = fsops::DirReader::new(sd);
         while let Some(e) = rd.next_entry() {
             if out.stopping() {
@@ -91,7 +116,28 @@ impl DirtimePass {
                 c.bump(&c.counters.skipped, 1);
                 continue;
             }
-            out.push(Item { rel: child });
+            let s = match fsops::stat_at(rd.fd(), &e.name) {
+                Ok(s) if s.kind == Kind::Dir => s,
+                Ok(_) => continue,
+                Err(err) if err.is_not_found() => continue,
+                Err(err) => {
+                    c.err(Side::Source, &child, err);
+                    continue;
+                }
+            };
+            if c.is_other_root(Side::Source, &s) {
+                c.report_other_root(Side::Source, &child);
+                continue;
+            }
+            let dst = dd
+                .and_then(|d| fsops::stat_at(d, &e.name).ok())
+                .filter(|d| d.kind == Kind::Dir && !c.is_other_root(Side::Target, d))
+                .map(|d| d.ident());
+            let ids = DirIds {
+                src: Some(s.ident()),
+                dst,
+            };
+            out.push(Item { rel: child, ids });
         }
     }
 }
@@ -99,7 +145,7 @@ impl DirtimePass {
 impl Processor for DirtimePass {
     type Item = Item;
     fn process(&self, item: Item, out: &mut Emitter<'_, Item>) {
-        self.dir(&item.rel, out)
+        self.dir(&item.rel, item.ids, out)
     }
     fn describe(&self, item: &Item) -> String {
         format!("dirtime {}", fsops::show(&item.rel))

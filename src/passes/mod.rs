@@ -12,14 +12,70 @@ use std::sync::Arc;
 use crate::engine::Emitter;
 use crate::errlog::{ErrorLog, Side};
 use crate::filter::Filter;
-use crate::fsops::{self, OsError};
+use crate::fsops::{self, Ident, OsError, Stat};
 use crate::stats::{Counters, Histograms};
 use crate::wire::{Malformed, Reader, Wire, Writer};
+
+/// A directory opened and checked: its fd and the fstat that checked it.
+pub type Opened = (OwnedFd, Stat);
+
+/// The identities a directory's parent saw on each side; None for a root,
+/// or for a target directory a dry run has not created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DirIds {
+    pub src: Option<Ident>,
+    pub dst: Option<Ident>,
+}
+
+impl DirIds {
+    pub fn encode(&self, w: &mut Writer) {
+        for id in [self.src, self.dst] {
+            match id {
+                Some(i) => {
+                    w.u8(1);
+                    i.encode(w);
+                }
+                None => {
+                    w.u8(0);
+                }
+            }
+        }
+    }
+    pub fn decode(r: &mut Reader<'_>) -> Result<DirIds, Malformed> {
+        let mut one = || -> Result<Option<Ident>, Malformed> {
+            Ok(match r.u8()? {
+                0 => None,
+                _ => Some(Ident::decode(r)?),
+            })
+        };
+        Ok(DirIds {
+            src: one()?,
+            dst: one()?,
+        })
+    }
+}
+
+/// The two roots' identities, so neither walk ever enters the other tree.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RootIds {
+    pub src: Ident,
+    pub dst: Ident,
+}
+
+impl RootIds {
+    pub fn of(src: BorrowedFd, dst: BorrowedFd) -> Result<RootIds, OsError> {
+        Ok(RootIds {
+            src: fsops::fstat(src)?.ident(),
+            dst: fsops::fstat(dst)?.ident(),
+        })
+    }
+}
 
 /// What every pass of one rank shares.
 pub struct Ctx {
     pub src: OwnedFd,
     pub dst: OwnedFd,
+    pub roots: RootIds,
     pub rank: usize,
     pub size: usize,
     pub counters: Arc<Counters>,
@@ -38,11 +94,13 @@ impl Ctx {
     pub fn dst(&self) -> BorrowedFd<'_> {
         self.dst.as_fd()
     }
-    pub fn open_src_dir(&self, rel: &[u8]) -> Result<OwnedFd, OsError> {
-        fsops::open_dir_beneath(self.src(), rel)
+    /// Open source directory `rel`, checked to be `want` (what its parent
+    /// listed; None only for the root).
+    pub fn open_src_dir(&self, rel: &[u8], want: Option<Ident>) -> Result<Opened, OsError> {
+        fsops::open_dir_checked(self.src(), rel, want)
     }
-    pub fn open_dst_dir(&self, rel: &[u8]) -> Result<OwnedFd, OsError> {
-        fsops::open_dir_beneath(self.dst(), rel)
+    pub fn open_dst_dir(&self, rel: &[u8], want: Option<Ident>) -> Result<Opened, OsError> {
+        fsops::open_dir_checked(self.dst(), rel, want)
     }
     /// Open `rel` on both sides, source first (if it cannot be opened,
     /// nothing below it is judged). A failure is reported, naming its side,
@@ -51,16 +109,20 @@ impl Ctx {
     pub fn open_pair(
         &self,
         rel: &[u8],
+        ids: DirIds,
         missing_target_ok: bool,
-    ) -> Option<(OwnedFd, Option<OwnedFd>)> {
-        let sd = match self.open_src_dir(rel) {
+    ) -> Option<(Opened, Option<Opened>)> {
+        let sd = match self.open_src_dir(rel, ids.src) {
             Ok(fd) => fd,
             Err(e) => {
                 self.err(Side::Source, rel, e);
                 return None;
             }
         };
-        match self.open_dst_dir(rel) {
+        if missing_target_ok && ids.dst.is_none() && !rel.is_empty() {
+            return Some((sd, None));
+        }
+        match self.open_dst_dir(rel, ids.dst) {
             Ok(fd) => Some((sd, Some(fd))),
             Err(e) if missing_target_ok && e.is_not_found() => Some((sd, None)),
             Err(e) => {
@@ -68,6 +130,22 @@ impl Ctx {
                 None
             }
         }
+    }
+    /// A directory met inside one tree that is the other tree's root (a bind
+    /// mount, a nested mount): never walked, or the copy would feed itself.
+    pub fn is_other_root(&self, side: Side, st: &Stat) -> bool {
+        let other = match side {
+            Side::Source => self.roots.dst,
+            Side::Target => self.roots.src,
+        };
+        st.kind == fsops::Kind::Dir && st.ident() == other
+    }
+    pub fn report_other_root(&self, side: Side, rel: &[u8]) {
+        let what = match side {
+            Side::Source => "is the target root (a bind or nested mount): not walked",
+            Side::Target => "is the source root (a bind or nested mount): not walked",
+        };
+        self.log.error_msg(side, rel, what);
     }
     pub fn bump(&self, c: &std::sync::atomic::AtomicU64, n: u64) {
         c.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
@@ -81,17 +159,20 @@ impl Ctx {
 #[derive(Debug)]
 pub struct Batch {
     pub dir: Vec<u8>,
+    pub ids: DirIds,
     pub names: Vec<Vec<u8>>,
 }
 
 impl Wire for Batch {
     fn encode(&self, w: &mut Writer) {
         w.bytes(&self.dir);
+        self.ids.encode(w);
         put_names(w, &self.names);
     }
     fn decode(r: &mut Reader<'_>) -> Result<Self, Malformed> {
         Ok(Batch {
             dir: r.bytes()?.to_vec(),
+            ids: DirIds::decode(r)?,
             names: get_names(r)?,
         })
     }
@@ -101,15 +182,17 @@ impl Wire for Batch {
 /// so no item (and no message) grows with the directory.
 pub(crate) struct Batcher<T> {
     dir: Vec<u8>,
+    ids: DirIds,
     size: usize,
     names: Vec<Vec<u8>>,
     make: fn(Batch) -> T,
 }
 
 impl<T> Batcher<T> {
-    pub fn new(dir: &[u8], size: usize, make: fn(Batch) -> T) -> Self {
+    pub fn new(dir: &[u8], ids: DirIds, size: usize, make: fn(Batch) -> T) -> Self {
         Batcher {
             dir: dir.to_vec(),
+            ids,
             size,
             names: Vec::new(),
             make,
@@ -123,6 +206,7 @@ impl<T> Batcher<T> {
             let names = std::mem::take(&mut self.names);
             out.push((self.make)(Batch {
                 dir: self.dir.clone(),
+                ids: self.ids,
                 names,
             }));
         }
@@ -133,6 +217,7 @@ impl<T> Batcher<T> {
         if !self.names.is_empty() {
             out.push((self.make)(Batch {
                 dir: self.dir,
+                ids: self.ids,
                 names: self.names,
             }));
         }

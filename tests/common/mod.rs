@@ -223,9 +223,9 @@ pub fn build_odd_tree(root: &Path, deep: bool) {
     }
     // Modes and owners.
     write_at(d, b"setuid", b"#!/bin/sh\n");
-    fsops::chmod_at(d, b"setuid", 0o4755).unwrap();
+    fsops::pin_at(d, b"setuid", None).unwrap().chmod(0o4755).unwrap();
     fsops::mkdir_at(d, b"sticky", 0o1777).unwrap();
-    fsops::chmod_at(d, b"sticky", 0o1777).unwrap();
+    fsops::pin_at(d, b"sticky", None).unwrap().chmod(0o1777).unwrap();
     if is_root() {
         write_at(d, b"owned", b"someone else's");
         fsops::chown_at(d, b"owned", 4321, 8765).unwrap();
@@ -241,7 +241,7 @@ pub fn build_odd_tree(root: &Path, deep: bool) {
     fsops::mkdir_at(d, b"ro", 0o755).unwrap();
     let ro = fsops::open_dir_at(d, b"ro").unwrap();
     write_at(ro.as_fd(), b"inside", b"ro content");
-    fsops::chmod_at(d, b"ro", 0o555).unwrap();
+    fsops::pin_at(d, b"ro", None).unwrap().chmod(0o555).unwrap();
     // A wide directory, to split into several batches.
     fsops::mkdir_at(d, b"wide", 0o755).unwrap();
     let w = fsops::open_dir_at(d, b"wide").unwrap();

@@ -5,6 +5,10 @@ use super::*;
 
 pub(super) struct PendingFile {
     pub(super) dir: Vec<u8>,
+    pub(super) ids: DirIds,
+    pub(super) tmp_id: fsops::Ident,
+    /// Bytes the chunks landed: counted as data only when the file is done.
+    pub(super) bytes: u64,
     pub(super) name: Vec<u8>,
     pub(super) tmp: Vec<u8>,
     pub(super) st: Stat,
@@ -15,13 +19,42 @@ pub(super) struct PendingFile {
 
 /// One chunk of a big file: `len` bytes at `off` of temp file `tmp`, to be
 /// renamed to `name` in `dir` once all chunks are in.
+/// Every open is checked against the identities the finder saw: the
+/// directories (`ids`), the source file (`src`) and our temp file (`tmp_id`).
 #[derive(Debug)]
 pub struct ChunkJob {
     pub(super) dir: Vec<u8>,
+    pub(super) ids: DirIds,
     pub(super) name: Vec<u8>,
+    pub(super) src: fsops::Ident,
     pub(super) tmp: Vec<u8>,
+    pub(super) tmp_id: fsops::Ident,
     pub(super) off: u64,
     pub(super) len: u64,
+}
+
+impl ChunkJob {
+    pub(super) fn encode(&self, w: &mut Writer) {
+        w.bytes(&self.dir);
+        self.ids.encode(w);
+        w.bytes(&self.name);
+        self.src.encode(w);
+        w.bytes(&self.tmp);
+        self.tmp_id.encode(w);
+        w.u64(self.off).u64(self.len);
+    }
+    pub(super) fn decode(r: &mut Reader<'_>) -> Result<ChunkJob, Malformed> {
+        Ok(ChunkJob {
+            dir: r.bytes()?.to_vec(),
+            ids: DirIds::decode(r)?,
+            name: r.bytes()?.to_vec(),
+            src: fsops::Ident::decode(r)?,
+            tmp: r.bytes()?.to_vec(),
+            tmp_id: fsops::Ident::decode(r)?,
+            off: r.u64()?,
+            len: r.u64()?,
+        })
+    }
 }
 
 impl CopyPass {
@@ -30,7 +63,7 @@ impl CopyPass {
         let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         let n = p.len();
         for (_, f) in p.drain() {
-            if let Ok(dd) = self.ctx.open_dst_dir(&f.dir) {
+            if let Ok((dd, _)) = self.ctx.open_dst_dir(&f.dir, f.ids.dst) {
                 let _ = fsops::unlink_at(dd.as_fd(), &f.tmp);
             }
         }
@@ -39,22 +72,31 @@ impl CopyPass {
 
     /// Big file: a temp file of full size, chunks for anyone to copy, and a
     /// pending entry here that the last chunk completes.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn start_chunked(
         &self,
         sd: BorrowedFd,
         dd: BorrowedFd,
         dir: &[u8],
+        ids: DirIds,
         name: &[u8],
         s: &Stat,
         out: &mut Emitter<'_, Item>,
     ) -> Res<()> {
         let tmp = self.temp_name();
         let rel = fsops::join(dir, name);
-        let (f, layout) = on_dst(self.create_target(sd, dd, &rel, name, &tmp, s.perm & 0o777))?;
-        if let Err(e) = fsops::ftruncate(f.as_fd(), s.size) {
-            let _ = fsops::unlink_at(dd, &tmp);
-            return Err(Fail::Os(Side::Target, e));
-        }
+        // The source is opened and checked before anything is created: a
+        // FIFO or another file swapped in is an error here, not a hang later.
+        let (src, _) = on_src(fsops::open_read_checked(sd, name, s.ident()))?;
+        let (f, layout) = on_dst(self.create_target(src.as_fd(), dd, &rel, &tmp, s.perm & 0o777))?;
+        let sized = fsops::ftruncate(f.as_fd(), s.size).and_then(|()| fsops::fstat(f.as_fd()));
+        let tmp_id = match sized {
+            Ok(st) => st.ident(),
+            Err(e) => {
+                let _ = fsops::unlink_at(dd, &tmp);
+                return Err(Fail::Os(Side::Target, e));
+            }
+        };
         drop(f);
         // On Lustre, chunks cover whole stripes (stripe size x count) so no two
         // ranks write into the same stripe.
@@ -72,6 +114,9 @@ impl CopyPass {
                 id,
                 PendingFile {
                     dir: dir.to_vec(),
+                    ids,
+                    tmp_id,
+                    bytes: 0,
                     name: name.to_vec(),
                     tmp: tmp.clone(),
                     st: *s,
@@ -86,8 +131,11 @@ impl CopyPass {
                 id,
                 job: ChunkJob {
                     dir: dir.to_vec(),
+                    ids,
                     name: name.to_vec(),
+                    src: s.ident(),
                     tmp: tmp.clone(),
+                    tmp_id,
                     off,
                     len: cs.min(s.size - off),
                 },
@@ -113,24 +161,16 @@ impl CopyPass {
     }
 
     pub(super) fn chunk_one(&self, id: u64, job: &ChunkJob, out: &mut Emitter<'_, Item>) {
-        let ChunkJob {
-            dir,
-            name,
-            tmp,
-            off,
-            len,
-        } = job;
-        let (off, len) = (*off, *len);
-        let rel = fsops::join(dir, name);
+        let (off, len) = (job.off, job.len);
+        let rel = fsops::join(&job.dir, &job.name);
         let r = (|| -> Res<u64> {
             if out.stopping() {
                 return Err(Fail::Changed);
             }
-            let sd = on_src(self.ctx.open_src_dir(dir))?;
-            let dd = on_dst(self.ctx.open_dst_dir(dir))?;
-            let src = on_src(fsops::open_read_at(sd.as_fd(), name))?;
-            let st = on_src(fsops::fstat(src.as_fd()))?;
-            let dst = on_dst(fsops::open_write_at(dd.as_fd(), tmp))?;
+            let (sd, _) = on_src(self.ctx.open_src_dir(&job.dir, job.ids.src))?;
+            let (dd, _) = on_dst(self.ctx.open_dst_dir(&job.dir, job.ids.dst))?;
+            let (src, st) = on_src(fsops::open_read_checked(sd.as_fd(), &job.name, job.src))?;
+            let dst = on_dst(fsops::open_write_checked(dd.as_fd(), &job.tmp, job.tmp_id))?;
             self.copy_data(
                 src.as_fd(),
                 dst.as_fd(),
@@ -139,26 +179,24 @@ impl CopyPass {
                 st.maybe_sparse(),
             )
         })();
-        let ok = match r {
-            Ok(bytes) => {
-                self.ctx.bump(&self.ctx.counters.data, bytes);
-                true
-            }
-            Err(Fail::Changed) => false, // stopping: abandoned, not an error
+        let (ok, bytes) = match r {
+            Ok(bytes) => (true, bytes),
+            Err(Fail::Changed) => (false, 0), // stopping: abandoned, not an error
             Err(f) => {
                 self.report(&rel, f);
-                false
+                (false, 0)
             }
         };
-        out.send_to((id >> 40) as usize, Item::ChunkDone { id, ok });
+        out.send_to((id >> 40) as usize, Item::ChunkDone { id, ok, bytes });
     }
 
-    pub(super) fn chunk_done(&self, id: u64, ok: bool) {
+    pub(super) fn chunk_done(&self, id: u64, ok: bool, bytes: u64) {
         let done = {
             let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             let Some(f) = p.get_mut(&id) else { return };
             f.remaining = f.remaining.saturating_sub(1);
             f.failed |= !ok;
+            f.bytes += bytes;
             if f.remaining > 0 {
                 return;
             }
@@ -166,44 +204,40 @@ impl CopyPass {
         };
         let Some(f) = done else { return };
         let rel = fsops::join(&f.dir, &f.name);
-        let r = (|| -> Res<()> {
-            let dd = on_dst(self.ctx.open_dst_dir(&f.dir))?;
-            if f.failed {
-                let _ = fsops::unlink_at(dd.as_fd(), &f.tmp);
-                return Ok(());
-            }
-            let sd = on_src(self.ctx.open_src_dir(&f.dir))?;
-            let src = on_src(fsops::open_read_at(sd.as_fd(), &f.name))?;
-            let after = on_src(fsops::fstat(src.as_fd()))?;
-            let dst = on_dst(fsops::open_write_at(dd.as_fd(), &f.tmp))?;
-            let res = (|| {
-                if after.size != f.st.size || after.mtime != f.st.mtime {
-                    return Err(Fail::Changed);
-                }
-                self.finish_file(
-                    src.as_fd(),
-                    dst.as_fd(),
-                    sd.as_fd(),
-                    dd.as_fd(),
-                    &f.st,
-                    Landing::UNKNOWN,
-                )?;
-                on_dst(fsops::rename_at(dd.as_fd(), &f.tmp, &f.name))
-            })();
-            if res.is_err() {
-                let _ = fsops::unlink_at(dd.as_fd(), &f.tmp);
-            }
-            res
-        })();
-        match r {
+        match self.finish_chunked(&f) {
             Ok(()) if !f.failed => {
                 let c = &self.ctx;
                 c.bump(&c.counters.files, 1);
+                c.bump(&c.counters.data, f.bytes);
                 c.hist
                     .record(f.st.size, f.started.elapsed().as_micros() as u64);
             }
             Ok(()) => {}
             Err(e) => self.report(&rel, e),
         }
+    }
+
+    /// All chunks are in: check the source did not change, give the temp
+    /// file its metadata and rename it over the name; or drop it.
+    fn finish_chunked(&self, f: &PendingFile) -> Res<()> {
+        let (dd, _) = on_dst(self.ctx.open_dst_dir(&f.dir, f.ids.dst))?;
+        if f.failed {
+            let _ = fsops::unlink_at(dd.as_fd(), &f.tmp);
+            return Ok(());
+        }
+        let res = (|| {
+            let (sd, _) = on_src(self.ctx.open_src_dir(&f.dir, f.ids.src))?;
+            let (src, after) = on_src(fsops::open_read_checked(sd.as_fd(), &f.name, f.st.ident()))?;
+            let dst = on_dst(fsops::open_write_checked(dd.as_fd(), &f.tmp, f.tmp_id))?;
+            if after.size != f.st.size || after.mtime != f.st.mtime {
+                return Err(Fail::Changed);
+            }
+            self.finish_file(src.as_fd(), dst.as_fd(), &f.st, Landing::UNKNOWN)?;
+            on_dst(fsops::rename_at(dd.as_fd(), &f.tmp, &f.name))
+        })();
+        if res.is_err() {
+            let _ = fsops::unlink_at(dd.as_fd(), &f.tmp);
+        }
+        res
     }
 }

@@ -13,22 +13,22 @@ thread_local! {
 }
 
 impl CopyPass {
-    /// Create the target file `out_name` (O_EXCL) for source `name`: with the
-    /// source's layout on Lustre. A layout that cannot be read or applied is
-    /// reported for this file, which is then created with the default layout.
+    /// Create the target file `out_name` (O_EXCL) for the open source file
+    /// `src`: with its layout on Lustre. A layout that cannot be read or
+    /// applied is reported for this file, which then gets the default layout.
     pub(super) fn create_target(
         &self,
-        sd: BorrowedFd,
+        src: BorrowedFd,
         dd: BorrowedFd,
         rel: &[u8],
-        name: &[u8],
         out_name: &[u8],
         perm: u32,
     ) -> Result<(OwnedFd, Option<crate::lustre::Layout>), OsError> {
         let Some(l) = &self.lustre else {
             return fsops::create_at(dd, out_name, perm).map(|f| (f, None));
         };
-        let lay = match l.layout_of(sd, name) {
+        // Read through the checked fd, never by name: the name may be a link by now.
+        let lay = match l.layout_of_fd(src) {
             Ok(lay) => lay,
             Err(e) => {
                 self.ctx.log.error_msg(
@@ -53,6 +53,8 @@ impl CopyPass {
         }
     }
 
+    /// Copy regular file `name` (lstat `s`) into `dd`: in place if nothing
+    /// is there (`replace` false), else under a temp name renamed over it.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn copy_file(
         &self,
@@ -65,14 +67,10 @@ impl CopyPass {
         landing: Landing,
     ) -> Res<()> {
         let t0 = Instant::now();
-        let src = on_src(fsops::open_read_at(sd, name))?;
-        let tmp = if replace {
-            Some(self.temp_name())
-        } else {
-            None
-        };
+        let (src, _) = on_src(fsops::open_read_checked(sd, name, s.ident()))?;
+        let tmp = replace.then(|| self.temp_name());
         let out_name: &[u8] = tmp.as_deref().unwrap_or(name);
-        let dst = match self.create_target(sd, dd, rel, name, out_name, s.perm & 0o777) {
+        let dst = match self.create_target(src.as_fd(), dd, rel, out_name, s.perm & 0o777) {
             Ok((f, _)) => f,
             // Someone created it since we looked: go the replace way.
             Err(e) if e.errno == libc::EEXIST && !replace => {
@@ -93,7 +91,7 @@ impl CopyPass {
             if after.size != s.size || after.mtime != s.mtime {
                 return Err(Fail::Changed);
             }
-            self.finish_file(src.as_fd(), dst.as_fd(), sd, dd, s, landing)?;
+            self.finish_file(src.as_fd(), dst.as_fd(), s, landing)?;
             if let Some(t) = &tmp {
                 on_dst(fsops::rename_at(dd, t, name))?;
             }
@@ -175,11 +173,16 @@ impl CopyPass {
             }
             r => on_dst(r)?,
         }
+        // Pinned: the user who owns `dd` may swap the new node for a link.
+        let pin = on_dst(fsops::pin_at(dd, name, None))?;
+        if pin.st.kind != s.kind {
+            return Err(Fail::Os(Side::Target, fsops::changed("mknod")));
+        }
         if self.ctx.is_root || s.uid != self.euid || s.gid != self.egid {
-            on_dst(fsops::chown_at(dd, name, s.uid, s.gid))?;
+            on_dst(pin.chown(s.uid, s.gid))?;
         }
         if s.perm & 0o7000 != 0 {
-            on_dst(fsops::chmod_at(dd, name, s.perm))?;
+            on_dst(pin.chmod(s.perm))?;
         }
         on_dst(fsops::utimes_at(dd, name, s.atime, s.mtime))?;
         self.ctx.bump(&self.ctx.counters.files, 1);

@@ -3,8 +3,8 @@
 
 use super::*;
 
-/// Hardlinked source files seen by this rank: (dev, ino) -> their rel paths.
-pub(super) type LinkGroups = HashMap<(u64, u64), Vec<Vec<u8>>>;
+/// Hardlinked source files seen by this rank: (dev, ino) -> their names.
+pub(super) type LinkGroups = HashMap<(u64, u64), Vec<LinkName>>;
 
 /// Spread inodes evenly over ranks.
 pub(super) fn mix(dev: u64, ino: u64) -> u64 {
@@ -20,101 +20,129 @@ impl CopyPass {
         let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
         links
             .drain()
-            .map(|(_, mut paths)| {
-                paths.sort();
-                paths.dedup();
-                Item::LinkGroup { paths }
+            .map(|((dev, ino), mut names)| {
+                names.sort();
+                names.dedup_by(|a, b| a.rel == b.rel);
+                Item::LinkGroup { dev, ino, names }
             })
             .collect()
     }
 
     /// Copy a hardlink group once, then link every other name to it.
-    pub(super) fn link_group(&self, paths: &[Vec<u8>]) {
-        let Some(first) = paths.first() else { return };
-        let c = &self.ctx;
-        let (pdir, pname) = fsops::parent_and_name(first);
-        let r = (|| -> Res<(std::os::fd::OwnedFd, Stat)> {
-            let sd = on_src(c.open_src_dir(pdir))?;
-            let dd = on_dst(c.open_dst_dir(pdir))?;
-            let s = on_src(fsops::stat_at(sd.as_fd(), pname))?;
-            c.bump(&c.counters.scanned, 1);
-            let d = match fsops::stat_at(dd.as_fd(), pname) {
-                Ok(d) => Some(d),
-                Err(e) if e.is_not_found() => None,
-                Err(e) => return Err(Fail::Os(Side::Target, e)),
-            };
-            match &d {
-                Some(d) if same_data(&s, d) => {
-                    self.settle_in_place(sd.as_fd(), dd.as_fd(), pname, first, &s, d)?
-                }
-                _ if c.dry_run => {
-                    crate::report::say(&format!("would copy: {}", fsops::show(first)))
-                }
-                _ => {
-                    // A directory in the way goes; a file in the way is replaced atomically.
-                    let replace = match &d {
-                        Some(d) if d.kind == Kind::Dir => {
-                            on_dst(fsops::remove_tree_at(dd.as_fd(), pname))?;
-                            false
-                        }
-                        Some(_) => true,
-                        None => false,
-                    };
-                    let (sd, dd) = (sd.as_fd(), dd.as_fd());
-                    self.copy_file(sd, dd, first, pname, &s, replace, Landing::UNKNOWN)?
-                }
-            }
-            let d = on_dst(fsops::stat_at(dd.as_fd(), pname))?;
-            Ok((dd, d))
-        })();
-        let (pdd, pst) = match r {
+    pub(super) fn link_group(&self, dev: u64, ino: u64, names: &[LinkName]) {
+        let Some(first) = names.first() else { return };
+        let group = fsops::Ident { dev, ino };
+        let (pdd, pname, pst) = match self.group_inode(group, first, &names[1..]) {
             Ok(v) => v,
-            Err(_) if c.dry_run => return,
-            Err(f) => return self.report(first, f),
+            Err(_) if self.ctx.dry_run => return,
+            Err(f) => return self.report(&first.rel, f),
         };
-        for other in &paths[1..] {
-            let (odir, oname) = fsops::parent_and_name(other);
-            let r = (|| -> Res<()> {
-                let dd = on_dst(c.open_dst_dir(odir))?;
-                c.bump(&c.counters.scanned, 1);
-                match fsops::stat_at(dd.as_fd(), oname) {
-                    Ok(d) if d.dev == pst.dev && d.ino == pst.ino => {
-                        c.bump(&c.counters.uptodate, 1);
-                        return Ok(());
-                    }
-                    Ok(d) => {
-                        if c.dry_run {
-                            crate::report::say(&format!("would link: {}", fsops::show(other)));
-                            return Ok(());
-                        }
-                        if d.kind == Kind::Dir {
-                            on_dst(fsops::remove_tree_at(dd.as_fd(), oname))?;
-                        } else {
-                            // Link to a temp name, then rename over: the old file stays until the new link is in place.
-                            let tmp = self.temp_name();
-                            on_dst(fsops::link_at(pdd.as_fd(), pname, dd.as_fd(), &tmp))?;
-                            if let Err(e) = fsops::rename_at(dd.as_fd(), &tmp, oname) {
-                                let _ = fsops::unlink_at(dd.as_fd(), &tmp);
-                                return Err(Fail::Os(Side::Target, e));
-                            }
-                            c.bump(&c.counters.files, 1);
-                            return Ok(());
-                        }
-                    }
-                    Err(e) if e.is_not_found() => {}
-                    Err(e) => return Err(Fail::Os(Side::Target, e)),
-                }
-                if c.dry_run {
-                    crate::report::say(&format!("would link: {}", fsops::show(other)));
-                    return Ok(());
-                }
-                on_dst(fsops::link_at(pdd.as_fd(), pname, dd.as_fd(), oname))?;
-                c.bump(&c.counters.files, 1);
-                Ok(())
-            })();
-            if let Err(f) = r {
-                self.report(other, f);
+        for other in &names[1..] {
+            if let Err(f) = self.link_one(pdd.as_fd(), pname, &pst, other) {
+                self.report(&other.rel, f);
             }
         }
+    }
+
+    /// The target inode of the group, holding the source's data: the first
+    /// name's, settled in place, or a fresh copy. A target inode that also
+    /// carries names from outside the group (a link split on the source) is
+    /// never changed in place: the first name is broken out into a new inode.
+    fn group_inode<'n>(
+        &self,
+        group: fsops::Ident,
+        first: &'n LinkName,
+        others: &[LinkName],
+    ) -> Res<(OwnedFd, &'n [u8], Stat)> {
+        let c = &self.ctx;
+        let (pdir, pname) = fsops::parent_and_name(&first.rel);
+        let (sd, _) = on_src(c.open_src_dir(pdir, first.ids.src))?;
+        let (dd, _) = on_dst(c.open_dst_dir(pdir, first.ids.dst))?;
+        let s = on_src(fsops::stat_at(sd.as_fd(), pname))?;
+        if s.ident() != group {
+            return Err(Fail::Os(Side::Source, fsops::changed("stat")));
+        }
+        let d = match fsops::stat_at(dd.as_fd(), pname) {
+            Ok(d) => Some(d),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(Fail::Os(Side::Target, e)),
+        };
+        let (sdf, ddf) = (sd.as_fd(), dd.as_fd());
+        match &d {
+            Some(d) if same_data(&s, d) && !self.shared_beyond(d, others)? => {
+                self.settle_in_place(sdf, ddf, pname, &first.rel, &s, d)?
+            }
+            _ if c.dry_run => crate::report::say(&format!("would copy: {}", fsops::show(&first.rel))),
+            _ => {
+                // A directory in the way goes; a file in the way is replaced atomically.
+                let replace = match &d {
+                    Some(d) if d.kind == Kind::Dir => {
+                        on_dst(fsops::remove_tree_at(ddf, pname))?;
+                        false
+                    }
+                    Some(_) => true,
+                    None => false,
+                };
+                self.copy_file(sdf, ddf, &first.rel, pname, &s, replace, Landing::UNKNOWN)?
+            }
+        }
+        let d = on_dst(fsops::stat_at(dd.as_fd(), pname))?;
+        Ok((dd, pname, d))
+    }
+
+    /// Does target inode `d` have names beyond the group's (`others` plus
+    /// the first)? Only asked when `d` has more links than the group has names.
+    fn shared_beyond(&self, d: &Stat, others: &[LinkName]) -> Res<bool> {
+        if d.nlink as usize <= others.len() + 1 {
+            return Ok(false);
+        }
+        let mut members = 1usize;
+        for o in others {
+            let (odir, oname) = fsops::parent_and_name(&o.rel);
+            let (dd, _) = on_dst(self.ctx.open_dst_dir(odir, o.ids.dst))?;
+            if let Ok(od) = fsops::stat_at(dd.as_fd(), oname) {
+                members += usize::from(od.ident() == d.ident());
+            }
+        }
+        Ok(d.nlink as usize > members)
+    }
+
+    /// Make `other` a name of the group's target inode `pst` (`pname` in `pdd`).
+    fn link_one(&self, pdd: BorrowedFd, pname: &[u8], pst: &Stat, other: &LinkName) -> Res<()> {
+        let c = &self.ctx;
+        let (odir, oname) = fsops::parent_and_name(&other.rel);
+        let (dd, _) = on_dst(c.open_dst_dir(odir, other.ids.dst))?;
+        let dd = dd.as_fd();
+        match fsops::stat_at(dd, oname) {
+            Ok(d) if d.ident() == pst.ident() => {
+                c.bump(&c.counters.uptodate, 1);
+                return Ok(());
+            }
+            Ok(_) if c.dry_run => {
+                crate::report::say(&format!("would link: {}", fsops::show(&other.rel)));
+                return Ok(());
+            }
+            Ok(d) if d.kind == Kind::Dir => on_dst(fsops::remove_tree_at(dd, oname).map(drop))?,
+            Ok(_) => {
+                // Link to a temp name, then rename over: the old file stays until the new link is in place.
+                let tmp = self.temp_name();
+                on_dst(fsops::link_at(pdd, pname, dd, &tmp))?;
+                if let Err(e) = fsops::rename_at(dd, &tmp, oname) {
+                    let _ = fsops::unlink_at(dd, &tmp);
+                    return Err(Fail::Os(Side::Target, e));
+                }
+                c.bump(&c.counters.files, 1);
+                return Ok(());
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(Fail::Os(Side::Target, e)),
+        }
+        if c.dry_run {
+            crate::report::say(&format!("would link: {}", fsops::show(&other.rel)));
+            return Ok(());
+        }
+        on_dst(fsops::link_at(pdd, pname, dd, oname))?;
+        c.bump(&c.counters.files, 1);
+        Ok(())
     }
 }

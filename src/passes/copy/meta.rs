@@ -140,10 +140,7 @@ impl CopyPass {
 
     /// What a file created in target directory `dd` starts with. One fstat and
     /// one getxattr per batch save an fchown and an xattr sync per file.
-    pub(super) fn landing(&self, dd: BorrowedFd) -> Landing {
-        let Ok(st) = fsops::fstat(dd) else {
-            return Landing::UNKNOWN;
-        };
+    pub(super) fn landing(&self, dd: BorrowedFd, st: &Stat) -> Landing {
         let gid = if st.perm & 0o2000 != 0 {
             st.gid
         } else {
@@ -178,27 +175,19 @@ impl CopyPass {
         Ok(m)
     }
 
-    pub(super) fn copy_xattrs(
-        &self,
-        sfd: Option<BorrowedFd>,
-        dfd: Option<BorrowedFd>,
-        sd: BorrowedFd,
-        sname: &[u8],
-        dd: BorrowedFd,
-        dname: &[u8],
-    ) -> Res<()> {
-        let keys = match fsops::list_xattrs(sfd, sd, sname) {
+    pub(super) fn copy_xattrs(&self, src: At, dst: At) -> Res<()> {
+        let keys = match fsops::list_xattrs(src.fd, src.dir, src.name) {
             Ok(k) => k,
             Err(e) if e.errno == libc::EPERM || e.errno == libc::EACCES => return Ok(()),
             Err(e) => return Err(Fail::Os(Side::Source, e)),
         };
         for key in keys.iter().filter(|k| copy_key(k, self.ctx.is_root)) {
-            let val = match fsops::get_xattr(sfd, sd, sname, key) {
+            let val = match fsops::get_xattr(src.fd, src.dir, src.name, key) {
                 Ok(v) => v,
                 Err(e) if e.errno == libc::ENODATA => continue,
                 Err(e) => return Err(Fail::Os(Side::Source, e)),
             };
-            on_dst(fsops::set_xattr(dfd, dd, dname, key, &val))?;
+            on_dst(fsops::set_xattr(dst.fd, dst.dir, dst.name, key, &val))?;
         }
         Ok(())
     }
@@ -209,8 +198,6 @@ impl CopyPass {
         &self,
         sfd: BorrowedFd,
         dfd: BorrowedFd,
-        sd: BorrowedFd,
-        dd: BorrowedFd,
         s: &Stat,
         landing: Landing,
     ) -> Res<()> {
@@ -225,7 +212,7 @@ impl CopyPass {
         if l.inherits_acl {
             self.sync_xattrs(At::fd(sfd), At::fd(dfd), true)?;
         } else {
-            self.copy_xattrs(Some(sfd), Some(dfd), sd, b"", dd, b"")?;
+            self.copy_xattrs(At::fd(sfd), At::fd(dfd))?;
         }
         on_dst(fsops::futimes(dfd, s.atime, s.mtime))
     }

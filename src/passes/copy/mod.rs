@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use super::{get_names, put_names, Batch, Batcher, Ctx};
+use super::{Batch, Batcher, Ctx, DirIds};
 use crate::engine::{Emitter, Processor};
 use crate::errlog::Side;
 use crate::fsops::{self, Kind, OsError, Stat};
@@ -30,6 +30,7 @@ mod chunked;
 mod data;
 mod links;
 mod meta;
+mod temps;
 
 pub use chunked::ChunkJob;
 use chunked::PendingFile;
@@ -40,6 +41,7 @@ use meta::{same_data, same_meta, At, Landing};
 pub enum Item {
     Dir {
         rel: Vec<u8>,
+        ids: DirIds,
     },
     Batch(Batch),
     /// A piece of big file `id` of the rank that found it.
@@ -47,48 +49,71 @@ pub enum Item {
         id: u64,
         job: ChunkJob,
     },
+    /// A chunk is in (`bytes` landed) or failed.
     ChunkDone {
         id: u64,
         ok: bool,
+        bytes: u64,
     },
     LinkRef {
         dev: u64,
         ino: u64,
-        rel: Vec<u8>,
+        name: LinkName,
     },
     LinkGroup {
-        paths: Vec<Vec<u8>>,
+        dev: u64,
+        ino: u64,
+        names: Vec<LinkName>,
     },
+}
+
+/// One name of a hardlinked inode, with the identities of its directory.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LinkName {
+    pub rel: Vec<u8>,
+    pub ids: DirIds,
+}
+
+impl LinkName {
+    fn encode(&self, w: &mut Writer) {
+        w.bytes(&self.rel);
+        self.ids.encode(w);
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<LinkName, Malformed> {
+        Ok(LinkName {
+            rel: r.bytes()?.to_vec(),
+            ids: DirIds::decode(r)?,
+        })
+    }
 }
 
 impl Wire for Item {
     fn encode(&self, w: &mut Writer) {
         match self {
-            Item::Dir { rel } => {
+            Item::Dir { rel, ids } => {
                 w.u8(0).bytes(rel);
+                ids.encode(w);
             }
             Item::Batch(b) => {
                 w.u8(1);
                 b.encode(w);
             }
             Item::Chunk { id, job } => {
-                w.u8(2)
-                    .bytes(&job.dir)
-                    .bytes(&job.name)
-                    .bytes(&job.tmp)
-                    .u64(*id)
-                    .u64(job.off)
-                    .u64(job.len);
+                w.u8(2).u64(*id);
+                job.encode(w);
             }
-            Item::ChunkDone { id, ok } => {
-                w.u8(3).u64(*id).u8(*ok as u8);
+            Item::ChunkDone { id, ok, bytes } => {
+                w.u8(3).u64(*id).u8(*ok as u8).u64(*bytes);
             }
-            Item::LinkRef { dev, ino, rel } => {
-                w.u8(4).u64(*dev).u64(*ino).bytes(rel);
+            Item::LinkRef { dev, ino, name } => {
+                w.u8(4).u64(*dev).u64(*ino);
+                name.encode(w);
             }
-            Item::LinkGroup { paths } => {
-                w.u8(5);
-                put_names(w, paths);
+            Item::LinkGroup { dev, ino, names } => {
+                w.u8(5).u64(*dev).u64(*ino).u32(names.len() as u32);
+                for n in names {
+                    n.encode(w);
+                }
             }
         }
     }
@@ -96,39 +121,31 @@ impl Wire for Item {
         Ok(match r.u8()? {
             0 => Item::Dir {
                 rel: r.bytes()?.to_vec(),
+                ids: DirIds::decode(r)?,
             },
             1 => Item::Batch(Batch::decode(r)?),
-            2 => {
-                let (dir, name, tmp) = (
-                    r.bytes()?.to_vec(),
-                    r.bytes()?.to_vec(),
-                    r.bytes()?.to_vec(),
-                );
-                let id = r.u64()?;
-                let (off, len) = (r.u64()?, r.u64()?);
-                Item::Chunk {
-                    id,
-                    job: ChunkJob {
-                        dir,
-                        name,
-                        tmp,
-                        off,
-                        len,
-                    },
-                }
-            }
+            2 => Item::Chunk {
+                id: r.u64()?,
+                job: ChunkJob::decode(r)?,
+            },
             3 => Item::ChunkDone {
                 id: r.u64()?,
                 ok: r.u8()? != 0,
+                bytes: r.u64()?,
             },
             4 => Item::LinkRef {
                 dev: r.u64()?,
                 ino: r.u64()?,
-                rel: r.bytes()?.to_vec(),
+                name: LinkName::decode(r)?,
             },
-            5 => Item::LinkGroup {
-                paths: get_names(r)?,
-            },
+            5 => {
+                let (dev, ino, k) = (r.u64()?, r.u64()?, r.u32()? as usize);
+                let mut names = Vec::with_capacity(k.min(1 << 16));
+                for _ in 0..k {
+                    names.push(LinkName::decode(r)?);
+                }
+                Item::LinkGroup { dev, ino, names }
+            }
             _ => return Err(Malformed),
         })
     }
@@ -155,6 +172,9 @@ pub struct CopyOpts {
     pub chunk_size: u64,
     /// Compare xattrs of files that are otherwise up to date.
     pub check_xattrs: bool,
+    /// Agreed by all ranks of this job; names its temp files, so a temp file
+    /// of another (killed) job can be told from a live one.
+    pub token: u64,
 }
 
 pub struct CopyPass {
@@ -187,11 +207,6 @@ impl CopyPass {
         }
     }
 
-    fn temp_name(&self) -> Vec<u8> {
-        let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        format!(".lmpi-{}-{}-{n}.part", self.ctx.rank, std::process::id()).into_bytes()
-    }
-
     fn report(&self, rel: &[u8], f: Fail) {
         match f {
             Fail::Os(side, e) => self.ctx.err(side, rel, e),
@@ -203,25 +218,23 @@ impl CopyPass {
         }
     }
 
-    fn dir(&self, rel: &[u8], out: &mut Emitter<'_, Item>) {
+    fn dir(&self, rel: &[u8], ids: DirIds, out: &mut Emitter<'_, Item>) {
         let c = &self.ctx;
-        let Some((sd, dd)) = c.open_pair(rel, c.dry_run) else {
+        let Some(((sd, s), dd)) = c.open_pair(rel, ids, c.dry_run) else {
             return;
         };
-        let Some(dd) = dd else {
-            return self.list(rel, sd, None, out);
+        let Some((dd, d)) = dd else {
+            return self.list(rel, ids, sd, None, out);
         };
         c.bump(&c.counters.dirs, 1);
-        match (fsops::fstat(sd.as_fd()), fsops::fstat(dd.as_fd())) {
-            (Ok(s), Ok(d)) => {
-                if let Err(f) = self.sync_dir_meta(sd.as_fd(), dd.as_fd(), &s, &d) {
-                    self.report(rel, f);
-                }
-            }
-            (Err(e), _) => c.err(Side::Source, rel, e),
-            (_, Err(e)) => c.err(Side::Target, rel, e),
+        if let Err(f) = self.sync_dir_meta(sd.as_fd(), dd.as_fd(), &s, &d) {
+            self.report(rel, f);
         }
-        self.list(rel, sd, Some(dd), out);
+        let ids = DirIds {
+            src: Some(s.ident()),
+            dst: Some(d.ident()),
+        };
+        self.list(rel, ids, sd, Some(dd), out);
     }
 
     /// Read a source directory: subdirectories are created on the target and
@@ -229,13 +242,17 @@ impl CopyPass {
     fn list(
         &self,
         rel: &[u8],
-        sd: std::os::fd::OwnedFd,
-        dd: Option<std::os::fd::OwnedFd>,
+        ids: DirIds,
+        sd: OwnedFd,
+        dd: Option<OwnedFd>,
         out: &mut Emitter<'_, Item>,
     ) {
         let c = &self.ctx;
+        if let Some(dd) = &dd {
+            self.remove_stale_temps(sd.as_fd(), dd.as_fd(), rel);
+        }
         let mut rd = fsops::DirReader::new(sd);
-        let mut batch = Batcher::new(rel, c.batch, Item::Batch);
+        let mut batch = Batcher::new(rel, ids, c.batch, Item::Batch);
         // First-level directories go round-robin over the configured MDTs.
         let mdts = self
             .lustre
@@ -270,14 +287,9 @@ impl CopyPass {
             if kind == Kind::Dir {
                 let mdt = mdts.map(|m| m[nth_dir % m.len()]);
                 nth_dir += 1;
-                if self.make_child_dir(
-                    rd.fd(),
-                    dd.as_ref().map(|d| d.as_fd()),
-                    &e.name,
-                    &child,
-                    mdt,
-                ) {
-                    out.push(Item::Dir { rel: child });
+                let dd = dd.as_ref().map(|d| d.as_fd());
+                if let Some(ids) = self.make_child_dir(rd.fd(), dd, &e.name, &child, mdt) {
+                    out.push(Item::Dir { rel: child, ids });
                 }
                 continue;
             }
@@ -286,7 +298,8 @@ impl CopyPass {
         batch.finish(out);
     }
 
-    /// Make sure the target has directory `name`; false if it cannot be walked.
+    /// Make sure the target has directory `name`; its identities on both
+    /// sides for the work item, or None if it must not be walked.
     fn make_child_dir(
         &self,
         sd: BorrowedFd,
@@ -294,41 +307,75 @@ impl CopyPass {
         name: &[u8],
         rel: &[u8],
         mdt: Option<u32>,
-    ) -> bool {
+    ) -> Option<DirIds> {
         let c = &self.ctx;
-        let Some(dd) = dd else { return true }; // dry run below a missing dir
         let st = match fsops::stat_at(sd, name) {
-            Ok(st) => st,
-            Err(e) if e.is_not_found() => return false, // vanished since readdir
+            Ok(st) if st.kind == Kind::Dir => st,
+            Ok(_) => {
+                c.err(Side::Source, rel, fsops::changed("stat"));
+                return None;
+            }
+            Err(e) if e.is_not_found() => return None, // vanished since readdir
             Err(e) => {
                 c.err(Side::Source, rel, e);
-                return false;
+                return None;
             }
         };
-        match fsops::stat_at(dd, name) {
-            Ok(d) if d.kind == Kind::Dir => return true,
-            Ok(_) => {
-                if c.dry_run {
-                    crate::report::say(&format!(
-                        "would replace with a directory: {}",
-                        fsops::show(rel)
-                    ));
-                    return true;
-                }
-                if let Err(e) = fsops::remove_tree_at(dd, name) {
-                    c.err(Side::Target, rel, e);
-                    return false;
-                }
+        if c.is_other_root(Side::Source, &st) {
+            c.report_other_root(Side::Source, rel);
+            return None;
+        }
+        let mut ids = DirIds {
+            src: Some(st.ident()),
+            dst: None,
+        };
+        let Some(dd) = dd else { return Some(ids) }; // dry run below a missing dir
+        match self.target_dir(sd, dd, name, rel, &st, mdt) {
+            Ok(Some(id)) => {
+                ids.dst = Some(id);
+                Some(ids)
             }
-            Err(e) if e.is_not_found() => {}
+            Ok(None) => Some(ids), // dry run: would create it
             Err(e) => {
                 c.err(Side::Target, rel, e);
-                return false;
+                None
             }
+        }
+    }
+
+    /// The target directory for source directory `st`: the one there, or a
+    /// new one (with the source's default layout on Lustre).
+    fn target_dir(
+        &self,
+        sd: BorrowedFd,
+        dd: BorrowedFd,
+        name: &[u8],
+        rel: &[u8],
+        st: &Stat,
+        mdt: Option<u32>,
+    ) -> Result<Option<fsops::Ident>, OsError> {
+        let c = &self.ctx;
+        match fsops::stat_at(dd, name) {
+            Ok(d) if d.kind == Kind::Dir && c.is_other_root(Side::Target, &d) => {
+                return Err(fsops::changed("stat"));
+            }
+            Ok(d) if d.kind == Kind::Dir => return Ok(Some(d.ident())),
+            Ok(_) if c.dry_run => {
+                crate::report::say(&format!(
+                    "would replace with a directory: {}",
+                    fsops::show(rel)
+                ));
+                return Ok(None);
+            }
+            Ok(_) => {
+                fsops::remove_tree_at(dd, name)?;
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
         }
         if c.dry_run {
             crate::report::say(&format!("would create directory: {}", fsops::show(rel)));
-            return true;
+            return Ok(None);
         }
         // Without root, keep the directory writable for us; the dirtime pass sets the final mode.
         let perm = if c.is_root { st.perm } else { st.perm | 0o700 };
@@ -337,71 +384,57 @@ impl CopyPass {
             _ => fsops::mkdir_at(dd, name, perm),
         };
         match made {
-            Ok(()) => {
-                // A new directory takes the source's default layout; existing ones are left as they are.
-                if let Some(l) = &self.lustre {
-                    match l.layout_of(sd, name) {
-                        Ok(lay) if lay.is_unset() => {}
-                        Ok(lay) => {
-                            if let Err(e) = l.set_dir_layout(dd, name, &lay) {
-                                c.err(Side::Target, rel, e);
-                            }
-                        }
-                        Err(e) => c.err(Side::Source, rel, e),
+            Ok(()) | Err(OsError { errno: libc::EEXIST, .. }) => {}
+            Err(e) => return Err(e),
+        }
+        // Open what is there now without following a link: its identity goes
+        // into the work item, and a layout is set on exactly this directory.
+        let (fd, d) = fsops::open_dir_checked(dd, name, None)?;
+        if let (Ok(()), Some(l)) = (made, &self.lustre) {
+            // A new directory takes the source's default layout; existing ones are left as they are.
+            match l.layout_of(sd, name) {
+                Ok(lay) if lay.is_unset() => {}
+                Ok(lay) => {
+                    if let Err(e) = l.set_dir_layout(fd.as_fd(), b"", &lay) {
+                        c.err(Side::Target, rel, e);
                     }
                 }
-                true
-            }
-            Err(e) if e.errno == libc::EEXIST => true,
-            Err(e) => {
-                c.err(Side::Target, rel, e);
-                false
+                Err(e) => c.err(Side::Source, rel, e),
             }
         }
+        Ok(Some(d.ident()))
     }
 
-    fn batch(&self, dir: &[u8], names: Vec<Vec<u8>>, out: &mut Emitter<'_, Item>) {
+    fn batch(&self, b: Batch, out: &mut Emitter<'_, Item>) {
         let c = &self.ctx;
-        let Some((sd, dd)) = c.open_pair(dir, c.dry_run) else {
+        let Some(((sd, _), dd)) = c.open_pair(&b.dir, b.ids, c.dry_run) else {
             return;
         };
         let landing = dd
             .as_ref()
-            .map(|d| self.landing(d.as_fd()))
+            .map(|(d, st)| self.landing(d.as_fd(), st))
             .unwrap_or(Landing::UNKNOWN);
-        for name in names {
+        let here = Here {
+            sd: sd.as_fd(),
+            dd: dd.as_ref().map(|(d, _)| d.as_fd()),
+            dir: &b.dir,
+            ids: b.ids,
+            landing,
+        };
+        for name in b.names {
             if out.stopping() {
                 return;
             }
-            let rel = fsops::join(dir, &name);
-            if let Err(f) = self.entry(
-                sd.as_fd(),
-                dd.as_ref().map(|d| d.as_fd()),
-                dir,
-                &name,
-                &rel,
-                landing,
-                out,
-            ) {
+            let rel = fsops::join(&b.dir, &name);
+            if let Err(f) = self.entry(&here, &name, &rel, out) {
                 self.report(&rel, f);
             }
         }
     }
 
-    // The walk's state for one entry; bundling it in a struct would only rename the arguments.
-    #[allow(clippy::too_many_arguments)]
-    fn entry(
-        &self,
-        sd: BorrowedFd,
-        dd: Option<BorrowedFd>,
-        dir: &[u8],
-        name: &[u8],
-        rel: &[u8],
-        landing: Landing,
-        out: &mut Emitter<'_, Item>,
-    ) -> Res<()> {
+    fn entry(&self, h: &Here, name: &[u8], rel: &[u8], out: &mut Emitter<'_, Item>) -> Res<()> {
         let c = &self.ctx;
-        let s = match fsops::stat_at(sd, name) {
+        let s = match fsops::stat_at(h.sd, name) {
             Ok(s) => s,
             Err(e) if e.is_not_found() => {
                 c.log
@@ -412,8 +445,11 @@ impl CopyPass {
         };
         if s.kind == Kind::Dir {
             // It became a directory since the listing: walk it like any other.
-            if self.make_child_dir(sd, dd, name, rel, None) {
-                out.push(Item::Dir { rel: rel.to_vec() });
+            if let Some(ids) = self.make_child_dir(h.sd, h.dd, name, rel, None) {
+                out.push(Item::Dir {
+                    rel: rel.to_vec(),
+                    ids,
+                });
             }
             return Ok(());
         }
@@ -424,17 +460,14 @@ impl CopyPass {
         }
         if s.kind == Kind::File && s.nlink > 1 {
             let owner = (mix(s.dev, s.ino) % c.size as u64) as usize;
-            out.send_to(
-                owner,
-                Item::LinkRef {
-                    dev: s.dev,
-                    ino: s.ino,
-                    rel: rel.to_vec(),
-                },
-            );
+            let name = LinkName {
+                rel: rel.to_vec(),
+                ids: h.ids,
+            };
+            out.send_to(owner, Item::LinkRef { dev: s.dev, ino: s.ino, name });
             return Ok(());
         }
-        let Some(dd) = dd else {
+        let Some(dd) = h.dd else {
             crate::report::say(&format!("would copy: {}", fsops::show(rel)));
             return Ok(());
         };
@@ -444,29 +477,50 @@ impl CopyPass {
             Err(e) => return Err(Fail::Os(Side::Target, e)),
         };
         if let Some(d) = &d {
-            if same_data(&s, d) && (s.kind != Kind::Symlink || self.same_link(sd, dd, name)?) {
-                return self.settle_in_place(sd, dd, name, rel, &s, d);
+            // A target name still linked to others while the source's is
+            // alone (a hardlink split on the source) must be broken out.
+            let split = s.kind == Kind::File && d.nlink > 1;
+            if same_data(&s, d)
+                && !split
+                && (s.kind != Kind::Symlink || self.same_link(h.sd, dd, name)?)
+            {
+                return self.settle_in_place(h.sd, dd, name, rel, &s, d);
             }
         }
         if c.dry_run {
             crate::report::say(&format!("would copy: {}", fsops::show(rel)));
             return Ok(());
         }
-        if let Some(d) = &d {
+        self.replace_entry(h, dd, name, rel, &s, d.as_ref(), out)
+    }
+
+    /// Write source entry `s` over whatever target `d` is there.
+    #[allow(clippy::too_many_arguments)]
+    fn replace_entry(
+        &self,
+        h: &Here,
+        dd: BorrowedFd,
+        name: &[u8],
+        rel: &[u8],
+        s: &Stat,
+        d: Option<&Stat>,
+        out: &mut Emitter<'_, Item>,
+    ) -> Res<()> {
+        if let Some(d) = d {
             if d.kind == Kind::Dir {
                 on_dst(fsops::remove_tree_at(dd, name))?;
             } else if s.kind != Kind::File {
                 on_dst(fsops::unlink_at(dd, name))?;
             }
         }
-        let exists = matches!(&d, Some(d) if d.kind != Kind::Dir) && s.kind == Kind::File;
+        let exists = matches!(d, Some(d) if d.kind != Kind::Dir) && s.kind == Kind::File;
         match s.kind {
             Kind::File if s.size >= self.opts.chunk_threshold => {
-                self.start_chunked(sd, dd, dir, name, &s, out)
+                self.start_chunked(h.sd, dd, h.dir, h.ids, name, s, out)
             }
-            Kind::File => self.copy_file(sd, dd, rel, name, &s, exists, landing),
-            Kind::Symlink => self.make_symlink(sd, dd, name, &s),
-            _ => self.make_special(dd, name, &s),
+            Kind::File => self.copy_file(h.sd, dd, rel, name, s, exists, h.landing),
+            Kind::Symlink => self.make_symlink(h.sd, dd, name, s),
+            _ => self.make_special(dd, name, s),
         }
     }
 
@@ -488,11 +542,14 @@ impl CopyPass {
                 crate::report::say(&format!("would fix owner/mode: {}", fsops::show(rel)));
                 return Ok(());
             }
+            // Pinned: the change lands on the inode we compared, whatever
+            // the name points to by now.
+            let pin = on_dst(fsops::pin_at(dd, name, Some(d.ident())))?;
             if s.uid != d.uid || s.gid != d.gid {
-                on_dst(fsops::chown_at(dd, name, s.uid, s.gid))?;
+                on_dst(pin.chown(s.uid, s.gid))?;
             }
             if s.kind != Kind::Symlink {
-                on_dst(fsops::chmod_at(dd, name, s.perm))?;
+                on_dst(pin.chmod(s.perm))?;
             }
             // After chmod: it rewrites the ACL mask, which the sync then checks.
             if self.opts.check_xattrs {
@@ -520,30 +577,39 @@ impl CopyPass {
     }
 }
 
+/// One batch's directory on both sides, as every entry of it needs it.
+pub(super) struct Here<'a> {
+    sd: BorrowedFd<'a>,
+    dd: Option<BorrowedFd<'a>>,
+    dir: &'a [u8],
+    ids: DirIds,
+    landing: Landing,
+}
+
 impl Processor for CopyPass {
     type Item = Item;
 
     fn process(&self, item: Item, out: &mut Emitter<'_, Item>) {
         match item {
-            Item::Dir { rel } => self.dir(&rel, out),
-            Item::Batch(b) => self.batch(&b.dir, b.names, out),
+            Item::Dir { rel, ids } => self.dir(&rel, ids, out),
+            Item::Batch(b) => self.batch(b, out),
             Item::Chunk { id, job } => self.chunk(id, job, out),
-            Item::ChunkDone { id, ok } => self.chunk_done(id, ok),
-            Item::LinkRef { dev, ino, rel } => {
+            Item::ChunkDone { id, ok, bytes } => self.chunk_done(id, ok, bytes),
+            Item::LinkRef { dev, ino, name } => {
                 self.links
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .entry((dev, ino))
                     .or_default()
-                    .push(rel);
+                    .push(name);
             }
-            Item::LinkGroup { paths } => self.link_group(&paths),
+            Item::LinkGroup { dev, ino, names } => self.link_group(dev, ino, &names),
         }
     }
 
     fn describe(&self, item: &Item) -> String {
         match item {
-            Item::Dir { rel } => format!("dir {}", fsops::show(rel)),
+            Item::Dir { rel, .. } => format!("dir {}", fsops::show(rel)),
             Item::Batch(b) => {
                 format!("{} entries in {}", b.names.len(), fsops::show(&b.dir))
             }
@@ -554,10 +620,10 @@ impl Processor for CopyPass {
                 fsops::show(&fsops::join(&job.dir, &job.name))
             ),
             Item::ChunkDone { .. } => "finishing a chunked file".into(),
-            Item::LinkRef { rel, .. } => format!("hardlink {}", fsops::show(rel)),
-            Item::LinkGroup { paths } => format!(
+            Item::LinkRef { name, .. } => format!("hardlink {}", fsops::show(&name.rel)),
+            Item::LinkGroup { names, .. } => format!(
                 "hardlink group {}",
-                paths.first().map(|p| fsops::show(p)).unwrap_or_default()
+                names.first().map(|n| fsops::show(&n.rel)).unwrap_or_default()
             ),
         }
     }
@@ -569,32 +635,60 @@ mod tests {
 
     #[test]
     fn items_roundtrip() {
+        let ids = DirIds {
+            src: Some(fsops::Ident { dev: 1, ino: 2 }),
+            dst: None,
+        };
+        let id = fsops::Ident { dev: 3, ino: 4 };
         let items = vec![
             Item::Dir {
                 rel: b"a/\xff\n".to_vec(),
+                ids,
             },
             Item::Batch(Batch {
                 dir: b"d".to_vec(),
+                ids,
                 names: vec![b"x".to_vec(), b"-y z".to_vec()],
             }),
             Item::Chunk {
                 id: 5,
                 job: ChunkJob {
                     dir: b"d".to_vec(),
+                    ids,
                     name: b"n".to_vec(),
+                    src: id,
                     tmp: b"t".to_vec(),
+                    tmp_id: id,
                     off: 6,
                     len: 7,
                 },
             },
-            Item::ChunkDone { id: 9, ok: true },
+            Item::ChunkDone {
+                id: 9,
+                ok: true,
+                bytes: 10,
+            },
             Item::LinkRef {
                 dev: 1,
                 ino: 2,
-                rel: b"r".to_vec(),
+                name: LinkName {
+                    rel: b"r".to_vec(),
+                    ids,
+                },
             },
             Item::LinkGroup {
-                paths: vec![b"a".to_vec(), b"b".to_vec()],
+                dev: 1,
+                ino: 2,
+                names: vec![
+                    LinkName {
+                        rel: b"a".to_vec(),
+                        ids,
+                    },
+                    LinkName {
+                        rel: b"b".to_vec(),
+                        ids: DirIds::default(),
+                    },
+                ],
             },
         ];
         for it in items {
