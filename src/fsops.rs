@@ -350,7 +350,11 @@ pub fn open_dir_beneath(root: BorrowedFd, rel: &[u8]) -> Res<OwnedFd> {
     if rel.is_empty() {
         return open_dir_at(root, b".");
     }
-    if rel.starts_with(b"/") || rel.split(|&b| b == b'/').any(|c| c == b".." || c.is_empty()) {
+    if rel.starts_with(b"/")
+        || rel
+            .split(|&b| b == b'/')
+            .any(|c| c == b".." || c.is_empty())
+    {
         return Err(OsError {
             op: "open",
             errno: libc::EINVAL,
@@ -403,8 +407,7 @@ fn open_dir_piece(base: BorrowedFd, piece: &[u8]) -> Res<OwnedFd> {
 
 fn openat2_dir(base: BorrowedFd, path: &[u8]) -> Res<OwnedFd> {
     use rustix::fs::{Mode, OFlags, ResolveFlags};
-    let resolve =
-        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let open = |f: OFlags| rustix::fs::openat2(base, path, f, Mode::empty(), resolve);
     let r = match open(flags | OFlags::NOATIME) {
@@ -497,7 +500,13 @@ impl Pinned {
     pub fn chown(&self, uid: u32, gid: u32) -> Res<()> {
         // SAFETY: valid fd and an empty C string; AT_EMPTY_PATH acts on the fd's inode.
         check("chown", unsafe {
-            libc::fchownat(self.fd.as_raw_fd(), c"".as_ptr(), uid, gid, libc::AT_EMPTY_PATH)
+            libc::fchownat(
+                self.fd.as_raw_fd(),
+                c"".as_ptr(),
+                uid,
+                gid,
+                libc::AT_EMPTY_PATH,
+            )
         })
         .map(drop)
     }
@@ -511,7 +520,10 @@ impl Pinned {
             });
         }
         // fchmod refuses O_PATH fds; the fd's /proc link reaches exactly its inode.
-        let p = cstr("chmod", format!("/proc/self/fd/{}", self.fd.as_raw_fd()).as_bytes())?;
+        let p = cstr(
+            "chmod",
+            format!("/proc/self/fd/{}", self.fd.as_raw_fd()).as_bytes(),
+        )?;
         // SAFETY: valid C string.
         check("chmod", unsafe { libc::chmod(p.as_ptr(), perm) }).map(drop)
     }

@@ -452,10 +452,13 @@ fn run_copy<T: Transport + ?Sized>(
         token: t.all_reduce_max(&[if rank == 0 { rand::random::<u64>() } else { 0 }])[0],
     };
     let p = Arc::new(copy::CopyPass::new(ctx, opts, lustre));
-    let seeds = root_seed(rank, copy::Item::Dir {
+    let seeds = root_seed(
+        rank,
+        copy::Item::Dir {
             rel: Vec::new(),
             ids: Default::default(),
-        });
+        },
+    );
     let mut outcome = env.run(t, p.clone(), seeds, monitor, 1);
     let groups = if outcome.stopped {
         Vec::new()
@@ -490,10 +493,13 @@ fn run_delete<T: Transport + ?Sized>(
         .max_delete
         .map(|m| m / size + u64::from(rank < m % size));
     let p = Arc::new(delete::DeletePass::new(ctx, budget));
-    let seeds = root_seed(rank as usize, delete::Item::Dir {
+    let seeds = root_seed(
+        rank as usize,
+        delete::Item::Dir {
             rel: Vec::new(),
             ids: Default::default(),
-        });
+        },
+    );
     let outcome = env.run(t, p.clone(), seeds, monitor, 1);
     let stopped_any = t.all_reduce_max(&[outcome.stopped as u64])[0] != 0;
     if !stopped_any && !env.args.dry_run {
@@ -512,10 +518,13 @@ fn run_dirtime<T: Transport + ?Sized>(
     env: &Phases<'_>,
     monitor: &mut dyn Monitor,
 ) -> PhasesDone {
-    let seeds = root_seed(ctx.rank, dirtime::Item {
+    let seeds = root_seed(
+        ctx.rank,
+        dirtime::Item {
             rel: Vec::new(),
             ids: Default::default(),
-        });
+        },
+    );
     let p = Arc::new(dirtime::DirtimePass { ctx });
     (env.run(t, p, seeds, monitor, 1), false, Vec::new())
 }

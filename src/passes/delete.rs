@@ -243,7 +243,9 @@ impl DeletePass {
             }
             let child = fsops::join(rel, &e.name);
             match fsops::stat_at(rd.fd(), &e.name) {
-                Ok(s) if c.is_other_root(Side::Target, &s) => c.report_other_root(Side::Target, &child),
+                Ok(s) if c.is_other_root(Side::Target, &s) => {
+                    c.report_other_root(Side::Target, &child)
+                }
                 Ok(s) => out.push(Item::Purge {
                     rel: child,
                     id: s.ident(),

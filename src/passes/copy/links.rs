@@ -72,7 +72,9 @@ impl CopyPass {
             Some(d) if same_data(&s, d) && !self.shared_beyond(d, others)? => {
                 self.settle_in_place(sdf, ddf, pname, &first.rel, &s, d)?
             }
-            _ if c.dry_run => crate::report::say(&format!("would copy: {}", fsops::show(&first.rel))),
+            _ if c.dry_run => {
+                crate::report::say(&format!("would copy: {}", fsops::show(&first.rel)))
+            }
             _ => {
                 // A directory in the way goes; a file in the way is replaced atomically.
                 let replace = match &d {

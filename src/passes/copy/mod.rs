@@ -384,7 +384,11 @@ impl CopyPass {
             _ => fsops::mkdir_at(dd, name, perm),
         };
         match made {
-            Ok(()) | Err(OsError { errno: libc::EEXIST, .. }) => {}
+            Ok(())
+            | Err(OsError {
+                errno: libc::EEXIST,
+                ..
+            }) => {}
             Err(e) => return Err(e),
         }
         // Open what is there now without following a link: its identity goes
@@ -464,7 +468,14 @@ impl CopyPass {
                 rel: rel.to_vec(),
                 ids: h.ids,
             };
-            out.send_to(owner, Item::LinkRef { dev: s.dev, ino: s.ino, name });
+            out.send_to(
+                owner,
+                Item::LinkRef {
+                    dev: s.dev,
+                    ino: s.ino,
+                    name,
+                },
+            );
             return Ok(());
         }
         let Some(dd) = h.dd else {
@@ -623,7 +634,10 @@ impl Processor for CopyPass {
             Item::LinkRef { name, .. } => format!("hardlink {}", fsops::show(&name.rel)),
             Item::LinkGroup { names, .. } => format!(
                 "hardlink group {}",
-                names.first().map(|n| fsops::show(&n.rel)).unwrap_or_default()
+                names
+                    .first()
+                    .map(|n| fsops::show(&n.rel))
+                    .unwrap_or_default()
             ),
         }
     }
