@@ -17,7 +17,7 @@ pub struct OsError {
 
 /// A failed operation on a named path: what the error log prints.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}: {op}: {} (errno {errno})", show(path), strerror(*errno))]
+#[error("{}: {op}: {}", show(path), explain(*errno))]
 pub struct FsError {
     pub path: Vec<u8>,
     pub op: &'static str,
@@ -47,6 +47,14 @@ pub fn changed(op: &'static str) -> OsError {
     OsError {
         op,
         errno: ECHANGED,
+    }
+}
+
+/// The errno's text and number, for the error log; ECHANGED in words only.
+fn explain(errno: i32) -> String {
+    match errno {
+        ECHANGED => strerror(errno),
+        _ => format!("{} (errno {errno})", strerror(errno)),
     }
 }
 
@@ -377,7 +385,12 @@ pub fn open_dir_beneath(root: BorrowedFd, rel: &[u8]) -> Res<OwnedFd> {
                 })?
         };
         let base = cur.as_ref().map(|f| f.as_fd_b()).unwrap_or(root);
-        cur = Some(open_dir_piece(base, &rest[..cut])?);
+        // Work items name only directories: a symlink (ELOOP) or a way out
+        // of the root (EXDEV) on the path means someone swapped a component.
+        cur = Some(open_dir_piece(base, &rest[..cut]).map_err(|e| match e.errno {
+            libc::ELOOP | libc::EXDEV => changed("open"),
+            _ => e,
+        })?);
         rest = rest.get(cut + 1..).unwrap_or(&[]);
     }
     cur.ok_or(OsError {
