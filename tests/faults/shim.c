@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -124,3 +125,21 @@ SLOW3(ssize_t, readlink, const char *, char *, size_t)
 SLOWAT3(ssize_t, readlinkat, char *, size_t)
 SLOW3(int, mknod, const char *, mode_t, dev_t)
 SLOWAT3(int, mknodat, mode_t, dev_t)
+
+/* lmpi opens directories with openat2, which glibc reaches only through
+ * syscall(2): faults and latency apply to it as to openat. */
+long syscall(long n, ...) {
+    REAL(syscall);
+    va_list ap; va_start(ap, n);
+    long a[6];
+    for (int i = 0; i < 6; i++) a[i] = va_arg(ap, long);
+    va_end(ap);
+#ifdef SYS_openat2
+    if (n == SYS_openat2) {
+        const char *path = (const char *)a[1];
+        maybe_slow(path);
+        if (matches("LMPI_FAULT_EIO", path)) { errno = fault_errno(); return -1; }
+    }
+#endif
+    return real(n, a[0], a[1], a[2], a[3], a[4], a[5]);
+}
