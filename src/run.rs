@@ -221,39 +221,6 @@ impl Monitor for RankZero {
     }
 }
 
-const M_GATHER: u8 = 0xEE;
-
-/// Send each rank's bytes to rank 0 (which gets them in rank order).
-fn gather<T: Transport + ?Sized>(t: &mut T, mine: Vec<u8>) -> Vec<Vec<u8>> {
-    let n = t.size();
-    if t.rank() != 0 {
-        let mut w = Writer::new();
-        w.u8(M_GATHER).u32(u32::MAX).bytes(&mine);
-        t.send(0, w.finish());
-        t.barrier();
-        return Vec::new();
-    }
-    let mut got: Vec<Option<Vec<u8>>> = vec![None; n];
-    got[0] = Some(mine);
-    let mut missing = n - 1;
-    while missing > 0 {
-        match t.try_recv() {
-            Some((from, msg)) => {
-                let mut r = Reader::new(&msg);
-                if let (Ok(M_GATHER), Ok(u32::MAX), Ok(b)) = (r.u8(), r.u32(), r.bytes()) {
-                    if from < n && got[from].is_none() {
-                        got[from] = Some(b.to_vec());
-                        missing -= 1;
-                    }
-                }
-            }
-            None => std::thread::sleep(Duration::from_micros(200)),
-        }
-    }
-    t.barrier();
-    got.into_iter().map(Option::unwrap_or_default).collect()
-}
-
 fn encode_hist(h: &Histogram<u64>, w: &mut Writer) {
     let v: Vec<_> = h
         .iter_recorded()
@@ -690,7 +657,7 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
         encode_hist(&s, &mut w);
         encode_hist(&c, &mut w);
     }
-    let all = gather(t, w.finish());
+    let all = t.gather(w.finish());
     if rank != 0 {
         return exit_code;
     }

@@ -12,6 +12,7 @@ use super::{Rank, Transport};
 struct Shared {
     barrier: Barrier,
     reduce: Mutex<Vec<Vec<u64>>>,
+    gather: Mutex<Vec<Vec<u8>>>,
 }
 
 pub struct LocalTransport {
@@ -29,6 +30,7 @@ pub fn network(n: usize, seed: Option<u64>) -> Vec<LocalTransport> {
     let shared = Arc::new(Shared {
         barrier: Barrier::new(n),
         reduce: Mutex::new(vec![Vec::new(); n]),
+        gather: Mutex::new(vec![Vec::new(); n]),
     });
     rxs.into_iter()
         .enumerate()
@@ -100,5 +102,51 @@ impl Transport for LocalTransport {
     }
     fn all_reduce_max(&mut self, v: &[u64]) -> Vec<u64> {
         self.reduce(v, u64::max)
+    }
+    fn gather(&mut self, mine: Vec<u8>) -> Vec<Vec<u8>> {
+        self.shared.gather.lock().expect("gather lock")[self.rank] = mine;
+        self.shared.barrier.wait();
+        let n = self.size();
+        let out = if self.rank == 0 {
+            let mut slots = self.shared.gather.lock().expect("gather lock");
+            std::mem::replace(&mut *slots, vec![Vec::new(); n])
+        } else {
+            Vec::new()
+        };
+        // Second barrier: rank 0 has taken them before anyone gathers again.
+        self.shared.barrier.wait();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gather_brings_every_rank_in_order_to_rank_zero_repeatedly() {
+        let handles: Vec<_> = network(4, Some(7))
+            .into_iter()
+            .map(|mut t| {
+                std::thread::spawn(move || {
+                    // A stray message in flight must not be taken for a part.
+                    let peer = (t.rank() + 1) % t.size();
+                    t.send(peer, b"work".to_vec());
+                    let first = t.gather(vec![t.rank() as u8; t.rank()]);
+                    let second = t.gather(vec![9; 1]);
+                    (t.rank(), first, second)
+                })
+            })
+            .collect();
+        for h in handles {
+            let (rank, first, second) = h.join().expect("rank thread");
+            if rank == 0 {
+                let want: Vec<Vec<u8>> = (0..4u8).map(|r| vec![r; r as usize]).collect();
+                assert_eq!(first, want);
+                assert_eq!(second, vec![vec![9u8]; 4]);
+            } else {
+                assert!(first.is_empty() && second.is_empty());
+            }
+        }
     }
 }

@@ -20,6 +20,10 @@ pub trait Transport {
     fn barrier(&mut self);
     fn all_reduce_sum(&mut self, v: &[u64]) -> Vec<u64>;
     fn all_reduce_max(&mut self, v: &[u64]) -> Vec<u64>;
+    /// Every rank's bytes at rank 0, in rank order; other ranks get nothing.
+    /// A collective: every rank calls it, and it is apart from `send`/`try_recv`
+    /// traffic, so a straggling work message can never be taken for a part.
+    fn gather(&mut self, mine: Vec<u8>) -> Vec<Vec<u8>>;
 }
 
 impl<T: Transport + ?Sized> Transport for Box<T> {
@@ -43,5 +47,8 @@ impl<T: Transport + ?Sized> Transport for Box<T> {
     }
     fn all_reduce_max(&mut self, v: &[u64]) -> Vec<u64> {
         (**self).all_reduce_max(v)
+    }
+    fn gather(&mut self, mine: Vec<u8>) -> Vec<Vec<u8>> {
+        (**self).gather(mine)
     }
 }

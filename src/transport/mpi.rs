@@ -106,6 +106,34 @@ impl Transport for MpiTransport {
             .all_reduce_into(v, &mut out[..], mpi::collective::SystemOperation::max());
         out
     }
+    fn gather(&mut self, mine: Vec<u8>) -> Vec<Vec<u8>> {
+        let root = self.world.process_at_rank(0);
+        let len = mine.len() as mpi::Count;
+        if self.world.rank() != 0 {
+            root.gather_into(&len);
+            root.gather_varcount_into(&mine[..]);
+            return Vec::new();
+        }
+        let mut lens: Vec<mpi::Count> = vec![0; self.size()];
+        root.gather_into_root(&len, &mut lens[..]);
+        let displs: Vec<mpi::Count> = lens
+            .iter()
+            .scan(0, |at, &l| {
+                let d = *at;
+                *at += l;
+                Some(d)
+            })
+            .collect();
+        let mut all = vec![0u8; lens.iter().map(|&l| l as usize).sum()];
+        {
+            let mut parts = mpi::datatype::PartitionMut::new(&mut all[..], &lens[..], &displs[..]);
+            root.gather_varcount_into_root(&mine[..], &mut parts);
+        }
+        lens.iter()
+            .zip(&displs)
+            .map(|(&l, &d)| all[d as usize..(d + l) as usize].to_vec())
+            .collect()
+    }
 }
 
 impl Drop for MpiTransport {

@@ -33,6 +33,9 @@ impl Transport for SoloTransport {
     fn all_reduce_max(&mut self, v: &[u64]) -> Vec<u64> {
         v.to_vec()
     }
+    fn gather(&mut self, mine: Vec<u8>) -> Vec<Vec<u8>> {
+        vec![mine]
+    }
 }
 
 /// How this process was started.
