@@ -195,22 +195,22 @@ pub struct Stat {
 
 /// Which inode an entry is: what a listing saw, checked again after every
 /// open so a rename race cannot substitute another directory or file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Ident {
     pub dev: u64,
     pub ino: u64,
-}
-
-impl Ident {
-    pub fn encode(&self, w: &mut crate::wire::Writer) {
-        w.u64(self.dev).u64(self.ino);
-    }
-    pub fn decode(r: &mut crate::wire::Reader<'_>) -> Result<Ident, crate::wire::Malformed> {
-        Ok(Ident {
-            dev: r.u64()?,
-            ino: r.u64()?,
-        })
-    }
 }
 
 impl Stat {
@@ -387,10 +387,12 @@ pub fn open_dir_beneath(root: BorrowedFd, rel: &[u8]) -> Res<OwnedFd> {
         let base = cur.as_ref().map(|f| f.as_fd_b()).unwrap_or(root);
         // Work items name only directories: a symlink (ELOOP) or a way out
         // of the root (EXDEV) on the path means someone swapped a component.
-        cur = Some(open_dir_piece(base, &rest[..cut]).map_err(|e| match e.errno {
-            libc::ELOOP | libc::EXDEV => changed("open"),
-            _ => e,
-        })?);
+        cur = Some(
+            open_dir_piece(base, &rest[..cut]).map_err(|e| match e.errno {
+                libc::ELOOP | libc::EXDEV => changed("open"),
+                _ => e,
+            })?,
+        );
         rest = rest.get(cut + 1..).unwrap_or(&[]);
     }
     cur.ok_or(OsError {

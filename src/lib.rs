@@ -18,4 +18,3 @@ pub mod signals;
 pub mod stats;
 pub mod statsd;
 pub mod transport;
-pub mod wire;

@@ -21,7 +21,6 @@ use crate::passes::{copy, delete, dirtime, Ctx, RootIds};
 use crate::report::{self, Percentiles, RankFigures, Summary};
 use crate::stats::{Counters, Histograms, Snapshot};
 use crate::transport::Transport;
-use crate::wire::{Reader, Writer};
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_ERRORS: i32 = 1;
@@ -221,23 +220,25 @@ impl Monitor for RankZero {
     }
 }
 
-fn encode_hist(h: &Histogram<u64>, w: &mut Writer) {
-    let v: Vec<_> = h
-        .iter_recorded()
-        .map(|x| (x.value_iterated_to(), x.count_at_value()))
-        .collect();
-    w.u32(v.len() as u32);
-    for (val, cnt) in v {
-        w.u64(val).u64(cnt);
-    }
+/// One rank's end-of-pass figures, gathered at rank 0 for the summary.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct RankEnd {
+    host: String,
+    counters: Snapshot,
+    /// (value, count) of each recorded histogram bucket.
+    size: Vec<(u64, u64)>,
+    copy_us: Vec<(u64, u64)>,
 }
 
-fn decode_hist_into(r: &mut Reader<'_>, h: &mut Histogram<u64>) {
-    let n = r.u32().unwrap_or(0);
-    for _ in 0..n {
-        if let (Ok(v), Ok(c)) = (r.u64(), r.u64()) {
-            let _ = h.record_n(v.max(1), c);
-        }
+fn recorded(h: &Histogram<u64>) -> Vec<(u64, u64)> {
+    h.iter_recorded()
+        .map(|x| (x.value_iterated_to(), x.count_at_value()))
+        .collect()
+}
+
+fn replay(h: &mut Histogram<u64>, buckets: &[(u64, u64)]) {
+    for &(v, c) in buckets {
+        let _ = h.record_n(v.max(1), c);
     }
 }
 
@@ -648,16 +649,15 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
         EXIT_OK
     };
 
-    let mut w = Writer::new();
-    w.bytes(host.as_bytes());
-    for v in mine.to_vec() {
-        w.u64(v);
-    }
+    let mut end = RankEnd {
+        host: host.clone(),
+        counters: mine,
+        ..Default::default()
+    };
     if let (Ok(s), Ok(c)) = (hist.size.lock(), hist.copy_us.lock()) {
-        encode_hist(&s, &mut w);
-        encode_hist(&c, &mut w);
+        (end.size, end.copy_us) = (recorded(&s), recorded(&c));
     }
-    let all = t.gather(w.finish());
+    let all = t.gather(postcard::to_allocvec(&end).unwrap_or_default());
     if rank != 0 {
         return exit_code;
     }
@@ -693,20 +693,14 @@ fn report_on_rank_zero(mut summary: Summary, all: &[Vec<u8>], json: Option<&Path
     let mut hist = Histograms::default();
     if let (Ok(s), Ok(c)) = (hist.size.get_mut(), hist.copy_us.get_mut()) {
         for (r, bytes) in all.iter().enumerate() {
-            let mut rd = Reader::new(bytes);
-            let host = rd
-                .bytes()
-                .map(|b| String::from_utf8_lossy(b).into_owned())
-                .unwrap_or_default();
-            let v: Vec<u64> = (0..Snapshot::KEYS.len())
-                .map(|_| rd.u64().unwrap_or(0))
-                .collect();
-            decode_hist_into(&mut rd, s);
-            decode_hist_into(&mut rd, c);
+            // A part that does not decode leaves that rank's row empty, not the summary.
+            let end: RankEnd = postcard::from_bytes(bytes).unwrap_or_default();
+            replay(s, &end.size);
+            replay(c, &end.copy_us);
             summary.per_rank.push(RankFigures {
                 rank: r,
-                host,
-                counters: Snapshot::from_slice(&v),
+                host: end.host,
+                counters: end.counters,
             });
         }
     }

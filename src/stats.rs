@@ -14,7 +14,7 @@ macro_rules! counters {
         pub struct Counters { $(#[doc = $doc] pub $name: AtomicU64,)* }
 
         /// A plain copy of the counters, in `Counter::ALL` order.
-        #[derive(Default, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+        #[derive(Default, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
         pub struct Snapshot { $(pub $name: u64,)* }
 
         impl Counters {

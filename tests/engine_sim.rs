@@ -8,7 +8,6 @@ use std::time::Duration;
 use lmpi::engine::{self, Emitter, NoMonitor, Processor, RunControl, RunOpts};
 use lmpi::stats::Counters;
 use lmpi::transport::local;
-use lmpi::wire::{Malformed, Reader, Wire, Writer};
 
 #[derive(Debug, Clone, Copy)]
 enum Shape {
@@ -17,32 +16,13 @@ enum Shape {
     Wide { fanout: u64, depth: u64 },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 enum Node {
     Tree { id: u64, depth: u64 },
     Batch { start: u64, len: u64 },
     Ack(u64),
 }
 
-impl Wire for Node {
-    fn encode(&self, w: &mut Writer) {
-        match self {
-            Node::Tree { id, depth } => w.u8(0).u64(*id).u64(*depth),
-            Node::Batch { start, len } => w.u8(1).u64(*start).u64(*len),
-            Node::Ack(id) => w.u8(2).u64(*id).u64(0),
-        };
-    }
-    fn decode(r: &mut Reader<'_>) -> Result<Self, Malformed> {
-        let k = r.u8()?;
-        let (a, b) = (r.u64()?, r.u64()?);
-        Ok(match k {
-            0 => Node::Tree { id: a, depth: b },
-            1 => Node::Batch { start: a, len: b },
-            2 => Node::Ack(a),
-            _ => return Err(Malformed),
-        })
-    }
-}
 
 struct Sim {
     shape: Shape,

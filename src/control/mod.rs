@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::stats::Snapshot;
 
 /// A decision taken from the broker; rank 0 forwards it to every rank over MPI.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Graceful stop, the same as scancel/SIGTERM.
     Stop,

@@ -14,9 +14,9 @@ use super::{Batch, Batcher, Ctx, DirIds};
 use crate::engine::{Emitter, Processor};
 use crate::errlog::Side;
 use crate::fsops::{self, Ident, Kind, Stat};
-use crate::wire::{Malformed, Reader, Wire, Writer};
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub enum Item {
     /// A target directory whose source counterpart exists: compare entries.
     Dir { rel: Vec<u8>, ids: DirIds },
@@ -28,48 +28,6 @@ pub enum Item {
     },
     /// Non-directories in a purged directory.
     PurgeBatch(Batch),
-}
-
-impl Wire for Item {
-    fn encode(&self, w: &mut Writer) {
-        match self {
-            Item::Dir { rel, ids } => {
-                w.u8(0).bytes(rel);
-                ids.encode(w);
-            }
-            Item::Purge { rel, id, parent } => {
-                w.u8(1).bytes(rel);
-                DirIds {
-                    src: *parent,
-                    dst: Some(*id),
-                }
-                .encode(w);
-            }
-            Item::PurgeBatch(b) => {
-                w.u8(2);
-                b.encode(w);
-            }
-        }
-    }
-    fn decode(r: &mut Reader<'_>) -> Result<Self, Malformed> {
-        Ok(match r.u8()? {
-            0 => Item::Dir {
-                rel: r.bytes()?.to_vec(),
-                ids: DirIds::decode(r)?,
-            },
-            1 => {
-                let rel = r.bytes()?.to_vec();
-                let ids = DirIds::decode(r)?;
-                Item::Purge {
-                    rel,
-                    id: ids.dst.ok_or(Malformed)?,
-                    parent: ids.src,
-                }
-            }
-            2 => Item::PurgeBatch(Batch::decode(r)?),
-            _ => return Err(Malformed),
-        })
-    }
 }
 
 pub struct DeletePass {

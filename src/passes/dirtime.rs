@@ -7,25 +7,12 @@ use super::{Ctx, DirIds};
 use crate::engine::{Emitter, Processor};
 use crate::errlog::Side;
 use crate::fsops::{self, Kind, OsError, Stat};
-use crate::wire::{Malformed, Reader, Wire, Writer};
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Item {
     pub rel: Vec<u8>,
     pub ids: DirIds,
-}
-
-impl Wire for Item {
-    fn encode(&self, w: &mut Writer) {
-        w.bytes(&self.rel);
-        self.ids.encode(w);
-    }
-    fn decode(r: &mut Reader<'_>) -> Result<Self, Malformed> {
-        Ok(Item {
-            rel: r.bytes()?.to_vec(),
-            ids: DirIds::decode(r)?,
-        })
-    }
 }
 
 pub struct DirtimePass {

@@ -14,45 +14,17 @@ use crate::errlog::{ErrorLog, Side};
 use crate::filter::Filter;
 use crate::fsops::{self, Ident, OsError, Stat};
 use crate::stats::{Counters, Histograms};
-use crate::wire::{Malformed, Reader, Wire, Writer};
+use serde::{Deserialize, Serialize};
 
 /// A directory opened and checked: its fd and the fstat that checked it.
 pub type Opened = (OwnedFd, Stat);
 
 /// The identities a directory's parent saw on each side; None for a root,
 /// or for a target directory a dry run has not created.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct DirIds {
     pub src: Option<Ident>,
     pub dst: Option<Ident>,
-}
-
-impl DirIds {
-    pub fn encode(&self, w: &mut Writer) {
-        for id in [self.src, self.dst] {
-            match id {
-                Some(i) => {
-                    w.u8(1);
-                    i.encode(w);
-                }
-                None => {
-                    w.u8(0);
-                }
-            }
-        }
-    }
-    pub fn decode(r: &mut Reader<'_>) -> Result<DirIds, Malformed> {
-        let mut one = || -> Result<Option<Ident>, Malformed> {
-            Ok(match r.u8()? {
-                0 => None,
-                _ => Some(Ident::decode(r)?),
-            })
-        };
-        Ok(DirIds {
-            src: one()?,
-            dst: one()?,
-        })
-    }
 }
 
 /// The two roots' identities, so neither walk ever enters the other tree.
@@ -156,26 +128,11 @@ impl Ctx {
 }
 
 /// Names of some entries of one directory: one work item's worth.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Batch {
     pub dir: Vec<u8>,
     pub ids: DirIds,
     pub names: Vec<Vec<u8>>,
-}
-
-impl Wire for Batch {
-    fn encode(&self, w: &mut Writer) {
-        w.bytes(&self.dir);
-        self.ids.encode(w);
-        put_names(w, &self.names);
-    }
-    fn decode(r: &mut Reader<'_>) -> Result<Self, Malformed> {
-        Ok(Batch {
-            dir: r.bytes()?.to_vec(),
-            ids: DirIds::decode(r)?,
-            names: get_names(r)?,
-        })
-    }
 }
 
 /// One directory's entries gathered into work items of `size` names each,
@@ -222,20 +179,4 @@ impl<T> Batcher<T> {
             }));
         }
     }
-}
-
-pub(crate) fn put_names(w: &mut Writer, names: &[Vec<u8>]) {
-    w.u32(names.len() as u32);
-    for n in names {
-        w.bytes(n);
-    }
-}
-
-pub(crate) fn get_names(r: &mut Reader<'_>) -> Result<Vec<Vec<u8>>, Malformed> {
-    let k = r.u32()? as usize;
-    let mut v = Vec::with_capacity(k.min(1 << 16));
-    for _ in 0..k {
-        v.push(r.bytes()?.to_vec());
-    }
-    Ok(v)
 }

@@ -21,7 +21,7 @@ pub(super) struct PendingFile {
 /// renamed to `name` in `dir` once all chunks are in.
 /// Every open is checked against the identities the finder saw: the
 /// directories (`ids`), the source file (`src`) and our temp file (`tmp_id`).
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct ChunkJob {
     pub(super) dir: Vec<u8>,
     pub(super) ids: DirIds,
@@ -31,30 +31,6 @@ pub struct ChunkJob {
     pub(super) tmp_id: fsops::Ident,
     pub(super) off: u64,
     pub(super) len: u64,
-}
-
-impl ChunkJob {
-    pub(super) fn encode(&self, w: &mut Writer) {
-        w.bytes(&self.dir);
-        self.ids.encode(w);
-        w.bytes(&self.name);
-        self.src.encode(w);
-        w.bytes(&self.tmp);
-        self.tmp_id.encode(w);
-        w.u64(self.off).u64(self.len);
-    }
-    pub(super) fn decode(r: &mut Reader<'_>) -> Result<ChunkJob, Malformed> {
-        Ok(ChunkJob {
-            dir: r.bytes()?.to_vec(),
-            ids: DirIds::decode(r)?,
-            name: r.bytes()?.to_vec(),
-            src: fsops::Ident::decode(r)?,
-            tmp: r.bytes()?.to_vec(),
-            tmp_id: fsops::Ident::decode(r)?,
-            off: r.u64()?,
-            len: r.u64()?,
-        })
-    }
 }
 
 impl CopyPass {

@@ -24,7 +24,7 @@ use super::{Batch, Batcher, Ctx, DirIds};
 use crate::engine::{Emitter, Processor};
 use crate::errlog::Side;
 use crate::fsops::{self, Kind, OsError, Stat};
-use crate::wire::{Malformed, Reader, Wire, Writer};
+use serde::{Deserialize, Serialize};
 
 mod chunked;
 mod data;
@@ -37,7 +37,7 @@ use chunked::PendingFile;
 use links::{mix, LinkGroups};
 use meta::{same_data, same_meta, At, Landing};
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub enum Item {
     Dir {
         rel: Vec<u8>,
@@ -68,87 +68,10 @@ pub enum Item {
 }
 
 /// One name of a hardlinked inode, with the identities of its directory.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct LinkName {
     pub rel: Vec<u8>,
     pub ids: DirIds,
-}
-
-impl LinkName {
-    fn encode(&self, w: &mut Writer) {
-        w.bytes(&self.rel);
-        self.ids.encode(w);
-    }
-    fn decode(r: &mut Reader<'_>) -> Result<LinkName, Malformed> {
-        Ok(LinkName {
-            rel: r.bytes()?.to_vec(),
-            ids: DirIds::decode(r)?,
-        })
-    }
-}
-
-impl Wire for Item {
-    fn encode(&self, w: &mut Writer) {
-        match self {
-            Item::Dir { rel, ids } => {
-                w.u8(0).bytes(rel);
-                ids.encode(w);
-            }
-            Item::Batch(b) => {
-                w.u8(1);
-                b.encode(w);
-            }
-            Item::Chunk { id, job } => {
-                w.u8(2).u64(*id);
-                job.encode(w);
-            }
-            Item::ChunkDone { id, ok, bytes } => {
-                w.u8(3).u64(*id).u8(*ok as u8).u64(*bytes);
-            }
-            Item::LinkRef { dev, ino, name } => {
-                w.u8(4).u64(*dev).u64(*ino);
-                name.encode(w);
-            }
-            Item::LinkGroup { dev, ino, names } => {
-                w.u8(5).u64(*dev).u64(*ino).u32(names.len() as u32);
-                for n in names {
-                    n.encode(w);
-                }
-            }
-        }
-    }
-    fn decode(r: &mut Reader<'_>) -> Result<Self, Malformed> {
-        Ok(match r.u8()? {
-            0 => Item::Dir {
-                rel: r.bytes()?.to_vec(),
-                ids: DirIds::decode(r)?,
-            },
-            1 => Item::Batch(Batch::decode(r)?),
-            2 => Item::Chunk {
-                id: r.u64()?,
-                job: ChunkJob::decode(r)?,
-            },
-            3 => Item::ChunkDone {
-                id: r.u64()?,
-                ok: r.u8()? != 0,
-                bytes: r.u64()?,
-            },
-            4 => Item::LinkRef {
-                dev: r.u64()?,
-                ino: r.u64()?,
-                name: LinkName::decode(r)?,
-            },
-            5 => {
-                let (dev, ino, k) = (r.u64()?, r.u64()?, r.u32()? as usize);
-                let mut names = Vec::with_capacity(k.min(1 << 16));
-                for _ in 0..k {
-                    names.push(LinkName::decode(r)?);
-                }
-                Item::LinkGroup { dev, ino, names }
-            }
-            _ => return Err(Malformed),
-        })
-    }
 }
 
 /// Why one entry was not done.
@@ -706,10 +629,8 @@ mod tests {
             },
         ];
         for it in items {
-            let mut w = Writer::new();
-            it.encode(&mut w);
-            let buf = w.finish();
-            let back = Item::decode(&mut Reader::new(&buf)).expect("decode");
+            let buf = postcard::to_allocvec(&it).expect("encode");
+            let back: Item = postcard::from_bytes(&buf).expect("decode");
             assert_eq!(format!("{it:?}"), format!("{back:?}"));
         }
     }

@@ -1,0 +1,371 @@
+//! One rank's side of a phase: a loop that is producer and consumer at once
+//! (as ripgrep's parallel walker is). Each turn it reads messages, applies
+//! control commands, feeds its I/O threads, asks a random victim for work
+//! when it has none, takes part in termination detection when passive, and
+//! reports to rank 0. Each of those is one short method.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use super::msg::{Envelope, Msg};
+use super::pool::{Pool, PoolMsg};
+use super::safra::{Safra, Step};
+use super::{Monitor, Processor, RankReport, RunControl, RunOpts, RunOutcome};
+use crate::control::Command;
+use crate::stats::Counters;
+use crate::transport::{Rank, Transport};
+
+/// What the loop borrows from its caller for one phase.
+pub(crate) struct Env<'a, T: ?Sized> {
+    pub t: &'a mut T,
+    pub counters: &'a Counters,
+    pub ctl: &'a Arc<RunControl>,
+    pub monitor: &'a mut dyn Monitor,
+    pub opts: &'a RunOpts,
+}
+
+pub(crate) struct RankLoop<'a, T: Transport + ?Sized, P: Processor> {
+    env: Env<'a, T>,
+    proc: Arc<P>,
+    me: Rank,
+    n: usize,
+    rng: SmallRng,
+    pool: Pool<P::Item>,
+    /// Stealable items; the newest is processed first (depth-first).
+    queue: VecDeque<P::Item>,
+    /// Items that must run here (sent to this rank by another).
+    pinned: VecDeque<P::Item>,
+    /// Items handed to I/O threads and not yet done.
+    inflight: usize,
+    /// Items dropped because of a stop.
+    abandoned: u64,
+    safra: Safra,
+    /// Seeds wait here until the start gate opens (rank 0 with --wait-for-start).
+    held_seeds: Option<Vec<P::Item>>,
+    gate_open: bool,
+    steal_out: bool,
+    terminated: bool,
+    was_stopping: bool,
+    reports: Vec<Option<RankReport>>,
+    next_report: Instant,
+    idle_sleep: Duration,
+}
+
+impl<'a, T: Transport + ?Sized, P: Processor> RankLoop<'a, T, P> {
+    pub fn new(env: Env<'a, T>, proc: Arc<P>, seeds: Vec<P::Item>) -> Self {
+        let (me, n) = (env.t.rank(), env.t.size());
+        let seed = env.opts.seed ^ (me as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let gate_open = !(env.opts.wait_for_start && me == 0);
+        let next_report = Instant::now() + env.opts.interval;
+        RankLoop {
+            rng: SmallRng::seed_from_u64(seed),
+            pool: Pool::new(),
+            queue: VecDeque::new(),
+            pinned: VecDeque::new(),
+            inflight: 0,
+            abandoned: 0,
+            safra: Safra::default(),
+            held_seeds: Some(seeds),
+            gate_open,
+            steal_out: false,
+            terminated: false,
+            was_stopping: false,
+            reports: vec![None; if me == 0 { n } else { 0 }],
+            next_report,
+            idle_sleep: Duration::from_micros(20),
+            env,
+            proc,
+            me,
+            n,
+        }
+    }
+
+    /// Run the phase to global termination (or a graceful stop).
+    pub fn run(mut self) -> RunOutcome {
+        self.pool.resize(&self.proc, self.env.ctl);
+        while !self.terminated {
+            let mut progressed = self.on_messages();
+            if self.terminated {
+                break;
+            }
+            self.on_commands();
+            self.release_seeds();
+            self.check_stop();
+            progressed |= self.on_results();
+            progressed |= self.feed_pool();
+            self.maybe_steal();
+            if self.is_passive() {
+                self.when_passive();
+            }
+            self.publish();
+            if !self.terminated {
+                self.wait(progressed);
+            }
+        }
+        self.pool.shutdown();
+        self.env.counters.queued.store(0, Ordering::Relaxed);
+        self.env.counters.inflight.store(0, Ordering::Relaxed);
+        RunOutcome {
+            stopped: self.env.ctl.stopping(),
+            abandoned: self.abandoned,
+        }
+    }
+
+    fn send(&mut self, to: Rank, msg: Msg<P::Item>) {
+        let epoch = self.env.opts.epoch;
+        self.env.t.send(to, Envelope { epoch, msg }.encode());
+    }
+
+    fn on_messages(&mut self) -> bool {
+        let mut any = false;
+        while let Some((from, bytes)) = self.env.t.try_recv() {
+            any = true;
+            match Envelope::<P::Item>::decode(&bytes) {
+                Ok(e) if e.epoch == self.env.opts.epoch => self.on_message(from, e.msg),
+                Ok(_) => {} // a straggler from an earlier phase
+                Err(e) => {
+                    // Lost work would keep termination from ever being found:
+                    // end the job (mpirun/srun stop the other ranks) rather than hang.
+                    eprintln!(
+                        "lmpi: rank {}: cannot read a message from rank {from} ({e}): \
+                         are all ranks the same lmpi version? ending the job",
+                        self.me
+                    );
+                    std::process::exit(crate::run::EXIT_ERRORS);
+                }
+            }
+        }
+        any
+    }
+
+    fn on_message(&mut self, from: Rank, msg: Msg<P::Item>) {
+        match msg {
+            Msg::Work { items, pinned } => self.on_work(items, pinned),
+            Msg::Steal => self.on_steal(from),
+            Msg::NoWork => self.steal_out = false,
+            Msg::Token(t) => self.safra.got_token(t),
+            Msg::Terminate => self.terminated = true,
+            Msg::Report(r) => {
+                if let Some(slot) = self.reports.get_mut(from) {
+                    *slot = Some(r);
+                }
+            }
+            Msg::Control(cmd) => self.apply(cmd),
+        }
+    }
+
+    fn on_work(&mut self, items: Vec<P::Item>, pinned: bool) {
+        self.safra.got_work();
+        if pinned {
+            self.pinned.extend(items);
+            return;
+        }
+        self.steal_out = false;
+        if self.env.ctl.stopping() {
+            self.abandoned += items.len() as u64;
+        } else {
+            self.queue.extend(items);
+        }
+    }
+
+    /// Give half of the oldest items (the big subtrees), or the last one if
+    /// all threads are busy; nothing while stopping.
+    fn on_steal(&mut self, from: Rank) {
+        let q = self.queue.len();
+        let give = match q {
+            0 => 0,
+            1 if self.inflight >= self.env.ctl.threads() => 1,
+            1 => 0,
+            _ => q / 2,
+        };
+        if give == 0 || self.env.ctl.stopping() {
+            return self.send(from, Msg::NoWork);
+        }
+        let items: Vec<P::Item> = self.queue.drain(..give).collect();
+        self.safra.sent_work();
+        self.send(
+            from,
+            Msg::Work {
+                items,
+                pinned: false,
+            },
+        );
+    }
+
+    fn apply(&mut self, cmd: Command) {
+        if cmd == Command::Start {
+            self.gate_open = true;
+        }
+        self.env.ctl.apply(cmd);
+    }
+
+    /// Rank 0 decides control commands for everyone.
+    fn on_commands(&mut self) {
+        if self.me != 0 {
+            return;
+        }
+        while let Some(cmd) = self.env.monitor.poll_command() {
+            for r in 1..self.n {
+                self.send(r, Msg::Control(cmd));
+            }
+            self.apply(cmd);
+        }
+    }
+
+    fn release_seeds(&mut self) {
+        if self.gate_open {
+            if let Some(seeds) = self.held_seeds.take() {
+                self.queue.extend(seeds);
+            }
+        }
+    }
+
+    /// Signals act locally (scancel signals every rank anyway); a stop drops
+    /// what is queued, once.
+    fn check_stop(&mut self) {
+        if crate::signals::stop_requested() {
+            self.env.ctl.request_stop();
+        }
+        if !self.env.ctl.stopping() || self.was_stopping {
+            return;
+        }
+        self.was_stopping = true;
+        self.abandoned += self.queue.len() as u64;
+        self.queue.clear();
+        if let Some(s) = self.held_seeds.take() {
+            self.abandoned += s.len() as u64;
+        }
+    }
+
+    fn on_results(&mut self) -> bool {
+        let mut any = false;
+        while let Ok(m) = self.pool.results.try_recv() {
+            any = true;
+            self.on_result(m);
+        }
+        any
+    }
+
+    fn on_result(&mut self, m: PoolMsg<P::Item>) {
+        match m {
+            PoolMsg::Local(_) if self.env.ctl.stopping() => self.abandoned += 1,
+            PoolMsg::Local(item) => self.queue.push_back(item),
+            PoolMsg::Pinned(rank, item) if rank == self.me => self.pinned.push_back(item),
+            PoolMsg::Pinned(rank, item) => {
+                self.safra.sent_work();
+                let items = vec![item];
+                self.send(
+                    rank,
+                    Msg::Work {
+                        items,
+                        pinned: true,
+                    },
+                );
+            }
+            PoolMsg::Done => self.inflight -= 1,
+        }
+    }
+
+    /// Pinned items first: they unblock other ranks' bookkeeping.
+    fn feed_pool(&mut self) -> bool {
+        self.pool.resize(&self.proc, self.env.ctl);
+        let cap = self.env.ctl.threads() + 2;
+        let mut any = false;
+        while self.inflight < cap {
+            let next = self.pinned.pop_front().or_else(|| self.queue.pop_back());
+            let Some(item) = next else { break };
+            if let Some(tx) = &self.pool.tasks {
+                let _ = tx.send(item);
+            }
+            self.inflight += 1;
+            any = true;
+        }
+        any
+    }
+
+    fn maybe_steal(&mut self) {
+        let idle = self.queue.is_empty() && self.pinned.is_empty();
+        let stopping = self.env.ctl.stopping();
+        if self.n < 2 || !idle || self.steal_out || stopping {
+            return;
+        }
+        if self.inflight >= self.env.ctl.threads() {
+            return;
+        }
+        let mut victim = self.rng.gen_range(0..self.n - 1);
+        if victim >= self.me {
+            victim += 1;
+        }
+        self.send(victim, Msg::Steal);
+        self.steal_out = true;
+    }
+
+    fn is_passive(&self) -> bool {
+        self.queue.is_empty()
+            && self.pinned.is_empty()
+            && self.inflight == 0
+            && self.held_seeds.is_none()
+    }
+
+    fn when_passive(&mut self) {
+        match self.safra.when_passive(self.me, self.n) {
+            Step::Nothing => {}
+            Step::Send(to, token) => self.send(to, Msg::Token(token)),
+            Step::Terminate => {
+                for r in 1..self.n {
+                    self.send(r, Msg::Terminate);
+                }
+                self.terminated = true;
+            }
+        }
+    }
+
+    /// Queue gauges every turn; every `interval`, a report to rank 0.
+    fn publish(&mut self) {
+        let c = self.env.counters;
+        let queued = (self.queue.len() + self.pinned.len()) as u64;
+        c.queued.store(queued, Ordering::Relaxed);
+        c.inflight.store(self.inflight as u64, Ordering::Relaxed);
+        let now = Instant::now();
+        if now < self.next_report {
+            return;
+        }
+        self.next_report = now + self.env.opts.interval;
+        let active = self
+            .pool
+            .active
+            .lock()
+            .map(|a| a.iter().map(|(_, s)| s.clone()).collect())
+            .unwrap_or_default();
+        let report = RankReport {
+            counters: c.snapshot(),
+            active,
+        };
+        if self.me != 0 {
+            return self.send(0, Msg::Report(report));
+        }
+        self.reports[0] = Some(report);
+        self.env.monitor.tick(&self.reports, self.env.ctl);
+    }
+
+    /// Wake as soon as an I/O thread reports, but keep polling the
+    /// transport; back off while nothing at all happens.
+    fn wait(&mut self, progressed: bool) {
+        if progressed {
+            self.idle_sleep = Duration::from_micros(20);
+        }
+        if self.inflight > 0 {
+            if let Ok(m) = self.pool.results.recv_timeout(Duration::from_micros(500)) {
+                self.on_result(m);
+            }
+        } else if !progressed {
+            std::thread::sleep(self.idle_sleep);
+            self.idle_sleep = (self.idle_sleep * 2).min(Duration::from_millis(2));
+        }
+    }
+}
