@@ -179,7 +179,24 @@ impl Lustre {
         fsops::proc_path(dir, name)
     }
 
-    fn read(&self, l: *mut sys::llapi_layout) -> Result<Layout, OsError> {
+    /// Take ownership of a layout the library returned (NULL: its errno, as `op`).
+    fn own(&self, l: *mut sys::llapi_layout, op: &'static str) -> Result<LlapiLayout<'_>, OsError> {
+        if l.is_null() {
+            return Err(OsError {
+                op,
+                errno: std::io::Error::last_os_error()
+                    .raw_os_error()
+                    .unwrap_or(libc::EIO),
+            });
+        }
+        Ok(LlapiLayout {
+            ptr: l,
+            api: &self.api,
+        })
+    }
+
+    fn read(&self, l: &LlapiLayout<'_>) -> Result<Layout, OsError> {
+        let l = l.ptr;
         let err = |op| OsError {
             op,
             errno: std::io::Error::last_os_error()
@@ -228,40 +245,37 @@ impl Lustre {
         Ok(Layout { components: comps })
     }
 
-    /// A freshly built llapi layout for `layout`; the caller frees it.
-    fn build(&self, layout: &Layout) -> Result<*mut sys::llapi_layout, OsError> {
+    /// A freshly built llapi layout for `layout`, freed when dropped.
+    fn build(&self, layout: &Layout) -> Result<LlapiLayout<'_>, OsError> {
         let err = |op| OsError {
             op,
             errno: std::io::Error::last_os_error()
                 .raw_os_error()
                 .unwrap_or(libc::EINVAL),
         };
-        // SAFETY: alloc/set/free on a layout we own.
-        unsafe {
-            let l = (self.api.layout_alloc)();
-            if l.is_null() {
-                return Err(err("llapi_layout_alloc"));
-            }
-            for (i, c) in layout.components.iter().enumerate() {
-                let many = layout.components.len() > 1;
-                let ok = (i == 0 || (self.api.layout_comp_add)(l) == 0)
+        // SAFETY: a plain allocation; ownership goes to `own` at once.
+        let owned = self.own(unsafe { (self.api.layout_alloc)() }, "llapi_layout_alloc")?;
+        let l = owned.ptr;
+        for (i, c) in layout.components.iter().enumerate() {
+            let many = layout.components.len() > 1;
+            let pool = CString::new(c.pool.as_str()).ok();
+            // SAFETY: setters on a live layout we own; the pool C string outlives the call.
+            let ok = unsafe {
+                (i == 0 || (self.api.layout_comp_add)(l) == 0)
                     && (!many || (self.api.layout_comp_extent_set)(l, c.start, c.end) == 0)
-                    && (self.api.layout_stripe_count_set)(l, self.stripe_count(c.stripe_count))
-                        == 0
+                    && (self.api.layout_stripe_count_set)(l, self.stripe_count(c.stripe_count)) == 0
                     && (self.api.layout_stripe_size_set)(l, c.stripe_size) == 0
                     && (self.api.layout_pattern_set)(l, c.pattern) == 0
                     && (c.pool.is_empty()
-                        || CString::new(c.pool.as_str())
-                            .map(|p| (self.api.layout_pool_name_set)(l, p.as_ptr()) == 0)
-                            .unwrap_or(false));
-                if !ok {
-                    let e = err("llapi_layout_set");
-                    (self.api.layout_free)(l);
-                    return Err(e);
-                }
+                        || pool
+                            .as_ref()
+                            .is_some_and(|p| (self.api.layout_pool_name_set)(l, p.as_ptr()) == 0))
+            };
+            if !ok {
+                return Err(err("llapi_layout_set"));
             }
-            Ok(l)
         }
+        Ok(owned)
     }
 
     fn stripe_count(&self, c: u64) -> u64 {
@@ -275,38 +289,17 @@ impl Lustre {
     /// The layout of `name` in `dir` (a file's, or a directory's default).
     pub fn layout_of(&self, dir: BorrowedFd, name: &[u8]) -> Result<Layout, OsError> {
         let p = Self::path(dir, name)?;
-        // SAFETY: valid C string; the result is freed below.
+        // SAFETY: a valid C string; the result is owned at once.
         let l = unsafe { (self.api.layout_get_by_path)(p.as_ptr(), 0) };
-        if l.is_null() {
-            return Err(OsError {
-                op: "llapi_layout_get_by_path",
-                errno: std::io::Error::last_os_error()
-                    .raw_os_error()
-                    .unwrap_or(libc::EIO),
-            });
-        }
-        let r = self.read(l);
-        unsafe { (self.api.layout_free)(l) };
-        r
+        self.read(&self.own(l, "llapi_layout_get_by_path")?)
     }
 
     /// The layout of the open file `fd` (checked by the caller to be the
     /// file the listing saw: a name could be a link by now).
     pub fn layout_of_fd(&self, fd: BorrowedFd) -> Result<Layout, OsError> {
-        // SAFETY: a valid open fd; the result is freed below.
+        // SAFETY: a valid open fd; the result is owned at once.
         let l = unsafe { (self.api.layout_get_by_fd)(fd.as_raw_fd(), 0) };
-        if l.is_null() {
-            return Err(OsError {
-                op: "llapi_layout_get_by_fd",
-                errno: std::io::Error::last_os_error()
-                    .raw_os_error()
-                    .unwrap_or(libc::EIO),
-            });
-        }
-        let r = self.read(l);
-        // SAFETY: allocated by the library above, freed once.
-        unsafe { (self.api.layout_free)(l) };
-        r
+        self.read(&self.own(l, "llapi_layout_get_by_fd")?)
     }
 
     /// Create `name` in `dir` (O_EXCL, write-only) with `layout`.
@@ -325,13 +318,12 @@ impl Lustre {
                 p.as_ptr(),
                 libc::O_WRONLY | libc::O_CLOEXEC,
                 perm as libc::c_int,
-                l,
+                l.ptr,
             )
         };
         let e = std::io::Error::last_os_error()
             .raw_os_error()
             .unwrap_or(libc::EIO);
-        unsafe { (self.api.layout_free)(l) };
         if fd < 0 {
             return Err(OsError {
                 op: "llapi_layout_file_create",
@@ -352,12 +344,11 @@ impl Lustre {
         let l = self.build(layout)?;
         // SAFETY: valid path and layout; the fd returned is closed at once.
         let fd = unsafe {
-            (self.api.layout_file_open)(p.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY, 0, l)
+            (self.api.layout_file_open)(p.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY, 0, l.ptr)
         };
         let e = std::io::Error::last_os_error()
             .raw_os_error()
             .unwrap_or(libc::EIO);
-        unsafe { (self.api.layout_free)(l) };
         if fd < 0 {
             return Err(OsError {
                 op: "llapi_layout_file_open",
@@ -396,8 +387,17 @@ impl Lustre {
         }
         Ok(())
     }
+}
 
-    pub fn library(&self) -> &std::path::Path {
-        &self.api.path
+/// A `struct llapi_layout` the library allocated, freed exactly once on drop.
+struct LlapiLayout<'a> {
+    ptr: *mut sys::llapi_layout,
+    api: &'a sys::Api,
+}
+
+impl Drop for LlapiLayout<'_> {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` came non-NULL from the library and is freed only here.
+        unsafe { (self.api.layout_free)(self.ptr) };
     }
 }

@@ -51,12 +51,6 @@ counters! {
     inflight => "inflight", "work items being processed by I/O threads (gauge)";
 }
 
-impl Counters {
-    pub fn add(&self, c: &AtomicU64, n: u64) {
-        let _ = self;
-        c.fetch_add(n, Ordering::Relaxed);
-    }
-}
 
 impl Snapshot {
     pub fn sum(&self, other: &Snapshot) -> Snapshot {

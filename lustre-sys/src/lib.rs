@@ -4,7 +4,7 @@
 #![allow(non_camel_case_types)]
 
 use std::ffi::{OsStr, OsString};
-use std::os::raw::{c_char, c_int, c_void};
+use std::os::raw::{c_char, c_int};
 use std::path::{Path, PathBuf};
 
 /// Opaque `struct llapi_layout`.
@@ -178,6 +178,3 @@ impl Api {
 // The function pointers are plain C entry points, callable from any thread.
 unsafe impl Send for Api {}
 unsafe impl Sync for Api {}
-
-/// Keep `c_void` in the public vocabulary for callers that pass opaque data.
-pub type Opaque = c_void;

@@ -53,11 +53,6 @@ impl MpiTransport {
             self.pending.pop_front();
         }
     }
-
-    /// Abort the whole job (used when a rank cannot go on and others would hang).
-    pub fn abort(&self, code: i32) -> ! {
-        self.world.abort(code)
-    }
 }
 
 impl Transport for MpiTransport {
