@@ -68,33 +68,28 @@ impl DeletePass {
         c.bump(&c.counters.dirs, 1);
         let here = d.ident();
         let mut rd = fsops::DirReader::new(dd);
-        while let Some(e) = rd.next_entry() {
-            if out.stopping() {
-                return;
-            }
-            let e = match e {
-                Ok(e) => e,
-                Err(err) => return c.err(Side::Target, rel, err),
-            };
-            let child = fsops::join(rel, &e.name);
-            if c.filter.has_excludes() && c.filter.excluded(&child) {
-                c.bump(&c.counters.skipped, 1);
-                continue;
-            }
-            c.bump(&c.counters.scanned, 1);
-            match fsops::stat_at(sd.as_fd(), &e.name) {
-                Ok(s) if s.kind == Kind::Dir && rd.kind(&e).ok() == Some(Kind::Dir) => {
-                    if let Some(ids) = self.child_ids(rd.fd(), &e.name, &child, &s) {
-                        out.push(Item::Dir { rel: child, ids });
+        c.list_entries(
+            &mut rd,
+            rel,
+            Side::Target,
+            true,
+            out,
+            |rd, e, child, out| {
+                c.bump(&c.counters.scanned, 1);
+                match fsops::stat_at(sd.as_fd(), &e.name) {
+                    Ok(s) if s.kind == Kind::Dir && rd.kind(&e).ok() == Some(Kind::Dir) => {
+                        if let Some(ids) = self.child_ids(rd.fd(), &e.name, &child, &s) {
+                            out.push(Item::Dir { rel: child, ids });
+                        }
                     }
+                    Ok(_) => {}
+                    Err(err) if err.errno == libc::ENOENT => {
+                        self.remove(rd.fd(), here, &e.name, e.kind, &child, out)
+                    }
+                    Err(err) => c.err(Side::Source, &child, err),
                 }
-                Ok(_) => {}
-                Err(err) if err.errno == libc::ENOENT => {
-                    self.remove(rd.fd(), here, &e.name, e.kind, &child, out)
-                }
-                Err(err) => c.err(Side::Source, &child, err),
-            }
-        }
+            },
+        );
     }
 
     /// Identities of a directory present on both sides, or None (reported)
@@ -186,34 +181,35 @@ impl DeletePass {
             dst: Some(id),
         };
         let mut batch = Batcher::new(rel, ids, c.batch, Item::PurgeBatch);
-        while let Some(e) = rd.next_entry() {
-            if out.stopping() {
-                return;
-            }
-            let e = match e {
-                Ok(e) => e,
-                Err(err) => return c.err(Side::Target, rel, err),
-            };
-            // Unknown: try it as a file; unlink of a directory fails and is reported.
-            if rd.kind(&e).unwrap_or(Kind::File) != Kind::Dir {
-                batch.push(e.name, out);
-                continue;
-            }
-            let child = fsops::join(rel, &e.name);
-            match fsops::stat_at(rd.fd(), &e.name) {
-                Ok(s) if c.is_other_root(Side::Target, &s) => {
-                    c.report_other_root(Side::Target, &child)
+        // Not filtered: a doomed directory goes whole.
+        let done = c.list_entries(
+            &mut rd,
+            rel,
+            Side::Target,
+            false,
+            out,
+            |rd, e, child, out| {
+                // Unknown: try it as a file; unlink of a directory fails and is reported.
+                if rd.kind(&e).unwrap_or(Kind::File) != Kind::Dir {
+                    return batch.push(e.name, out);
                 }
-                Ok(s) => out.push(Item::Purge {
-                    rel: child,
-                    id: s.ident(),
-                    parent: Some(id),
-                }),
-                Err(err) if err.is_not_found() => {}
-                Err(err) => c.err(Side::Target, &child, err),
-            }
+                match fsops::stat_at(rd.fd(), &e.name) {
+                    Ok(s) if c.is_other_root(Side::Target, &s) => {
+                        c.report_other_root(Side::Target, &child)
+                    }
+                    Ok(s) => out.push(Item::Purge {
+                        rel: child,
+                        id: s.ident(),
+                        parent: Some(id),
+                    }),
+                    Err(err) if err.is_not_found() => {}
+                    Err(err) => c.err(Side::Target, &child, err),
+                }
+            },
+        );
+        if done {
+            batch.finish(out);
         }
-        batch.finish(out);
     }
 
     fn purge_batch(&self, b: &Batch, out: &mut Emitter<'_, Item>) {

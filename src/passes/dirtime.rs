@@ -87,45 +87,36 @@ impl DirtimePass {
     ) {
         let c = &self.ctx;
         let mut rd = fsops::DirReader::new(sd);
-        while let Some(e) = rd.next_entry() {
-            if out.stopping() {
-                return;
-            }
-            let e = match e {
-                Ok(e) => e,
-                Err(err) => return c.err(Side::Source, rel, err),
-            };
-            if rd.kind(&e).ok() != Some(Kind::Dir) {
-                continue;
-            }
-            let child = fsops::join(rel, &e.name);
-            if c.filter.has_excludes() && c.filter.excluded(&child) {
-                c.bump(&c.counters.skipped, 1);
-                continue;
-            }
-            let s = match fsops::stat_at(rd.fd(), &e.name) {
-                Ok(s) if s.kind == Kind::Dir => s,
-                Ok(_) => continue,
-                Err(err) if err.is_not_found() => continue,
-                Err(err) => {
-                    c.err(Side::Source, &child, err);
-                    continue;
+        c.list_entries(
+            &mut rd,
+            rel,
+            Side::Source,
+            true,
+            out,
+            |rd, e, child, out| {
+                if rd.kind(&e).ok() != Some(Kind::Dir) {
+                    return;
                 }
-            };
-            if c.is_other_root(Side::Source, &s) {
-                c.report_other_root(Side::Source, &child);
-                continue;
-            }
-            let dst = dd
-                .and_then(|d| fsops::stat_at(d, &e.name).ok())
-                .filter(|d| d.kind == Kind::Dir && !c.is_other_root(Side::Target, d))
-                .map(|d| d.ident());
-            let ids = DirIds {
-                src: Some(s.ident()),
-                dst,
-            };
-            out.push(Item { rel: child, ids });
-        }
+                let s = match fsops::stat_at(rd.fd(), &e.name) {
+                    Ok(s) if s.kind == Kind::Dir => s,
+                    Ok(_) => return,
+                    Err(err) if err.is_not_found() => return,
+                    Err(err) => return c.err(Side::Source, &child, err),
+                };
+                if c.is_other_root(Side::Source, &s) {
+                    return c.report_other_root(Side::Source, &child);
+                }
+                let dst = dd
+                    .and_then(|d| fsops::stat_at(d, &e.name).ok())
+                    .filter(|d| d.kind == Kind::Dir && !c.is_other_root(Side::Target, d))
+                    .map(|d| d.ident());
+                let ids = DirIds {
+                    src: Some(s.ident()),
+                    dst,
+                };
+                out.push(Item { rel: child, ids });
+            },
+        );
     }
 }
 

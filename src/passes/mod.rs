@@ -119,6 +119,40 @@ impl Ctx {
         };
         self.log.error_msg(side, rel, what);
     }
+    /// The listing loop every pass shares: read `rd` to the end, report a
+    /// read error (naming `side` and `rel`) and end there, skip excluded
+    /// children (counted) when `filtered`, and hand every other entry and
+    /// its relative path to `each`. False if the pass is stopping.
+    pub(crate) fn list_entries<I>(
+        &self,
+        rd: &mut fsops::DirReader,
+        rel: &[u8],
+        side: Side,
+        filtered: bool,
+        out: &mut Emitter<'_, I>,
+        mut each: impl FnMut(&fsops::DirReader, fsops::Entry, Vec<u8>, &mut Emitter<'_, I>),
+    ) -> bool {
+        while let Some(e) = rd.next_entry() {
+            if out.stopping() {
+                return false;
+            }
+            let e = match e {
+                Ok(e) => e,
+                Err(err) => {
+                    self.err(side, rel, err);
+                    break;
+                }
+            };
+            let child = fsops::join(rel, &e.name);
+            if filtered && self.filter.has_excludes() && self.filter.excluded(&child) {
+                self.bump(&self.counters.skipped, 1);
+                continue;
+            }
+            each(rd, e, child, out);
+        }
+        true
+    }
+
     pub fn bump(&self, c: &std::sync::atomic::AtomicU64, n: u64) {
         c.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }

@@ -183,42 +183,32 @@ impl CopyPass {
             .map(|l| l.mdts.as_slice())
             .filter(|m| rel.is_empty() && !m.is_empty());
         let mut nth_dir = 0usize;
-        while let Some(e) = rd.next_entry() {
-            if out.stopping() {
-                return;
-            }
-            let e = match e {
-                Ok(e) => e,
-                Err(err) => {
-                    c.err(Side::Source, rel, err);
-                    break;
+        let dd = dd.as_ref().map(|d| d.as_fd());
+        let done = c.list_entries(
+            &mut rd,
+            rel,
+            Side::Source,
+            true,
+            out,
+            |rd, e, child, out| {
+                let kind = match rd.kind(&e) {
+                    Ok(k) => k,
+                    Err(err) if err.is_not_found() => return,
+                    Err(err) => return c.err(Side::Source, &child, err),
+                };
+                if kind != Kind::Dir {
+                    return batch.push(e.name, out);
                 }
-            };
-            let child = fsops::join(rel, &e.name);
-            if c.filter.has_excludes() && c.filter.excluded(&child) {
-                c.bump(&c.counters.skipped, 1);
-                continue;
-            }
-            let kind = match rd.kind(&e) {
-                Ok(k) => k,
-                Err(err) if err.is_not_found() => continue,
-                Err(err) => {
-                    c.err(Side::Source, &child, err);
-                    continue;
-                }
-            };
-            if kind == Kind::Dir {
                 let mdt = mdts.map(|m| m[nth_dir % m.len()]);
                 nth_dir += 1;
-                let dd = dd.as_ref().map(|d| d.as_fd());
                 if let Some(ids) = self.make_child_dir(rd.fd(), dd, &e.name, &child, mdt) {
                     out.push(Item::Dir { rel: child, ids });
                 }
-                continue;
-            }
-            batch.push(e.name, out);
+            },
+        );
+        if done {
+            batch.finish(out);
         }
-        batch.finish(out);
     }
 
     /// Make sure the target has directory `name`; its identities on both
