@@ -10,6 +10,7 @@ pub mod engine;
 pub mod errlog;
 pub mod filter;
 pub mod fsops;
+pub mod host;
 pub mod lustre;
 pub mod passes;
 pub mod report;

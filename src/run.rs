@@ -29,16 +29,6 @@ pub const EXIT_REFUSED: i32 = 3;
 pub const EXIT_STOPPED: i32 = 4;
 pub const EXIT_MAX_DELETE: i32 = 5;
 
-pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "unknown".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
-}
-
 /// Load the config named on the command line (or $LMPI_CONFIG), then apply overrides.
 pub fn load_config(args: &PassArgs) -> Result<Config, String> {
     let path = args
@@ -240,29 +230,6 @@ fn replay(h: &mut Histogram<u64>, buckets: &[(u64, u64)]) {
     for &(v, c) in buckets {
         let _ = h.record_n(v.max(1), c);
     }
-}
-
-/// Launchers bind ranks to cores by default; then all I/O threads of a rank
-/// share one core. Say so once, with the cure.
-fn binding_note(threads: usize) -> Option<String> {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set for sched_getaffinity to fill.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let rc =
-        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-    if rc != 0 {
-        return None;
-    }
-    let bound = unsafe { libc::CPU_COUNT(&set) } as usize;
-    let online = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(bound);
-    let online = online.max(unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize);
-    (bound < online && bound < threads).then(|| {
-        format!(
-            "this rank is bound to {bound} of {online} CPUs for {threads} I/O threads; \
-             start with `mpirun --bind-to none` or `srun --cpu-bind=none` to let them spread"
-        )
-    })
 }
 
 /// Only rank 0 seeds the root.
@@ -501,7 +468,7 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
     let started = Instant::now();
     let rank = t.rank();
     let size = t.size();
-    let host = hostname();
+    let host = crate::host::hostname();
     let Some(kind) = args.pass else {
         eprintln!("lmpi: --pass is required (copy, delete or dirtime)");
         return EXIT_USAGE;
@@ -593,7 +560,7 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
         &mut quiet_monitor
     };
     if rank == 0 {
-        if let Some(note) = binding_note(cfg.threads_per_rank) {
+        if let Some(note) = crate::host::binding_note(cfg.threads_per_rank) {
             eprintln!("lmpi: note: {note}");
         }
     }

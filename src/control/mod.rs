@@ -183,7 +183,7 @@ impl ControlConfig {
     pub fn node(&self) -> String {
         self.node_name
             .clone()
-            .unwrap_or_else(|| format!("celery@file_{}", crate::run::hostname()))
+            .unwrap_or_else(|| format!("celery@file_{}", crate::host::hostname()))
     }
 }
 
