@@ -386,7 +386,7 @@ fn run_copy<T: Transport + ?Sized>(
         // Rank 0's random draw, the same on every rank.
         token: t.all_reduce_max(&[if rank == 0 { rand::random::<u64>() } else { 0 }])[0],
     };
-    let p = Arc::new(copy::CopyPass::new(ctx, opts, lustre));
+    let p = Arc::new(copy::CopyPass::new(Arc::new(ctx), opts, lustre));
     let seeds = root_seed(
         rank,
         copy::Item::Dir {
@@ -427,7 +427,7 @@ fn run_delete<T: Transport + ?Sized>(
         .args
         .max_delete
         .map(|m| m / size + u64::from(rank < m % size));
-    let p = Arc::new(delete::DeletePass::new(ctx, budget));
+    let p = Arc::new(delete::DeletePass::new(Arc::new(ctx), budget));
     let seeds = root_seed(
         rank as usize,
         delete::Item::Dir {

@@ -19,22 +19,44 @@ pub(crate) enum PoolMsg<I> {
 
 /// How an I/O thread hands back new work.
 pub struct Emitter<'a, I> {
-    tx: &'a Sender<PoolMsg<I>>,
+    sink: &'a mut dyn FnMut(PoolMsg<I>),
     ctl: &'a RunControl,
 }
 
-impl<I> Emitter<'_, I> {
+impl<'a, I> Emitter<'a, I> {
     /// New work for any rank (it may be stolen).
     pub fn push(&mut self, item: I) {
-        let _ = self.tx.send(PoolMsg::Local(item));
+        (self.sink)(PoolMsg::Local(item));
     }
     /// Work that must run on `rank` (e.g. the owner of a hardlink group).
     pub fn send_to(&mut self, rank: Rank, item: I) {
-        let _ = self.tx.send(PoolMsg::Pinned(rank, item));
+        (self.sink)(PoolMsg::Pinned(rank, item));
     }
     /// True once a graceful stop was requested: finish or abandon, don't start more.
     pub fn stopping(&self) -> bool {
         self.ctl.stopping()
+    }
+
+    /// Run `body` with an emitter of another pass's items, wrapped by `wrap`
+    /// into ours: how a pass made of other passes (the final pass) reuses them.
+    pub fn mapped<J, R>(
+        &mut self,
+        wrap: impl Fn(J) -> I,
+        body: impl FnOnce(&mut Emitter<'_, J>) -> R,
+    ) -> R {
+        let ctl = self.ctl;
+        let sink = &mut *self.sink;
+        let mut inner = |m: PoolMsg<J>| {
+            sink(match m {
+                PoolMsg::Local(j) => PoolMsg::Local(wrap(j)),
+                PoolMsg::Pinned(r, j) => PoolMsg::Pinned(r, wrap(j)),
+                PoolMsg::Done => PoolMsg::Done,
+            })
+        };
+        body(&mut Emitter {
+            sink: &mut inner,
+            ctl,
+        })
     }
 }
 
@@ -142,8 +164,16 @@ fn worker<P: Processor>(
         if let Ok(mut a) = active.lock() {
             a.push((id, label));
         }
-        let mut out = Emitter { tx, ctl };
-        proc.process(item, &mut out);
+        let mut send = |m| {
+            let _ = tx.send(m);
+        };
+        proc.process(
+            item,
+            &mut Emitter {
+                sink: &mut send,
+                ctl,
+            },
+        );
         if let Ok(mut a) = active.lock() {
             a.retain(|(i, _)| *i != id);
         }

@@ -8,7 +8,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::{Batch, Batcher, Ctx, DirIds};
 use crate::engine::{Emitter, Processor};
@@ -31,7 +31,7 @@ pub enum Item {
 }
 
 pub struct DeletePass {
-    pub ctx: Ctx,
+    pub ctx: Arc<Ctx>,
     /// Deletions this rank may still make (its share of --max-delete).
     budget: AtomicI64,
     /// Directories emptied by this rank (with their parent's identity),
@@ -40,7 +40,7 @@ pub struct DeletePass {
 }
 
 impl DeletePass {
-    pub fn new(ctx: Ctx, budget: Option<u64>) -> DeletePass {
+    pub fn new(ctx: Arc<Ctx>, budget: Option<u64>) -> DeletePass {
         let b = budget
             .map(|b| b.min(i64::MAX as u64) as i64)
             .unwrap_or(i64::MAX);

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::{Batch, Batcher, Ctx, DirIds};
@@ -101,7 +101,7 @@ pub struct CopyOpts {
 }
 
 pub struct CopyPass {
-    pub ctx: Ctx,
+    pub ctx: Arc<Ctx>,
     opts: CopyOpts,
     /// Layouts and MDT placement, when both trees are on Lustre.
     lustre: Option<crate::lustre::Lustre>,
@@ -115,7 +115,7 @@ pub struct CopyPass {
 }
 
 impl CopyPass {
-    pub fn new(ctx: Ctx, opts: CopyOpts, lustre: Option<crate::lustre::Lustre>) -> CopyPass {
+    pub fn new(ctx: Arc<Ctx>, opts: CopyOpts, lustre: Option<crate::lustre::Lustre>) -> CopyPass {
         let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
         CopyPass {
             ctx,
