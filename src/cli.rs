@@ -9,6 +9,8 @@ pub enum PassKind {
     Copy,
     Delete,
     Dirtime,
+    /// The downtime pass: copy, delete and dirtime in one walk.
+    Final,
 }
 
 impl PassKind {
@@ -17,6 +19,7 @@ impl PassKind {
             PassKind::Copy => "copy",
             PassKind::Delete => "delete",
             PassKind::Dirtime => "dirtime",
+            PassKind::Final => "final",
         }
     }
 }
@@ -31,7 +34,7 @@ impl PassKind {
         `delete` (remove what users deleted on the source) and `dirtime` (set directory times last). \
         Start it with mpirun/srun for N ranks, or alone for one rank.",
     after_help = "Exit status: 0 done; 1 finished with errors (see the error log); 2 bad usage, config or \
-        roots (nothing touched); 3 delete refused for safety; 4 stopped (signal or `lmpi ctl stop`) before \
+        roots (nothing touched); 3 delete (or final) refused for safety; 4 stopped (signal or `lmpi ctl stop`) before \
         finishing; 5 --max-delete reached.",
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true

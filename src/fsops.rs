@@ -1041,6 +1041,11 @@ impl DirReader {
         self.fd.as_fd_b()
     }
 
+    /// The directory fd back, for `*at` calls after the listing.
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
+
     /// The entry's type: from readdir when the filesystem says, else by lstat.
     pub fn kind(&self, e: &Entry) -> Res<Kind> {
         match e.kind {

@@ -17,7 +17,7 @@ use crate::engine::{self, Monitor, RankReport, RunControl, RunOpts, RunOutcome};
 use crate::errlog::ErrorLog;
 use crate::filter::Filter;
 use crate::fsops;
-use crate::passes::{copy, delete, dirtime, Ctx, RootIds};
+use crate::passes::{copy, delete, dirtime, final_pass, Ctx, RootIds};
 use crate::report::{self, Percentiles, RankFigures, Summary};
 use crate::stats::{Counters, Histograms, Snapshot};
 use crate::transport::Transport;
@@ -292,14 +292,17 @@ fn prepare<T: Transport + ?Sized>(
         return Err(EXIT_USAGE);
     };
 
-    if kind == PassKind::Delete {
+    if matches!(kind, PassKind::Delete | PassKind::Final) {
         let pre = delete_preflight(&roots, args.allow_empty_source);
         if t.all_reduce_max(&[pre.is_err() as u64])[0] != 0 {
             if rank == 0 {
                 match pre {
-                    Err(msg) => eprintln!("lmpi: delete refused: {msg}"),
+                    Err(msg) => eprintln!("lmpi: {} refused: {msg}", kind.name()),
                     Ok(()) => {
-                        eprintln!("lmpi: delete refused: another rank cannot read the source")
+                        eprintln!(
+                            "lmpi: {} refused: another rank cannot read the source",
+                            kind.name()
+                        )
                     }
                 }
             }
@@ -309,7 +312,7 @@ fn prepare<T: Transport + ?Sized>(
 
     // Lustre layouts matter to the copy pass only; `require` fails here, before anything is touched.
     let mut lustre = None;
-    if kind == PassKind::Copy {
+    if matches!(kind, PassKind::Copy | PassKind::Final) {
         let r = crate::lustre::Lustre::open(&cfg.lustre, roots.src.as_fd(), roots.dst.as_fd());
         if t.all_reduce_max(&[r.is_err() as u64])[0] != 0 {
             match &r {
@@ -370,6 +373,78 @@ impl Phases<'_> {
     }
 }
 
+fn copy_opts<T: Transport + ?Sized>(t: &mut T, env: &Phases<'_>) -> copy::CopyOpts {
+    let rank = t.rank();
+    copy::CopyOpts {
+        chunk_threshold: env.cfg.chunk_threshold,
+        chunk_size: env.cfg.chunk_size,
+        check_xattrs: env.cfg.check_xattrs,
+        // Rank 0's random draw, the same on every rank.
+        token: t.all_reduce_max(&[if rank == 0 { rand::random::<u64>() } else { 0 }])[0],
+    }
+}
+
+/// Each rank's share of --max-delete, so the total never exceeds it.
+fn delete_budget(env: &Phases<'_>, rank: usize, size: usize) -> Option<u64> {
+    let (rank, size) = (rank as u64, size as u64);
+    env.args
+        .max_delete
+        .map(|m| m / size + u64::from(rank < m % size))
+}
+
+/// Remove the directories the delete work emptied, deepest level first,
+/// all ranks in step (a parent is removed only after its children).
+fn remove_emptied<T: Transport + ?Sized>(t: &mut T, p: &delete::DeletePass) {
+    let deepest = t.all_reduce_max(&[p.purged_depths()])[0];
+    for level in (1..=deepest).rev() {
+        p.remove_level(level);
+        t.barrier();
+    }
+}
+
+/// Final, the downtime pass: one walk that copies, removes and records
+/// directory times (phase 1); the hardlink groups (2); the emptied
+/// directories; and last, once nothing else changes, the directory times.
+fn run_final<T: Transport + ?Sized>(
+    t: &mut T,
+    ctx: Ctx,
+    lustre: Option<crate::lustre::Lustre>,
+    env: &Phases<'_>,
+    monitor: &mut dyn Monitor,
+) -> PhasesDone {
+    let (rank, size) = (ctx.rank, ctx.size);
+    let ctx = Arc::new(ctx);
+    let copy = copy::CopyPass::new(ctx.clone(), copy_opts(t, env), lustre);
+    let delete = delete::DeletePass::new(ctx, delete_budget(env, rank, size));
+    let p = Arc::new(final_pass::FinalPass::new(copy, delete));
+    let root = final_pass::Item::Dir {
+        rel: Vec::new(),
+        ids: Default::default(),
+    };
+    let mut outcome = env.run(t, p.clone(), root_seed(rank, root), monitor, 1);
+    let stopped = |t: &mut T, o: &RunOutcome| t.all_reduce_max(&[o.stopped as u64])[0] != 0;
+    if !stopped(t, &outcome) {
+        let groups = p.copy().take_link_groups();
+        let groups = groups.into_iter().map(final_pass::Item::Copy).collect();
+        outcome.stopped |= env.run(t, p.clone(), groups, monitor, 2).stopped;
+    }
+    if !stopped(t, &outcome) && !env.args.dry_run {
+        remove_emptied(t, p.delete());
+    }
+    if !stopped(t, &outcome) {
+        t.barrier();
+        p.set_dir_times();
+    }
+    let mut notes = Vec::new();
+    let abandoned = p.copy().abandon_pending();
+    if abandoned > 0 {
+        notes.push(format!(
+            "rank {rank}: {abandoned} partly copied big files abandoned (temp files removed)"
+        ));
+    }
+    (outcome, p.delete().budget_exhausted(), notes)
+}
+
 /// Copy: walk and copy, then (phase 2) the hardlink groups each rank collected.
 fn run_copy<T: Transport + ?Sized>(
     t: &mut T,
@@ -379,13 +454,7 @@ fn run_copy<T: Transport + ?Sized>(
     monitor: &mut dyn Monitor,
 ) -> PhasesDone {
     let rank = ctx.rank;
-    let opts = copy::CopyOpts {
-        chunk_threshold: env.cfg.chunk_threshold,
-        chunk_size: env.cfg.chunk_size,
-        check_xattrs: env.cfg.check_xattrs,
-        // Rank 0's random draw, the same on every rank.
-        token: t.all_reduce_max(&[if rank == 0 { rand::random::<u64>() } else { 0 }])[0],
-    };
+    let opts = copy_opts(t, env);
     let p = Arc::new(copy::CopyPass::new(Arc::new(ctx), opts, lustre));
     let seeds = root_seed(
         rank,
@@ -421,15 +490,11 @@ fn run_delete<T: Transport + ?Sized>(
     env: &Phases<'_>,
     monitor: &mut dyn Monitor,
 ) -> PhasesDone {
-    let (rank, size) = (ctx.rank as u64, ctx.size as u64);
-    // Each rank gets its share of --max-delete, so the total never exceeds it.
-    let budget = env
-        .args
-        .max_delete
-        .map(|m| m / size + u64::from(rank < m % size));
+    let budget = delete_budget(env, ctx.rank, ctx.size);
+    let rank = ctx.rank;
     let p = Arc::new(delete::DeletePass::new(Arc::new(ctx), budget));
     let seeds = root_seed(
-        rank as usize,
+        rank,
         delete::Item::Dir {
             rel: Vec::new(),
             ids: Default::default(),
@@ -438,11 +503,7 @@ fn run_delete<T: Transport + ?Sized>(
     let outcome = env.run(t, p.clone(), seeds, monitor, 1);
     let stopped_any = t.all_reduce_max(&[outcome.stopped as u64])[0] != 0;
     if !stopped_any && !env.args.dry_run {
-        let deepest = t.all_reduce_max(&[p.purged_depths()])[0];
-        for level in (1..=deepest).rev() {
-            p.remove_level(level);
-            t.barrier();
-        }
+        remove_emptied(t, &p);
     }
     (outcome, p.budget_exhausted(), Vec::new())
 }
@@ -470,7 +531,7 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
     let size = t.size();
     let host = crate::host::hostname();
     let Some(kind) = args.pass else {
-        eprintln!("lmpi: --pass is required (copy, delete or dirtime)");
+        eprintln!("lmpi: --pass is required (copy, delete, dirtime or final)");
         return EXIT_USAGE;
     };
     let pass = kind.name();
@@ -581,6 +642,7 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
         PassKind::Copy => run_copy(t, ctx, lustre, &env, monitor),
         PassKind::Delete => run_delete(t, ctx, &env, monitor),
         PassKind::Dirtime => run_dirtime(t, ctx, &env, monitor),
+        PassKind::Final => run_final(t, ctx, lustre, &env, monitor),
     };
 
     let stats_ok = stats_pusher.map(|p| p.finish(&counters.snapshot()));

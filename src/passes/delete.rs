@@ -119,7 +119,7 @@ impl DeletePass {
         }
     }
 
-    fn remove(
+    pub(crate) fn remove(
         &self,
         dd: BorrowedFd,
         here: Ident,
@@ -207,7 +207,7 @@ impl DeletePass {
                 }
             },
         );
-        if done {
+        if done != super::Listed::Stopped {
             batch.finish(out);
         }
     }

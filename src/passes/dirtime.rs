@@ -38,7 +38,7 @@ impl DirtimePass {
         };
         let dd = match dd {
             Ok((dd, d)) => {
-                self.set(dd.as_fd(), rel, &s, &d);
+                set_dir(c, dd.as_fd(), rel, &s, &d);
                 Some(dd)
             }
             Err(e) if e.is_not_found() || e.errno == libc::ENOTDIR => {
@@ -56,25 +56,6 @@ impl DirtimePass {
             }
         };
         self.children(rel, sd, dd.as_ref().map(|d| d.as_fd()), out);
-    }
-
-    /// Mode (an unprivileged copy kept it writable), then times.
-    fn set(&self, dd: BorrowedFd, rel: &[u8], s: &Stat, d: &Stat) {
-        let c = &self.ctx;
-        if d.perm != s.perm && !c.dry_run {
-            if let Err(e) = fsops::fchmod(dd, s.perm) {
-                c.err(Side::Target, rel, e);
-            }
-        }
-        if d.atime == s.atime && d.mtime == s.mtime {
-            c.bump(&c.counters.uptodate, 1);
-        } else if c.dry_run {
-            crate::report::say(&format!("would set times: {}", fsops::show(rel)));
-        } else if let Err(e) = fsops::futimes(dd, s.atime, s.mtime) {
-            c.err(Side::Target, rel, e);
-        } else {
-            c.bump(&c.counters.dirtimes, 1);
-        }
     }
 
     /// Queue the subdirectories, each with the identities seen here.
@@ -127,5 +108,24 @@ impl Processor for DirtimePass {
     }
     fn describe(&self, item: &Item) -> String {
         format!("dirtime {}", fsops::show(&item.rel))
+    }
+}
+
+/// Give target directory `dd` (fstat `d`) the mode (an unprivileged copy
+/// kept it writable) and then the times of source directory `s`.
+pub(crate) fn set_dir(c: &Ctx, dd: BorrowedFd, rel: &[u8], s: &Stat, d: &Stat) {
+    if d.perm != s.perm && !c.dry_run {
+        if let Err(e) = fsops::fchmod(dd, s.perm) {
+            c.err(Side::Target, rel, e);
+        }
+    }
+    if d.atime == s.atime && d.mtime == s.mtime {
+        c.bump(&c.counters.uptodate, 1);
+    } else if c.dry_run {
+        crate::report::say(&format!("would set times: {}", fsops::show(rel)));
+    } else if let Err(e) = fsops::futimes(dd, s.atime, s.mtime) {
+        c.err(Side::Target, rel, e);
+    } else {
+        c.bump(&c.counters.dirtimes, 1);
     }
 }

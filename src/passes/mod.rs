@@ -4,6 +4,7 @@
 pub mod copy;
 pub mod delete;
 pub mod dirtime;
+pub mod final_pass;
 pub mod one_writer;
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -15,6 +16,17 @@ use crate::filter::Filter;
 use crate::fsops::{self, Ident, OsError, Stat};
 use crate::stats::{Counters, Histograms};
 use serde::{Deserialize, Serialize};
+
+/// How a listing ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Listed {
+    /// Read to its end.
+    Complete,
+    /// A read error (reported) cut it short: what was read is still valid.
+    Partly,
+    /// The pass is stopping: leave the rest.
+    Stopped,
+}
 
 /// A directory opened and checked: its fd and the fstat that checked it.
 pub type Opened = (OwnedFd, Stat);
@@ -122,7 +134,7 @@ impl Ctx {
     /// The listing loop every pass shares: read `rd` to the end, report a
     /// read error (naming `side` and `rel`) and end there, skip excluded
     /// children (counted) when `filtered`, and hand every other entry and
-    /// its relative path to `each`. False if the pass is stopping.
+    /// its relative path to `each`.
     pub(crate) fn list_entries<I>(
         &self,
         rd: &mut fsops::DirReader,
@@ -131,16 +143,16 @@ impl Ctx {
         filtered: bool,
         out: &mut Emitter<'_, I>,
         mut each: impl FnMut(&fsops::DirReader, fsops::Entry, Vec<u8>, &mut Emitter<'_, I>),
-    ) -> bool {
+    ) -> Listed {
         while let Some(e) = rd.next_entry() {
             if out.stopping() {
-                return false;
+                return Listed::Stopped;
             }
             let e = match e {
                 Ok(e) => e,
                 Err(err) => {
                     self.err(side, rel, err);
-                    break;
+                    return Listed::Partly;
                 }
             };
             let child = fsops::join(rel, &e.name);
@@ -150,7 +162,7 @@ impl Ctx {
             }
             each(rd, e, child, out);
         }
-        true
+        Listed::Complete
     }
 
     pub fn bump(&self, c: &std::sync::atomic::AtomicU64, n: u64) {
@@ -167,6 +179,8 @@ pub struct Batch {
     pub dir: Vec<u8>,
     pub ids: DirIds,
     pub names: Vec<Vec<u8>>,
+    /// The target's listing lacked these names: no target stat needed.
+    pub absent: bool,
 }
 
 /// One directory's entries gathered into work items of `size` names each,
@@ -174,6 +188,7 @@ pub struct Batch {
 pub(crate) struct Batcher<T> {
     dir: Vec<u8>,
     ids: DirIds,
+    absent: bool,
     size: usize,
     names: Vec<Vec<u8>>,
     make: fn(Batch) -> T,
@@ -184,10 +199,17 @@ impl<T> Batcher<T> {
         Batcher {
             dir: dir.to_vec(),
             ids,
+            absent: false,
             size,
             names: Vec::new(),
             make,
         }
+    }
+
+    /// Names known to be missing on the target (from its listing).
+    pub fn absent(mut self) -> Self {
+        self.absent = true;
+        self
     }
 
     /// Add a name; a full batch goes out as one item.
@@ -199,6 +221,7 @@ impl<T> Batcher<T> {
                 dir: self.dir.clone(),
                 ids: self.ids,
                 names,
+                absent: self.absent,
             }));
         }
     }
@@ -210,6 +233,7 @@ impl<T> Batcher<T> {
                 dir: self.dir,
                 ids: self.ids,
                 names: self.names,
+                absent: self.absent,
             }));
         }
     }

@@ -150,9 +150,7 @@ impl CopyPass {
             return self.list(rel, ids, sd, None, out);
         };
         c.bump(&c.counters.dirs, 1);
-        if let Err(f) = self.sync_dir_meta(sd.as_fd(), dd.as_fd(), &s, &d) {
-            self.report(rel, f);
-        }
+        self.settle_dir(rel, sd.as_fd(), dd.as_fd(), &s, &d);
         let ids = DirIds {
             src: Some(s.ident()),
             dst: Some(d.ident()),
@@ -160,9 +158,30 @@ impl CopyPass {
         self.list(rel, ids, sd, Some(dd), out);
     }
 
+    /// First-level directories go round-robin over the configured MDTs:
+    /// where the `nth` directory of directory `rel` goes.
+    pub(crate) fn first_level_mdt(&self, rel: &[u8], nth: usize) -> Option<u32> {
+        let m = self.lustre.as_ref()?.mdts.as_slice();
+        (rel.is_empty() && !m.is_empty()).then(|| m[nth % m.len()])
+    }
+
+    /// Owner, mode and xattrs of a directory both sides have; failures reported.
+    pub(crate) fn settle_dir(
+        &self,
+        rel: &[u8],
+        sd: BorrowedFd,
+        dd: BorrowedFd,
+        s: &Stat,
+        d: &Stat,
+    ) {
+        if let Err(f) = self.sync_dir_meta(sd, dd, s, d) {
+            self.report(rel, f);
+        }
+    }
+
     /// Read a source directory: subdirectories are created on the target and
     /// queued; everything else goes out in batches.
-    fn list(
+    pub(crate) fn list(
         &self,
         rel: &[u8],
         ids: DirIds,
@@ -176,12 +195,6 @@ impl CopyPass {
         }
         let mut rd = fsops::DirReader::new(sd);
         let mut batch = Batcher::new(rel, ids, c.batch, Item::Batch);
-        // First-level directories go round-robin over the configured MDTs.
-        let mdts = self
-            .lustre
-            .as_ref()
-            .map(|l| l.mdts.as_slice())
-            .filter(|m| rel.is_empty() && !m.is_empty());
         let mut nth_dir = 0usize;
         let dd = dd.as_ref().map(|d| d.as_fd());
         let done = c.list_entries(
@@ -199,27 +212,29 @@ impl CopyPass {
                 if kind != Kind::Dir {
                     return batch.push(e.name, out);
                 }
-                let mdt = mdts.map(|m| m[nth_dir % m.len()]);
+                let mdt = self.first_level_mdt(rel, nth_dir);
                 nth_dir += 1;
-                if let Some(ids) = self.make_child_dir(rd.fd(), dd, &e.name, &child, mdt) {
+                if let Some(ids) = self.make_child_dir(rd.fd(), dd, &e.name, &child, mdt, false) {
                     out.push(Item::Dir { rel: child, ids });
                 }
             },
         );
-        if done {
+        if done != super::Listed::Stopped {
             batch.finish(out);
         }
     }
 
     /// Make sure the target has directory `name`; its identities on both
     /// sides for the work item, or None if it must not be walked.
-    fn make_child_dir(
+    /// `absent`: the target's listing has no such name (skip its stat).
+    pub(crate) fn make_child_dir(
         &self,
         sd: BorrowedFd,
         dd: Option<BorrowedFd>,
         name: &[u8],
         rel: &[u8],
         mdt: Option<u32>,
+        absent: bool,
     ) -> Option<DirIds> {
         let c = &self.ctx;
         let st = match fsops::stat_at(sd, name) {
@@ -243,7 +258,7 @@ impl CopyPass {
             dst: None,
         };
         let Some(dd) = dd else { return Some(ids) }; // dry run below a missing dir
-        match self.target_dir(sd, dd, name, rel, &st, mdt) {
+        match self.target_dir(sd, dd, (name, rel), &st, mdt, absent) {
             Ok(Some(id)) => {
                 ids.dst = Some(id);
                 Some(ids)
@@ -262,13 +277,21 @@ impl CopyPass {
         &self,
         sd: BorrowedFd,
         dd: BorrowedFd,
-        name: &[u8],
-        rel: &[u8],
+        (name, rel): (&[u8], &[u8]),
         st: &Stat,
         mdt: Option<u32>,
+        absent: bool,
     ) -> Result<Option<fsops::Ident>, OsError> {
         let c = &self.ctx;
-        match fsops::stat_at(dd, name) {
+        let there = if absent {
+            Err(OsError {
+                op: "stat",
+                errno: libc::ENOENT,
+            })
+        } else {
+            fsops::stat_at(dd, name)
+        };
+        match there {
             Ok(d) if d.kind == Kind::Dir && c.is_other_root(Side::Target, &d) => {
                 return Err(fsops::changed("stat"));
             }
@@ -304,10 +327,18 @@ impl CopyPass {
             }) => {}
             Err(e) => return Err(e),
         }
-        // Open what is there now without following a link: its identity goes
-        // into the work item, and a layout is set on exactly this directory.
+        let Some(l) = &self.lustre else {
+            // Its identity goes into the work item, which checks it on open.
+            let d = fsops::stat_at(dd, name)?;
+            return match d.kind {
+                Kind::Dir => Ok(Some(d.ident())),
+                _ => Err(fsops::changed("mkdir")),
+            };
+        };
+        // Open what is there now without following a link: a layout is set
+        // on exactly this directory.
         let (fd, d) = fsops::open_dir_checked(dd, name, None)?;
-        if let (Ok(()), Some(l)) = (made, &self.lustre) {
+        if made.is_ok() {
             // A new directory takes the source's default layout; existing ones are left as they are.
             match l.layout_of(sd, name) {
                 Ok(lay) if lay.is_unset() => {}
@@ -337,6 +368,7 @@ impl CopyPass {
             dir: &b.dir,
             ids: b.ids,
             landing,
+            absent: b.absent,
         };
         for name in b.names {
             if out.stopping() {
@@ -362,7 +394,7 @@ impl CopyPass {
         };
         if s.kind == Kind::Dir {
             // It became a directory since the listing: walk it like any other.
-            if let Some(ids) = self.make_child_dir(h.sd, h.dd, name, rel, None) {
+            if let Some(ids) = self.make_child_dir(h.sd, h.dd, name, rel, None, false) {
                 out.push(Item::Dir {
                     rel: rel.to_vec(),
                     ids,
@@ -395,10 +427,15 @@ impl CopyPass {
             crate::report::say(&format!("would copy: {}", fsops::show(rel)));
             return Ok(());
         };
-        let d = match fsops::stat_at(dd, name) {
-            Ok(d) => Some(d),
-            Err(e) if e.is_not_found() => None,
-            Err(e) => return Err(Fail::Os(Side::Target, e)),
+        // Absent from the target's listing: no stat. Created since? Then
+        // create_at's O_EXCL (or symlink/mknod's EEXIST) finds out.
+        let d = match h.absent {
+            true => None,
+            false => match fsops::stat_at(dd, name) {
+                Ok(d) => Some(d),
+                Err(e) if e.is_not_found() => None,
+                Err(e) => return Err(Fail::Os(Side::Target, e)),
+            },
         };
         if let Some(d) = &d {
             // A target name still linked to others while the source's is
@@ -508,6 +545,8 @@ pub(super) struct Here<'a> {
     dir: &'a [u8],
     ids: DirIds,
     landing: Landing,
+    /// The target's listing lacked these names.
+    absent: bool,
 }
 
 impl Processor for CopyPass {
@@ -576,6 +615,7 @@ mod tests {
                 dir: b"d".to_vec(),
                 ids,
                 names: vec![b"x".to_vec(), b"-y z".to_vec()],
+                absent: true,
             }),
             Item::Chunk {
                 id: 5,

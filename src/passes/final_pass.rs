@@ -1,0 +1,252 @@
+//! The downtime pass: copy, delete and dirtime in one walk.
+//!
+//! Each directory is read once on each side: the target's names first, then
+//! the source's. A source name the target lacks is created without a target
+//! stat; one both have is compared as the copy pass does; a name only the
+//! target has is removed (as the delete pass does) once a stat of it on the
+//! source says ENOENT, and only if the source listing was read completely.
+//! Every directory's source times are recorded on the rank that walked it
+//! and set after all ranks have finished every change (the walk, hardlink
+//! groups, removed directories): a stop leaves them for the next pass.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use super::{copy, delete, dirtime, Batcher, Ctx, DirIds, Listed};
+use crate::engine::{Emitter, Processor};
+use crate::errlog::Side;
+use crate::fsops::{self, Ident, Kind, Stat};
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Item {
+    /// A directory on both sides (or only on the source in a dry run).
+    Dir { rel: Vec<u8>, ids: DirIds },
+    /// The copy pass's work: batches, chunks, hardlinks.
+    Copy(copy::Item),
+    /// The delete pass's work: doomed subtrees.
+    Delete(delete::Item),
+}
+
+/// A copy item, except that a directory found by it is walked the final way.
+fn from_copy(i: copy::Item) -> Item {
+    match i {
+        copy::Item::Dir { rel, ids } => Item::Dir { rel, ids },
+        other => Item::Copy(other),
+    }
+}
+
+/// A target directory whose source times are set after the walk.
+struct DirTimes {
+    rel: Vec<u8>,
+    id: Ident,
+    src: Stat,
+}
+
+pub struct FinalPass {
+    ctx: Arc<Ctx>,
+    copy: copy::CopyPass,
+    delete: delete::DeletePass,
+    /// Directories this rank walked (see `set_dir_times`).
+    dirs: Mutex<Vec<DirTimes>>,
+}
+
+impl FinalPass {
+    pub fn new(copy: copy::CopyPass, delete: delete::DeletePass) -> FinalPass {
+        FinalPass {
+            ctx: copy.ctx.clone(),
+            copy,
+            delete,
+            dirs: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn copy(&self) -> &copy::CopyPass {
+        &self.copy
+    }
+
+    pub fn delete(&self) -> &delete::DeletePass {
+        &self.delete
+    }
+
+    fn dir(&self, rel: &[u8], ids: DirIds, out: &mut Emitter<'_, Item>) {
+        let c = &self.ctx;
+        let Some(((sd, s), dd)) = c.open_pair(rel, ids, c.dry_run) else {
+            return;
+        };
+        let Some((dd, d)) = dd else {
+            // A dry run below a directory the target lacks: only copies to tell.
+            return out.mapped(from_copy, |o| self.copy.list(rel, ids, sd, None, o));
+        };
+        c.bump(&c.counters.dirs, 1);
+        self.copy.settle_dir(rel, sd.as_fd(), dd.as_fd(), &s, &d);
+        self.dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(DirTimes {
+                rel: rel.to_vec(),
+                id: d.ident(),
+                src: s,
+            });
+        let ids = DirIds {
+            src: Some(s.ident()),
+            dst: Some(d.ident()),
+        };
+        let Some((dd, mut only_target)) = self.target_names(rel, dd) else {
+            return;
+        };
+        let (listed, sd) = self.join_source(rel, ids, sd, dd.as_fd(), &mut only_target, out);
+        if listed == Listed::Complete {
+            self.remove_gone(rel, sd.as_fd(), dd.as_fd(), d.ident(), only_target, out);
+        }
+    }
+
+    /// The target directory's names and their types (None: unknown), or
+    /// None (reported) if it cannot be read to its end.
+    #[allow(clippy::type_complexity)]
+    fn target_names(
+        &self,
+        rel: &[u8],
+        dd: OwnedFd,
+    ) -> Option<(OwnedFd, HashMap<Vec<u8>, Option<Kind>>)> {
+        let mut rd = fsops::DirReader::new(dd);
+        let mut names = HashMap::new();
+        while let Some(e) = rd.next_entry() {
+            match e {
+                Ok(e) => {
+                    names.insert(e.name, e.kind);
+                }
+                Err(err) => {
+                    // Without the whole listing we cannot tell new from old.
+                    self.ctx.err(Side::Target, rel, err);
+                    return None;
+                }
+            }
+        }
+        Some((rd.into_fd(), names))
+    }
+
+    /// Walk the source listing: names the target has are compared, the rest
+    /// created without a target stat; each name seen leaves `only_target`.
+    fn join_source(
+        &self,
+        rel: &[u8],
+        ids: DirIds,
+        sd: OwnedFd,
+        dd: BorrowedFd,
+        only_target: &mut HashMap<Vec<u8>, Option<Kind>>,
+        out: &mut Emitter<'_, Item>,
+    ) -> (Listed, OwnedFd) {
+        let c = &self.ctx;
+        let mut rd = fsops::DirReader::new(sd);
+        let listed = out.mapped(from_copy, |out| {
+            let mut both = Batcher::new(rel, ids, c.batch, copy::Item::Batch);
+            let mut new = Batcher::new(rel, ids, c.batch, copy::Item::Batch).absent();
+            let mut nth_dir = 0usize;
+            let listed = c.list_entries(
+                &mut rd,
+                rel,
+                Side::Source,
+                true,
+                out,
+                |rd, e, child, out| {
+                    let absent = only_target.remove(&e.name).is_none();
+                    let kind = match rd.kind(&e) {
+                        Ok(k) => k,
+                        Err(err) if err.is_not_found() => return,
+                        Err(err) => return c.err(Side::Source, &child, err),
+                    };
+                    if kind != Kind::Dir {
+                        let batch = if absent { &mut new } else { &mut both };
+                        return batch.push(e.name, out);
+                    }
+                    let mdt = self.copy.first_level_mdt(rel, nth_dir);
+                    nth_dir += 1;
+                    let made =
+                        self.copy
+                            .make_child_dir(rd.fd(), Some(dd), &e.name, &child, mdt, absent);
+                    if let Some(ids) = made {
+                        out.push(copy::Item::Dir { rel: child, ids });
+                    }
+                },
+            );
+            if listed != Listed::Stopped {
+                both.finish(out);
+                new.finish(out);
+            }
+            listed
+        });
+        (listed, rd.into_fd())
+    }
+
+    /// Names only the target has: removed once the source says ENOENT.
+    fn remove_gone(
+        &self,
+        rel: &[u8],
+        sd: BorrowedFd,
+        dd: BorrowedFd,
+        here: Ident,
+        only_target: HashMap<Vec<u8>, Option<Kind>>,
+        out: &mut Emitter<'_, Item>,
+    ) {
+        let c = &self.ctx;
+        for (name, kind) in only_target {
+            if out.stopping() {
+                return;
+            }
+            let child = fsops::join(rel, &name);
+            if c.filter.has_excludes() && c.filter.excluded(&child) {
+                c.bump(&c.counters.skipped, 1);
+                continue;
+            }
+            c.bump(&c.counters.scanned, 1);
+            match fsops::stat_at(sd, &name) {
+                Err(e) if e.errno == libc::ENOENT => out.mapped(Item::Delete, |o| {
+                    self.delete.remove(dd, here, &name, kind, &child, o)
+                }),
+                Ok(_) => {} // appeared on the source since its listing: the next pass copies it
+                Err(e) => c.err(Side::Source, &child, e),
+            }
+        }
+    }
+
+    /// After every change of the pass on every rank: the source times of
+    /// each directory this rank walked (deepest first, though no order is
+    /// needed once nothing else changes).
+    pub fn set_dir_times(&self) {
+        let c = &self.ctx;
+        let mut dirs = std::mem::take(&mut *self.dirs.lock().unwrap_or_else(|p| p.into_inner()));
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.rel.iter().filter(|&&b| b == b'/').count()));
+        for d in dirs {
+            if c.dry_run {
+                continue;
+            }
+            match c.open_dst_dir(&d.rel, Some(d.id).filter(|_| !d.rel.is_empty())) {
+                Ok((fd, now)) => dirtime::set_dir(c, fd.as_fd(), &d.rel, &d.src, &now),
+                Err(e) => c.err(Side::Target, &d.rel, e),
+            }
+        }
+    }
+}
+
+impl Processor for FinalPass {
+    type Item = Item;
+
+    fn process(&self, item: Item, out: &mut Emitter<'_, Item>) {
+        match item {
+            Item::Dir { rel, ids } => self.dir(&rel, ids, out),
+            Item::Copy(i) => out.mapped(from_copy, |o| self.copy.process(i, o)),
+            Item::Delete(i) => out.mapped(Item::Delete, |o| self.delete.process(i, o)),
+        }
+    }
+
+    fn describe(&self, item: &Item) -> String {
+        match item {
+            Item::Dir { rel, .. } => format!("sync {}", fsops::show(rel)),
+            Item::Copy(i) => self.copy.describe(i),
+            Item::Delete(i) => self.delete.describe(i),
+        }
+    }
+}
