@@ -1010,19 +1010,20 @@ pub fn remove_xattr(fd: Option<BorrowedFd>, dir: BorrowedFd, name: &[u8], key: &
     check("removexattr", rc).map(drop)
 }
 
-/// One directory entry: name and the type readdir reported (None: unknown).
+/// One directory entry: name, the type readdir reported (None: unknown),
+/// and its inode number as listed.
 pub struct Entry {
     pub name: Vec<u8>,
     pub kind: Option<Kind>,
+    pub ino: u64,
 }
 
-/// Streams a directory with getdents64 into a reusable buffer: no allocation
-/// per entry beyond the name, and no `DIR*` to manage.
+/// Streams a directory one getdents64 buffer at a time (rustix's RawDir):
+/// no `DIR*` to manage, and memory bounded by the buffer, not the directory.
 pub struct DirReader {
     fd: OwnedFd,
-    buf: Vec<u8>,
-    pos: usize,
-    len: usize,
+    buf: Vec<std::mem::MaybeUninit<u8>>,
+    page: std::collections::VecDeque<Entry>,
     done: bool,
 }
 
@@ -1030,9 +1031,8 @@ impl DirReader {
     pub fn new(fd: OwnedFd) -> DirReader {
         DirReader {
             fd,
-            buf: vec![0u8; 64 * 1024],
-            pos: 0,
-            len: 0,
+            buf: vec![std::mem::MaybeUninit::uninit(); 64 * 1024],
+            page: std::collections::VecDeque::new(),
             done: false,
         }
     }
@@ -1056,67 +1056,60 @@ impl DirReader {
 
     pub fn next_entry(&mut self) -> Option<Res<Entry>> {
         loop {
-            if self.pos >= self.len {
-                if self.done {
-                    return None;
-                }
-                let n = unsafe {
-                    libc::syscall(
-                        libc::SYS_getdents64,
-                        self.fd.as_raw_fd(),
-                        self.buf.as_mut_ptr(),
-                        self.buf.len(),
-                    )
-                };
-                if n < 0 {
-                    self.done = true;
-                    return Some(Err(last("readdir")));
-                }
-                if n == 0 {
-                    self.done = true;
-                    return None;
-                }
-                self.pos = 0;
-                self.len = n as usize;
+            if let Some(e) = self.page.pop_front() {
+                return Some(Ok(e));
             }
-            // struct linux_dirent64 { u64 ino; i64 off; u16 reclen; u8 type; char name[]; }
-            let rec = &self.buf[self.pos..self.len];
-            if rec.len() < 19 {
+            if self.done {
+                return None;
+            }
+            if let Err(e) = self.fill() {
                 self.done = true;
-                return Some(Err(OsError {
-                    op: "readdir",
-                    errno: libc::EIO,
-                }));
+                return Some(Err(e));
             }
-            let reclen = u16::from_ne_bytes([rec[16], rec[17]]) as usize;
-            if reclen < 19 || reclen > rec.len() {
-                self.done = true;
-                return Some(Err(OsError {
-                    op: "readdir",
-                    errno: libc::EIO,
-                }));
-            }
-            let dtype = rec[18];
-            let raw = &rec[19..reclen];
-            let name = &raw[..raw.iter().position(|&b| b == 0).unwrap_or(raw.len())];
-            self.pos += reclen;
-            if name == b"." || name == b".." {
-                continue;
-            }
-            let kind = match dtype {
-                libc::DT_DIR => Some(Kind::Dir),
-                libc::DT_REG => Some(Kind::File),
-                libc::DT_LNK => Some(Kind::Symlink),
-                libc::DT_FIFO => Some(Kind::Fifo),
-                libc::DT_SOCK => Some(Kind::Socket),
-                libc::DT_CHR => Some(Kind::Char),
-                libc::DT_BLK => Some(Kind::Block),
-                _ => None,
+        }
+    }
+
+    /// One getdents64 call's worth of entries; `done` at the end. Stopping
+    /// exactly where the buffer ends loses nothing: the kernel's offset is
+    /// just past the last entry it gave.
+    fn fill(&mut self) -> Res<()> {
+        use rustix::fs::{FileType, RawDir};
+        let mut rd = RawDir::new(&self.fd, &mut self.buf);
+        loop {
+            let e = match rd.next() {
+                None => {
+                    self.done = true;
+                    return Ok(());
+                }
+                Some(Err(e)) => {
+                    return Err(OsError {
+                        op: "readdir",
+                        errno: e.raw_os_error(),
+                    })
+                }
+                Some(Ok(e)) => e,
             };
-            return Some(Ok(Entry {
-                name: name.to_vec(),
-                kind,
-            }));
+            let name = e.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                let kind = match e.file_type() {
+                    FileType::Directory => Some(Kind::Dir),
+                    FileType::RegularFile => Some(Kind::File),
+                    FileType::Symlink => Some(Kind::Symlink),
+                    FileType::Fifo => Some(Kind::Fifo),
+                    FileType::Socket => Some(Kind::Socket),
+                    FileType::CharacterDevice => Some(Kind::Char),
+                    FileType::BlockDevice => Some(Kind::Block),
+                    _ => None,
+                };
+                self.page.push_back(Entry {
+                    name: name.to_vec(),
+                    kind,
+                    ino: e.ino(),
+                });
+            }
+            if rd.is_buffer_empty() {
+                return Ok(());
+            }
         }
     }
 }
