@@ -158,9 +158,12 @@ impl FinalPass {
                         Err(err) if err.is_not_found() => return,
                         Err(err) => return c.err(Side::Source, &child, err),
                     };
+                    if kind != Kind::Dir && absent {
+                        let file_ino = if e.kind == Some(Kind::File) { e.ino } else { 0 };
+                        return new.push_listed(e.name, file_ino, out);
+                    }
                     if kind != Kind::Dir {
-                        let batch = if absent { &mut new } else { &mut both };
-                        return batch.push(e.name, out);
+                        return both.push(e.name, out);
                     }
                     let mdt = self.copy.first_level_mdt(rel, nth_dir);
                     nth_dir += 1;

@@ -181,6 +181,10 @@ pub struct Batch {
     pub names: Vec<Vec<u8>>,
     /// The target's listing lacked these names: no target stat needed.
     pub absent: bool,
+    /// With `absent`: the inode the source listing gave each name if it
+    /// said "regular file" (else 0): such a file is opened and checked
+    /// against it directly, without an lstat first.
+    pub inos: Vec<u64>,
 }
 
 /// One directory's entries gathered into work items of `size` names each,
@@ -189,6 +193,7 @@ pub(crate) struct Batcher<T> {
     dir: Vec<u8>,
     ids: DirIds,
     absent: bool,
+    inos: Vec<u64>,
     size: usize,
     names: Vec<Vec<u8>>,
     make: fn(Batch) -> T,
@@ -200,6 +205,7 @@ impl<T> Batcher<T> {
             dir: dir.to_vec(),
             ids,
             absent: false,
+            inos: Vec::new(),
             size,
             names: Vec::new(),
             make,
@@ -212,16 +218,25 @@ impl<T> Batcher<T> {
         self
     }
 
+    /// Add a name with the inode its listing gave if it is a regular file
+    /// (0: not one, or not known).
+    pub fn push_listed(&mut self, name: Vec<u8>, file_ino: u64, out: &mut Emitter<'_, T>) {
+        self.inos.push(file_ino);
+        self.push(name, out);
+    }
+
     /// Add a name; a full batch goes out as one item.
     pub fn push(&mut self, name: Vec<u8>, out: &mut Emitter<'_, T>) {
         self.names.push(name);
         if self.names.len() >= self.size {
             let names = std::mem::take(&mut self.names);
+            let inos = std::mem::take(&mut self.inos);
             out.push((self.make)(Batch {
                 dir: self.dir.clone(),
                 ids: self.ids,
                 names,
                 absent: self.absent,
+                inos,
             }));
         }
     }
@@ -234,6 +249,7 @@ impl<T> Batcher<T> {
                 ids: self.ids,
                 names: self.names,
                 absent: self.absent,
+                inos: self.inos,
             }));
         }
     }

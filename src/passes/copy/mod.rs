@@ -616,6 +616,7 @@ mod tests {
                 ids,
                 names: vec![b"x".to_vec(), b"-y z".to_vec()],
                 absent: true,
+                inos: vec![7, 0],
             }),
             Item::Chunk {
                 id: 5,
