@@ -4,6 +4,25 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::config::{AGE, BATCH_SIZE, CHUNK_SIZE, CHUNK_THRESHOLD, MAX_THREADS, REPORT_INTERVAL};
+
+/// A parser for a whole number in `range` whose message names the config key
+/// the flag overrides (clap adds the flag and the value).
+pub fn ranged<T: TryFrom<u64> + Clone + Send + Sync + 'static>(
+    key: &'static str,
+    range: std::ops::RangeInclusive<u64>,
+) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static {
+    move |s: &str| {
+        let (lo, hi) = (*range.start(), *range.end());
+        let bad = || format!("`{key}` must be a whole number between {lo} and {hi}");
+        let v: u64 = s.trim().parse().map_err(|_| bad())?;
+        if !(lo..=hi).contains(&v) {
+            return Err(bad());
+        }
+        T::try_from(v).map_err(|_| bad())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PassKind {
     Copy,
@@ -80,34 +99,36 @@ pub struct PassArgs {
     /// Show what would change; change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// I/O threads per rank (`threads_per_rank`).
-    #[arg(long, value_name = "N")]
+    /// I/O threads per rank (`threads_per_rank`; 1 to `max_threads_per_rank`, at most 1024).
+    #[arg(long, value_name = "N", value_parser = ranged::<usize>("threads_per_rank", MAX_THREADS))]
     pub threads: Option<usize>,
-    /// Seconds between progress lines (`report_interval`).
-    #[arg(long, value_name = "SECS")]
+    /// Seconds between progress lines (`report_interval`; 1-86400).
+    #[arg(long, value_name = "SECS", value_parser = ranged::<u64>("report_interval", REPORT_INTERVAL))]
     pub report_interval: Option<u64>,
-    /// Skip files whose atime is older than now minus SECS (`oldest_date`; 0 = off).
-    #[arg(long, value_name = "SECS")]
+    /// Skip files whose atime is older than now minus SECS (`oldest_date`; 0 = off; at most 3155760000, 100 years).
+    #[arg(long, value_name = "SECS", value_parser = ranged::<u64>("oldest_date", AGE))]
     pub oldest_date: Option<u64>,
-    /// Skip files whose mtime is newer than now minus SECS (`newest_date`; 0 = off).
-    #[arg(long, value_name = "SECS")]
+    /// Skip files whose mtime is newer than now minus SECS (`newest_date`; 0 = off; at most 3155760000, 100 years).
+    #[arg(long, value_name = "SECS", value_parser = ranged::<u64>("newest_date", AGE))]
     pub newest_date: Option<u64>,
-    /// Skip this path prefix (relative to the source root, or absolute under it); repeatable.
+    /// Skip this path prefix (relative to the source root, or absolute under it; `.`, `..` and
+    /// repeated slashes are resolved; the root itself or above it is refused); repeatable.
     #[arg(long, value_name = "PREFIX")]
     pub exclude: Vec<PathBuf>,
-    /// Entries per work item when a directory is split (`batch_size`).
-    #[arg(long, value_name = "N")]
+    /// Entries per work item when a directory is split (`batch_size`; 1-1000000).
+    #[arg(long, value_name = "N", value_parser = ranged::<usize>("batch_size", BATCH_SIZE))]
     pub batch_size: Option<usize>,
-    /// Files of at least this many bytes are copied in chunks by several ranks.
-    #[arg(long, value_name = "BYTES")]
+    /// Files of at least this many bytes are copied in chunks by several ranks
+    /// (`chunk_threshold`; chunk size to 2^50, which means never).
+    #[arg(long, value_name = "BYTES", value_parser = ranged::<u64>("chunk_threshold", CHUNK_THRESHOLD))]
     pub chunk_threshold: Option<u64>,
-    /// Chunk size in bytes (multiple of 4096).
-    #[arg(long, value_name = "BYTES")]
+    /// Chunk size in bytes (`chunk_size`; a multiple of 4096 from 4096 to 2^30).
+    #[arg(long, value_name = "BYTES", value_parser = ranged::<u64>("chunk_size", CHUNK_SIZE))]
     pub chunk_size: Option<u64>,
     /// copy: also compare and fix the xattrs and ACLs of up-to-date files (`check_xattrs`).
     #[arg(long)]
     pub check_xattrs: bool,
-    /// delete: stop after removing N entries and exit with status 5.
+    /// delete: stop after removing N entries and exit with status 5 (any N from 0 to 2^64-1).
     #[arg(long, value_name = "N")]
     pub max_delete: Option<u64>,
     /// delete: run even if the source root is empty while the target is not.

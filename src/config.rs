@@ -2,10 +2,104 @@
 //! `config/lmpi.toml`; unknown keys and bad values are errors naming the key and file.
 
 use std::ffi::OsString;
+use std::io::Read;
+use std::ops::RangeInclusive;
 use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+use crate::engine::THREADS_LIMIT;
+
+// The accepted ranges, shared by the config checks and the command-line
+// parsers (and written out in `lmpi --help` and config/lmpi.toml).
+/// Seconds; a day at most, so a deadline built from it can never overflow.
+pub const REPORT_INTERVAL: RangeInclusive<u64> = 1..=86_400;
+/// `oldest_date`/`newest_date`: up to 100 years in seconds (0 = off).
+pub const AGE: RangeInclusive<u64> = 0..=3_155_760_000;
+pub const BATCH_SIZE: RangeInclusive<u64> = 1..=1_000_000;
+/// Bytes, and a multiple of 4096.
+pub const CHUNK_SIZE: RangeInclusive<u64> = 4096..=1 << 30;
+/// Bytes; its lower bound is the chunk size. 1 PiB means "never chunk".
+pub const CHUNK_THRESHOLD: RangeInclusive<u64> = 4096..=1 << 50;
+/// `max_threads_per_rank` (and the hard bound of `threads_per_rank`).
+pub const MAX_THREADS: RangeInclusive<u64> = 1..=THREADS_LIMIT as u64;
+/// Config files are a few KiB: anything bigger is the wrong file.
+pub const CONFIG_MAX_BYTES: u64 = 1 << 20;
+/// The old `exceptions` file: a few thousand lines at most in practice.
+pub const EXCLUDE_FILE_MAX_BYTES: u64 = 64 << 20;
+
+/// The default `max_threads_per_rank`: eight per core, at least 64, at most
+/// `THREADS_LIMIT`. The threads mostly wait on metadata round trips (0.1-1 ms
+/// on Lustre), so even a small node runs dozens well; beyond that they only
+/// add memory and contention.
+pub fn default_max_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores.saturating_mul(8).clamp(64, THREADS_LIMIT)
+}
+
+/// Read a regular file of at most `limit` bytes. The type is checked before
+/// opening (opening a FIFO would block; /dev/zero never ends) and again on
+/// the open file, and at most `limit + 1` bytes are read, so a file swapped or
+/// growing meanwhile is caught as well.
+pub fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind};
+    let regular = |m: &std::fs::Metadata| -> std::io::Result<()> {
+        let ft = m.file_type();
+        let what = if ft.is_file() {
+            return Ok(());
+        } else if ft.is_dir() {
+            "a directory"
+        } else if ft.is_char_device() || ft.is_block_device() {
+            "a device"
+        } else if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_socket() {
+            "a socket"
+        } else {
+            "not a file"
+        };
+        Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("{what}, not a regular file"),
+        ))
+    };
+    regular(&std::fs::metadata(path)?)?;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    regular(&f.metadata()?)?;
+    let mut data = Vec::new();
+    f.take(limit.saturating_add(1)).read_to_end(&mut data)?;
+    if data.len() as u64 > limit {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            format!("larger than {} bytes", limit),
+        ));
+    }
+    Ok(data)
+}
+
+/// `Err((key, message))` unless `v` is in `r`.
+fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
+    key: &str,
+    v: T,
+    r: &RangeInclusive<T>,
+) -> Result<(), (String, String)> {
+    if r.contains(&v) {
+        return Ok(());
+    }
+    Err((
+        key.to_string(),
+        format!(
+            "{v} is out of range: must be between {} and {}",
+            r.start(),
+            r.end()
+        ),
+    ))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -43,6 +137,9 @@ pub struct Config {
     /// A file of prefixes, one per line (bytes; the old `exceptions` file).
     pub exclude_file: Option<PathBuf>,
     pub threads_per_rank: usize,
+    /// Cap of `threads_per_rank` and of `pool_grow` (1..=1024; default from
+    /// the node's cores, see `default_max_threads`).
+    pub max_threads_per_rank: usize,
     /// Seconds between progress lines (and stats pushes).
     pub report_interval: u64,
     /// Entries per work item when a directory is split (old SPLIT_FILES_CHUNK).
@@ -71,6 +168,7 @@ impl Default for Config {
             exclude: Vec::new(),
             exclude_file: None,
             threads_per_rank: 8,
+            max_threads_per_rank: default_max_threads(),
             report_interval: 10,
             batch_size: 1000,
             chunk_threshold: 64 << 20,
@@ -87,9 +185,16 @@ impl Default for Config {
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let read_err = |source| ConfigError::Read {
             path: shown.clone(),
             source,
+        };
+        let bytes = read_bounded(path, CONFIG_MAX_BYTES).map_err(read_err)?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            read_err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("not UTF-8 (byte {})", e.utf8_error().valid_up_to()),
+            ))
         })?;
         Self::parse(&text, &shown)
     }
@@ -104,35 +209,45 @@ impl Config {
     }
 
     pub fn validate(&self, shown: &str) -> Result<(), ConfigError> {
-        let bad = |key: &str, msg: &str| ConfigError::Value {
+        self.check().map_err(|(key, msg)| ConfigError::Value {
             path: shown.to_string(),
-            key: key.to_string(),
-            msg: msg.to_string(),
+            key,
+            msg,
+        })
+    }
+
+    /// Every key against its documented range: `Err((key, message))`.
+    pub fn check(&self) -> Result<(), (String, String)> {
+        let max = self.max_threads_per_rank as u64;
+        in_range("max_threads_per_rank", max, &MAX_THREADS)?;
+        if !(1..=max).contains(&(self.threads_per_rank as u64)) {
+            return Err((
+                "threads_per_rank".into(),
+                format!(
+                    "{} is out of range: must be between 1 and max_threads_per_rank ({max})",
+                    self.threads_per_rank
+                ),
+            ));
+        }
+        in_range("report_interval", self.report_interval, &REPORT_INTERVAL)?;
+        in_range("oldest_date", self.oldest_date, &AGE)?;
+        in_range("newest_date", self.newest_date, &AGE)?;
+        in_range("batch_size", self.batch_size as u64, &BATCH_SIZE)?;
+        in_range("chunk_size", self.chunk_size, &CHUNK_SIZE)?;
+        if !self.chunk_size.is_multiple_of(4096) {
+            return Err((
+                "chunk_size".into(),
+                format!("{} is not a multiple of 4096", self.chunk_size),
+            ));
+        }
+        let threshold = self.chunk_size..=*CHUNK_THRESHOLD.end();
+        in_range("chunk_threshold", self.chunk_threshold, &threshold)?;
+        let nested = |prefix: &str, r: Result<(), (String, String)>| {
+            r.map_err(|(k, m)| (format!("{prefix}.{k}"), m))
         };
-        if self.threads_per_rank == 0 || self.threads_per_rank > 1024 {
-            return Err(bad("threads_per_rank", "must be between 1 and 1024"));
-        }
-        if self.report_interval == 0 {
-            return Err(bad("report_interval", "must be at least 1 second"));
-        }
-        if self.batch_size == 0 {
-            return Err(bad("batch_size", "must be at least 1"));
-        }
-        if self.chunk_size < 4096 || !self.chunk_size.is_multiple_of(4096) {
-            return Err(bad("chunk_size", "must be a positive multiple of 4096"));
-        }
-        if self.chunk_threshold < self.chunk_size {
-            return Err(bad("chunk_threshold", "must be at least chunk_size"));
-        }
-        self.lustre
-            .validate()
-            .map_err(|(k, m)| bad(&format!("lustre.{k}"), &m))?;
-        self.stats
-            .validate()
-            .map_err(|(k, m)| bad(&format!("stats.{k}"), &m))?;
-        self.control
-            .validate()
-            .map_err(|(k, m)| bad(&format!("control.{k}"), &m))?;
+        nested("lustre", self.lustre.validate())?;
+        nested("stats", self.stats.validate())?;
+        nested("control", self.control.validate())?;
         Ok(())
     }
 
@@ -144,9 +259,11 @@ impl Config {
             .map(|p| p.clone().into_os_string().into_vec())
             .collect();
         if let Some(f) = &self.exclude_file {
-            let data = std::fs::read(f).map_err(|source| ConfigError::ExcludeFile {
-                path: f.display().to_string(),
-                source,
+            let data = read_bounded(f, EXCLUDE_FILE_MAX_BYTES).map_err(|source| {
+                ConfigError::ExcludeFile {
+                    path: f.display().to_string(),
+                    source,
+                }
             })?;
             for line in data.split(|&b| b == b'\n') {
                 let line = line.strip_suffix(b"\r").unwrap_or(line);

@@ -38,19 +38,43 @@ pub trait Processor: Send + Sync + 'static {
     fn describe(&self, item: &Self::Item) -> String;
 }
 
+/// The most I/O threads per rank any run may have: the upper bound of the
+/// `max_threads_per_rank` setting (which is the cap a run actually applies).
+pub const THREADS_LIMIT: usize = 1024;
+
+/// This process's `max_threads_per_rank`. A process runs one pass with one
+/// config, which sets this while loading (before any `RunControl` exists).
+static THREAD_CAP: AtomicUsize = AtomicUsize::new(THREADS_LIMIT);
+
+/// Set the per-rank pool cap (clamped to 1..=`THREADS_LIMIT`).
+pub fn set_thread_cap(cap: usize) {
+    THREAD_CAP.store(cap.clamp(1, THREADS_LIMIT), Ordering::Relaxed);
+}
+
+pub fn thread_cap() -> usize {
+    THREAD_CAP.load(Ordering::Relaxed)
+}
+
 /// Switches shared by the main loop and the I/O threads of one rank.
 #[derive(Debug)]
 pub struct RunControl {
     stop: AtomicBool,
     threads: AtomicUsize,
+    /// No pool_grow takes `threads` above this.
+    cap: usize,
 }
 
 impl RunControl {
     pub fn new(threads: usize) -> Arc<RunControl> {
+        let cap = thread_cap();
         Arc::new(RunControl {
             stop: AtomicBool::new(false),
-            threads: AtomicUsize::new(threads.max(1)),
+            threads: AtomicUsize::new(threads.clamp(1, cap)),
+            cap,
         })
+    }
+    pub fn cap(&self) -> usize {
+        self.cap
     }
     pub fn stopping(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
@@ -68,7 +92,7 @@ impl RunControl {
                 let _ = self
                     .threads
                     .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
-                        Some((t + n).min(1024))
+                        Some(t.saturating_add(n).min(self.cap))
                     });
             }
             Command::PoolShrink(n) => {

@@ -1,15 +1,86 @@
 //! The old config's filters: `oldest_date` (atime), `newest_date` (mtime) and
 //! excluded path prefixes.
+//!
+//! Every exclude (`--exclude`, config `exclude`, `exclude_file` lines) goes
+//! through [`normalize_exclude`] once, here, so every pass matches the same
+//! prefixes: `./keepme`, `keepme/.`, `keepme//` and `a/../keepme` all mean
+//! `keepme`.
 
 use crate::fsops::{self, Kind, Stat};
 
-/// An absolute exclude that is not under the source root would match nothing:
-/// most likely the old `exceptions` file written for another mount point.
-#[derive(Debug, thiserror::Error)]
-#[error("exclude {}: not under the source root {}; give it relative to the source root or absolute under it", fsops::show(.prefix), fsops::show(.root))]
-pub struct OutsideRoot {
-    pub prefix: Vec<u8>,
-    pub root: Vec<u8>,
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ExcludeError {
+    /// An absolute exclude that is not under the source root would match
+    /// nothing: most likely the old `exceptions` file written for another
+    /// mount point.
+    #[error("exclude {}: not under the source root {}; give it relative to the source root or absolute under it", fsops::show(.prefix), fsops::show(.root))]
+    OutsideRoot { prefix: Vec<u8>, root: Vec<u8> },
+    /// `..` above the root: it would name something outside the tree.
+    #[error("exclude {}: climbs out of the source root with `..`", fsops::show(.prefix))]
+    Escapes { prefix: Vec<u8> },
+    /// `.`, `a/..`, an empty string or the root itself: excluding the whole
+    /// tree is never what was meant (and would make the delete pass a no-op).
+    #[error("exclude {}: names the source root itself; give a path below it", fsops::show(.prefix))]
+    IsRoot { prefix: Vec<u8> },
+}
+
+/// Lexical components of `p`: empty ones (repeated, leading and trailing
+/// slashes) and `.` dropped, `..` taking back the one before it. `None` when
+/// `..` climbs above the start. Lexical on purpose: the walks never follow
+/// symlinks, so `a/../b` can only ever be `b` to them.
+fn components(p: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut out: Vec<&[u8]> = Vec::new();
+    for c in p.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                out.pop()?;
+            }
+            _ => out.push(c),
+        }
+    }
+    Some(out)
+}
+
+/// One exclude as the walks compare it: relative to the source root,
+/// components joined by single slashes. Absolute excludes must lie under
+/// `src_root` (itself normalized the same way; on the real filesystem `/..`
+/// is `/`, so the root's own `..` stop there).
+pub fn normalize_exclude(p: &[u8], src_root: &[u8]) -> Result<Vec<u8>, ExcludeError> {
+    let rel: Vec<&[u8]> = if p.starts_with(b"/") {
+        let abs = absolute_components(p);
+        let root = absolute_components(src_root);
+        match abs.strip_prefix(root.as_slice()) {
+            Some(rest) => rest.to_vec(),
+            None => {
+                return Err(ExcludeError::OutsideRoot {
+                    prefix: p.to_vec(),
+                    root: src_root.to_vec(),
+                })
+            }
+        }
+    } else {
+        components(p).ok_or_else(|| ExcludeError::Escapes { prefix: p.to_vec() })?
+    };
+    if rel.is_empty() {
+        return Err(ExcludeError::IsRoot { prefix: p.to_vec() });
+    }
+    Ok(rel.join(&b'/'))
+}
+
+/// As `components`, for an absolute path: `..` at `/` stays at `/`.
+fn absolute_components(p: &[u8]) -> Vec<&[u8]> {
+    let mut out: Vec<&[u8]> = Vec::new();
+    for c in p.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                out.pop();
+            }
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 #[derive(Debug, Clone, Default)]
@@ -18,7 +89,7 @@ pub struct Filter {
     atime_before: Option<i64>,
     /// Skip files whose mtime is newer than this (epoch seconds).
     mtime_after: Option<i64>,
-    /// Relative to the root, without leading or trailing '/'.
+    /// From `normalize_exclude`.
     excludes: Vec<Vec<u8>>,
 }
 
@@ -31,29 +102,18 @@ impl Filter {
         newest: u64,
         excludes: &[Vec<u8>],
         src_root: &[u8],
-    ) -> Result<Filter, OutsideRoot> {
-        let root = trim_slashes(src_root);
-        let mut rel = Vec::new();
-        for p in excludes {
-            let t = trim_slashes(p);
-            if !p.starts_with(b"/") {
-                rel.push(t.to_vec());
-            } else if root.is_empty()
-                || (t.starts_with(root) && (t.len() == root.len() || t[root.len()] == b'/'))
-            {
-                rel.push(trim_slashes(&t[root.len()..]).to_vec());
-            } else {
-                return Err(OutsideRoot {
-                    prefix: p.clone(),
-                    root: src_root.to_vec(),
-                });
-            }
-        }
-        rel.retain(|p| !p.is_empty());
+    ) -> Result<Filter, ExcludeError> {
+        let excludes = excludes
+            .iter()
+            .map(|p| normalize_exclude(p, src_root))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Config checks bound the ages, but a cutoff must never wrap: an age
+        // beyond i64 (or before the epoch's far past) just means "everything".
+        let cutoff = |age: u64| now.saturating_sub(i64::try_from(age).unwrap_or(i64::MAX));
         Ok(Filter {
-            atime_before: (oldest > 0).then(|| now - oldest as i64),
-            mtime_after: (newest > 0).then(|| now - newest as i64),
-            excludes: rel,
+            atime_before: (oldest > 0).then(|| cutoff(oldest)),
+            mtime_after: (newest > 0).then(|| cutoff(newest)),
+            excludes,
         })
     }
 
@@ -87,12 +147,6 @@ impl Filter {
     }
 }
 
-fn trim_slashes(p: &[u8]) -> &[u8] {
-    let s = p.iter().position(|&b| b != b'/').unwrap_or(p.len());
-    let e = p.iter().rposition(|&b| b != b'/').map_or(s, |i| i + 1);
-    &p[s..e.max(s)]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,5 +176,84 @@ mod tests {
         // A source root of / holds every absolute path.
         let f = Filter::new(0, 0, 0, &[b"/etc".to_vec()], b"/").unwrap();
         assert!(f.excluded(b"etc/passwd"));
+    }
+
+    #[test]
+    fn every_spelling_of_a_prefix_is_one_prefix() {
+        let root = b"/mnt/src";
+        for p in [
+            &b"keepme"[..],
+            b"./keepme",
+            b"keepme/.",
+            b"keepme//",
+            b"a/../keepme",
+            b".//keepme/./",
+            b"/mnt/src//keepme",
+            b"/mnt/./src/x/../keepme/",
+            b"/mnt/other/../src/keepme",
+        ] {
+            assert_eq!(
+                normalize_exclude(p, root).as_deref(),
+                Ok(&b"keepme"[..]),
+                "{}",
+                fsops::show(p)
+            );
+        }
+        assert_eq!(normalize_exclude(b"a//b/./c/", root).unwrap(), b"a/b/c");
+        assert_eq!(normalize_exclude(b"\xff/..x", root).unwrap(), b"\xff/..x");
+        // A root given with dots and slashes of its own.
+        assert_eq!(
+            normalize_exclude(b"/mnt/src/k", b"/mnt//x/../src/").unwrap(),
+            b"k"
+        );
+    }
+
+    #[test]
+    fn the_root_and_above_are_refused() {
+        let root = b"/mnt/src";
+        for p in [
+            &b".."[..],
+            b"../x",
+            b"a/../..",
+            b"./../src/x",
+            b"a/b/../../../c",
+        ] {
+            let e = normalize_exclude(p, root).unwrap_err();
+            assert!(matches!(e, ExcludeError::Escapes { .. }), "{e}");
+            assert!(e.to_string().contains(&fsops::show(p)), "{e}");
+        }
+        for p in [
+            &b"."[..],
+            b"",
+            b"./",
+            b"a/..",
+            b"/mnt/src",
+            b"/mnt/src/./",
+            b"/mnt/src/a/..",
+        ] {
+            let e = normalize_exclude(p, root).unwrap_err();
+            assert!(
+                matches!(e, ExcludeError::IsRoot { .. }),
+                "{}: {e}",
+                fsops::show(p)
+            );
+        }
+        for p in [&b"/mnt/src/../x"[..], b"/mnt/srcx", b"/mnt", b"/"] {
+            let e = normalize_exclude(p, root).unwrap_err();
+            assert!(matches!(e, ExcludeError::OutsideRoot { .. }), "{e}");
+        }
+        assert!(Filter::new(0, 0, 0, &[b"ok".to_vec(), b"..".to_vec()], root).is_err());
+        // With / as the source root, / itself is the root.
+        let e = normalize_exclude(b"//", b"/").unwrap_err();
+        assert!(matches!(e, ExcludeError::IsRoot { .. }), "{e}");
+    }
+
+    #[test]
+    fn ages_never_wrap() {
+        let f = Filter::new(1_000, u64::MAX, 1u64 << 63, &[], b"/").unwrap();
+        assert_eq!(f.atime_before, Some(1_000 - i64::MAX));
+        assert_eq!(f.mtime_after, Some(1_000 - i64::MAX));
+        let f = Filter::new(i64::MIN + 5, 10, 0, &[], b"/").unwrap();
+        assert_eq!(f.atime_before, Some(i64::MIN));
     }
 }

@@ -1,11 +1,15 @@
 //! `lmpi`: thin entry point over the library.
 
+use clap::error::ErrorKind;
 use clap::Parser;
 
 use lmpi::cli::{Cli, StatsCmd, Sub};
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => usage_error(e),
+    };
     let code = match cli.cmd {
         Some(Sub::Ctl(args)) => {
             let cfg = match lmpi::run::load_config(&cli.pass) {
@@ -56,4 +60,22 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// Bad usage is one line naming the option (clap's first paragraph, without
+/// its usage block and hint) and exit status 2; --help/--version print as usual.
+fn usage_error(e: clap::Error) -> ! {
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    let rendered = e.render().to_string();
+    let first = rendered.split("\n\n").next().unwrap_or("");
+    let line = lmpi::config::one_line(first);
+    eprintln!("lmpi: {}", line.strip_prefix("error: ").unwrap_or(&line));
+    std::process::exit(lmpi::run::EXIT_USAGE);
 }

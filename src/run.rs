@@ -39,9 +39,10 @@ pub fn load_config(args: &PassArgs) -> Result<Config, String> {
         Some(p) => Config::load(p).map_err(|e| e.to_string())?,
         None => Config::default(),
     };
+    // The file was checked alone while loading: what fails now comes from a flag.
     let shown = path
         .as_ref()
-        .map(|p| p.display().to_string())
+        .map(|p| format!("{} with the command-line options", p.display()))
         .unwrap_or_else(|| "command line".into());
     if let Some(s) = &args.source {
         cfg.source_mount = Some(s.clone());
@@ -66,6 +67,8 @@ pub fn load_config(args: &PassArgs) -> Result<Config, String> {
     cfg.check_xattrs |= args.check_xattrs;
     cfg.exclude.extend(args.exclude.iter().cloned());
     cfg.validate(&shown).map_err(|e| e.to_string())?;
+    engine::set_thread_cap(cfg.max_threads_per_rank);
+    cfg.control.max_threads_per_rank = cfg.max_threads_per_rank;
     Ok(cfg)
 }
 

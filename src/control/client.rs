@@ -24,8 +24,8 @@ pub struct CtlArgs {
     /// jobs outside Slurm, as in the error log's name).
     #[arg(long, global = true)]
     pub job: Option<String>,
-    /// Seconds to wait for replies (default: control.timeout_ms).
-    #[arg(long, global = true)]
+    /// Seconds to wait for replies, 0.05 to 600 (default: control.timeout_ms).
+    #[arg(long, global = true, value_parser = timeout_secs)]
     pub timeout: Option<f64>,
 }
 
@@ -39,10 +39,30 @@ pub enum CtlCmd {
     Status,
     /// Are jobs alive?
     Ping,
-    /// Add N I/O threads per rank.
-    PoolGrow { n: usize },
-    /// Remove N I/O threads per rank (at least one stays).
-    PoolShrink { n: usize },
+    /// Add N I/O threads per rank (N from 1 to 1024; the job clamps to its
+    /// max_threads_per_rank and says so).
+    PoolGrow {
+        #[arg(value_parser = pool_count)]
+        n: usize,
+    },
+    /// Remove N I/O threads per rank (N from 1 to 1024; at least one stays).
+    PoolShrink {
+        #[arg(value_parser = pool_count)]
+        n: usize,
+    },
+}
+
+fn pool_count(s: &str) -> Result<usize, String> {
+    crate::cli::ranged::<usize>("n", 1..=crate::engine::THREADS_LIMIT as u64)(s)
+}
+
+/// A finite number of seconds in 0.05..=600: `Duration::from_secs_f64`
+/// panics on infinity, NaN and overflow.
+fn timeout_secs(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if (0.05..=600.0).contains(&v) => Ok(v),
+        _ => Err("must be a number of seconds from 0.05 to 600".into()),
+    }
 }
 
 pub fn run_ctl(args: &CtlArgs, cfg: &ControlConfig) -> i32 {
@@ -56,7 +76,7 @@ pub fn run_ctl(args: &CtlArgs, cfg: &ControlConfig) -> i32 {
     };
     let timeout = args
         .timeout
-        .map(|s| Duration::from_secs_f64(s.max(0.05)))
+        .map(Duration::from_secs_f64)
         .unwrap_or(Duration::from_millis(cfg.timeout_ms));
     let destination = args.job.as_ref().map(|j| vec![format!("lmpi@{j}")]);
     match request(cfg, method, arguments, destination, timeout) {

@@ -5,6 +5,7 @@
 use serde_json::{json, Map, Value};
 
 use super::{Command, JobStatus};
+use crate::engine::THREADS_LIMIT;
 
 /// A pidbox request as kombu's `Mailbox._broadcast` sends it.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,13 +99,88 @@ fn glob(p: &str, s: &str) -> bool {
     p.len() <= 256 && go(p.as_bytes(), s.as_bytes())
 }
 
-fn count_arg(req: &Request) -> usize {
-    match req.arguments.get("n") {
-        Some(Value::Number(n)) => n.as_u64().unwrap_or(1) as usize,
-        Some(Value::String(s)) => s.trim().parse().unwrap_or(1),
-        _ => 1,
+/// `n` of pool_grow/pool_shrink: absent or null means 1 (as Celery's
+/// default); otherwise a whole number in 1..=`THREADS_LIMIT`, as a JSON
+/// number or a string of digits. Anything else (negative, fraction, bool,
+/// huge) is refused rather than guessed at.
+pub fn count_arg(req: &Request) -> Result<usize, String> {
+    let v = match req.arguments.get("n") {
+        None | Some(Value::Null) => return Ok(1),
+        Some(v) => v,
+    };
+    let n = match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s)
+            if !s.trim().is_empty() && s.trim().bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            s.trim().parse::<u64>().ok()
+        }
+        _ => None,
+    };
+    match n {
+        Some(n) if (1..=THREADS_LIMIT as u64).contains(&n) => Ok(n as usize),
+        _ => Err(format!(
+            "{}: n must be a whole number from 1 to {THREADS_LIMIT}, not {}",
+            req.method,
+            one_line_json(v)
+        )),
     }
-    .min(1024)
+}
+
+/// A value as it was sent, cut short: replies stay one short line.
+fn one_line_json(v: &Value) -> String {
+    let s = v.to_string();
+    match s.char_indices().nth(40) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s,
+    }
+}
+
+/// pool_grow/pool_shrink: the count is checked, then clamped so the pool
+/// stays within 1..=max_threads_per_rank (the reply says when it was). The
+/// status may be up to a report interval old, so the engine clamps again.
+fn pool(req: &Request, status: &JobStatus, grow: bool) -> (Option<Command>, Value) {
+    let n = match count_arg(req) {
+        Ok(n) => n,
+        Err(e) => return (None, json!({ "error": e })),
+    };
+    let cap = match status.max_threads_per_rank {
+        0 => THREADS_LIMIT,
+        c => c,
+    };
+    let now = status.threads_per_rank;
+    let (room, verb, limit) = if grow {
+        let room = if now == 0 {
+            cap
+        } else {
+            cap.saturating_sub(now)
+        };
+        (room, "grow", format!("max_threads_per_rank = {cap}"))
+    } else {
+        let room = if now == 0 { n } else { now.saturating_sub(1) };
+        (
+            room,
+            "shrink",
+            "at least 1 I/O thread per rank stays".to_string(),
+        )
+    };
+    if room == 0 {
+        return (
+            None,
+            json!({ "error": format!("pool cannot {verb}: it has {now} I/O threads per rank ({limit}); nothing changed") }),
+        );
+    }
+    let k = n.min(room);
+    let cmd = if grow {
+        Command::PoolGrow(k)
+    } else {
+        Command::PoolShrink(k)
+    };
+    let mut msg = format!("pool will {verb} by {k} I/O threads per rank");
+    if k < n {
+        msg.push_str(&format!(" (asked for {n}; clamped: {limit})"));
+    }
+    (Some(cmd), json!({ "ok": msg }))
 }
 
 /// What to do and what to answer. The reply is the value kombu puts under our
@@ -116,20 +192,8 @@ pub fn decide(req: &Request, status: &JobStatus, node: &str) -> (Option<Command>
             Some(Command::Stop),
             json!({"ok": format!("shutting down: graceful stop of lmpi job {}", status.job)}),
         ),
-        "pool_grow" => {
-            let n = count_arg(req);
-            (
-                Some(Command::PoolGrow(n)),
-                json!({"ok": format!("pool will grow by {n} I/O threads per rank")}),
-            )
-        }
-        "pool_shrink" => {
-            let n = count_arg(req);
-            (
-                Some(Command::PoolShrink(n)),
-                json!({"ok": format!("pool will shrink by {n} I/O threads per rank")}),
-            )
-        }
+        "pool_grow" => pool(req, status, true),
+        "pool_shrink" => pool(req, status, false),
         "lmpi_start" => (
             Some(Command::Start),
             json!({"ok": format!("starting lmpi job {}", status.job)}),
@@ -263,5 +327,82 @@ mod tests {
         ));
         assert!(!is_start_task(Some("other"), b"[]"));
         assert_eq!(uuid().len(), 36);
+    }
+
+    fn pool_req(method: &str, n: Value) -> Request {
+        parse_request(
+            json!({"method": method, "arguments": {"n": n}})
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap()
+    }
+
+    fn at(threads: usize, cap: usize) -> JobStatus {
+        JobStatus {
+            threads_per_rank: threads,
+            max_threads_per_rank: cap,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn bad_counts_are_refused_and_change_nothing() {
+        let huge: Value = serde_json::from_str("1000000000000000000000000000000").unwrap();
+        for (method, n) in [
+            ("pool_grow", json!(-5)),
+            ("pool_grow", json!("abc")),
+            ("pool_grow", json!(2.5)),
+            ("pool_grow", json!(true)),
+            ("pool_grow", huge),
+            ("pool_grow", json!(1_000_000_000u64)),
+            ("pool_grow", json!(0)),
+            ("pool_grow", json!("-3")),
+            ("pool_grow", json!("")),
+            ("pool_grow", json!([2])),
+            ("pool_shrink", json!(-7)),
+            ("pool_shrink", json!(1025)),
+        ] {
+            let (cmd, reply) = decide(&pool_req(method, n.clone()), &at(4, 64), "x");
+            assert_eq!(cmd, None, "{method} {n}");
+            let e = reply["error"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{method} {n}: {reply}"));
+            assert!(e.contains("n must be a whole number from 1 to 1024"), "{e}");
+        }
+        let r = parse_request(br#"{"method":"pool_grow"}"#).unwrap();
+        assert_eq!(count_arg(&r), Ok(1));
+        assert_eq!(count_arg(&pool_req("pool_grow", json!(" 7 "))), Ok(7));
+        assert_eq!(count_arg(&pool_req("pool_grow", json!(1024))), Ok(1024));
+    }
+
+    #[test]
+    fn counts_are_clamped_to_the_cap_and_to_one_thread() {
+        let (cmd, reply) = decide(&pool_req("pool_grow", json!(1000)), &at(4, 64), "x");
+        assert_eq!(cmd, Some(Command::PoolGrow(60)));
+        let ok = reply["ok"].as_str().unwrap();
+        assert!(
+            ok.contains("grow by 60")
+                && ok.contains("asked for 1000")
+                && ok.contains("max_threads_per_rank = 64"),
+            "{ok}"
+        );
+        let (cmd, reply) = decide(&pool_req("pool_grow", json!(1)), &at(64, 64), "x");
+        assert_eq!(cmd, None);
+        assert!(
+            reply["error"].as_str().unwrap().contains("cannot grow"),
+            "{reply}"
+        );
+        let (cmd, reply) = decide(&pool_req("pool_shrink", json!(9)), &at(4, 64), "x");
+        assert_eq!(cmd, Some(Command::PoolShrink(3)));
+        assert!(
+            reply["ok"].as_str().unwrap().contains("at least 1"),
+            "{reply}"
+        );
+        let (cmd, _) = decide(&pool_req("pool_shrink", json!(1)), &at(1, 64), "x");
+        assert_eq!(cmd, None);
+        let (cmd, reply) = decide(&pool_req("pool_grow", json!(2)), &at(4, 64), "x");
+        assert_eq!(cmd, Some(Command::PoolGrow(2)));
+        assert_eq!(reply["ok"], "pool will grow by 2 I/O threads per rank");
     }
 }

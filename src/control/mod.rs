@@ -41,6 +41,8 @@ pub struct JobStatus {
     pub state: String,
     pub ranks: usize,
     pub threads_per_rank: usize,
+    /// The cap pool_grow clamps to (`max_threads_per_rank`; 0 = not known).
+    pub max_threads_per_rank: usize,
     pub totals: Snapshot,
     pub per_rank: Vec<RankStatus>,
 }
@@ -75,8 +77,12 @@ pub struct ControlConfig {
     pub rabbitmq_dir: Option<PathBuf>,
     /// Celery node name of rank 0; default `celery@file_<hostname>`.
     pub node_name: Option<String>,
-    /// How long `lmpi ctl` waits for replies, in milliseconds.
+    /// How long `lmpi ctl` waits for replies, in milliseconds (1..=600000).
     pub timeout_ms: u64,
+    /// The top-level `max_threads_per_rank`, copied here when the config is
+    /// loaded so the bridge can clamp pool_grow; not a `[control]` key.
+    #[serde(skip)]
+    pub max_threads_per_rank: usize,
 }
 
 impl Default for ControlConfig {
@@ -92,6 +98,7 @@ impl Default for ControlConfig {
             rabbitmq_dir: None,
             node_name: None,
             timeout_ms: 2000,
+            max_threads_per_rank: crate::config::default_max_threads(),
         }
     }
 }
@@ -102,6 +109,9 @@ impl ControlConfig {
             if !u.starts_with("amqp://") {
                 return Err(("url".into(), "must start with amqp://".into()));
             }
+        }
+        if self.port == 0 {
+            return Err(("port".into(), "must be between 1 and 65535".into()));
         }
         if self.username.is_empty() {
             return Err(("username".into(), "must not be empty".into()));
@@ -130,7 +140,9 @@ impl ControlConfig {
                 return Ok(None);
             };
             let p = dir.join(name);
-            match std::fs::read_to_string(&p) {
+            let text = crate::config::read_bounded(&p, crate::config::CONFIG_MAX_BYTES)
+                .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other));
+            match text {
                 Ok(s) => Ok(Some(s.trim().to_string())),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(format!("{}: {e}", p.display())),
@@ -209,6 +221,9 @@ pub fn spawn(
 ) -> Option<crossbeam_channel::Receiver<Command>> {
     if !cfg.enabled {
         return None;
+    }
+    if let Ok(mut s) = status.lock() {
+        s.max_threads_per_rank = cfg.max_threads_per_rank;
     }
     let (tx, rx) = crossbeam_channel::unbounded();
     let (cfg, job) = (cfg.clone(), job.to_string());
