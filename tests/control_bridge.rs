@@ -497,6 +497,79 @@ fn unreachable_broker_never_stops_the_pass() {
     );
 }
 
+/// pool_grow/pool_shrink with a bad `n` (over the bridge, as any client could
+/// send it, and through the real celery CLI) answer an error and change
+/// nothing; a grow past max_threads_per_rank is clamped and says so.
+#[test]
+fn bad_pool_counts_are_refused_and_grow_is_capped() {
+    if !broker_up() || !have("mpirun") {
+        return;
+    }
+    let node = unique_node("cap");
+    let job = Job::start(2, &[], &node, 2000);
+    until_answer(&job, &["status"], "(2 ranks x 2 threads)");
+    let cfg = lmpi::config::Config::load(&job.cfg).unwrap();
+    let ask = |method: &str, n: serde_json::Value| {
+        let r = lmpi::control::client::request(
+            &cfg.control,
+            method,
+            serde_json::json!({ "n": n }),
+            Some(vec![node.clone()]),
+            Duration::from_secs(3),
+        )
+        .unwrap();
+        assert_eq!(r.len(), 1, "{method} {n}: {r:?}");
+        r[0][node.as_str()].clone()
+    };
+    let huge: serde_json::Value = serde_json::from_str("1000000000000000000000000000000").unwrap();
+    for (method, n) in [
+        ("pool_grow", serde_json::json!(-5)),
+        ("pool_grow", serde_json::json!("abc")),
+        ("pool_grow", serde_json::json!(2.5)),
+        ("pool_grow", serde_json::json!(true)),
+        ("pool_grow", huge),
+        ("pool_grow", serde_json::json!(1_000_000_000u64)),
+        ("pool_shrink", serde_json::json!(-7)),
+    ] {
+        let reply = ask(method, n.clone());
+        let e = reply["error"].as_str().unwrap_or_default();
+        assert!(
+            e.contains("n must be a whole number from 1 to 1024"),
+            "{method} {n}: {reply}"
+        );
+    }
+    if let Some(cli) = celery_cli() {
+        write_app(job.dir.path());
+        let o = celery(
+            &cli,
+            job.dir.path(),
+            &["control", "pool_grow", "1000000000", "-d", node.as_str()],
+        );
+        assert!(
+            stdout(&o).contains("n must be a whole number"),
+            "{}",
+            text(&o)
+        );
+    }
+    // Two report intervals later the pool is as it was.
+    std::thread::sleep(Duration::from_millis(2500));
+    let s = stdout(&job.ctl(&["status"]));
+    assert!(s.contains("(2 ranks x 2 threads)"), "changed: {s}");
+    let cap = lmpi::config::default_max_threads();
+    let g = stdout(&job.ctl(&["pool-grow", "1000"]));
+    assert!(
+        g.contains(&format!("grow by {}", cap - 2))
+            && g.contains("asked for 1000")
+            && g.contains(&format!("max_threads_per_rank = {cap}")),
+        "{g}"
+    );
+    until_answer(&job, &["status"], &format!("(2 ranks x {cap} threads)"));
+    let s = stdout(&job.ctl(&["stop"]));
+    assert!(s.contains("shutting down"), "{s}");
+    let (_, out, _) = job.wait(Duration::from_secs(120));
+    assert!(out.contains("STOPPED") || out.contains("COMPLETE"), "{out}");
+}
+
 mod fuzz {
     use proptest::prelude::*;
 
