@@ -19,6 +19,38 @@ fn shipped_config_parses_to_the_defaults() {
     assert_eq!(cfg.lustre.wide_striping_rule, def.lustre.wide_striping_rule);
     assert_eq!(cfg.stats.enabled, def.stats.enabled);
     assert_eq!(cfg.control.enabled, def.control.enabled);
+    assert_eq!(cfg.max_threads_per_rank, def.max_threads_per_rank);
+    assert!((64..=1024).contains(&def.max_threads_per_rank));
+}
+
+#[test]
+fn numbers_are_range_checked() {
+    for (text, key) in [
+        ("report_interval = 86401", "report_interval"),
+        ("oldest_date = 3155760001", "oldest_date"),
+        ("newest_date = -1", "newest_date"),
+        ("batch_size = 1000001", "batch_size"),
+        ("chunk_size = 2147483648", "chunk_size"),
+        ("chunk_size = 8192\nchunk_threshold = 4096", "chunk_threshold"),
+        ("chunk_threshold = 2251799813685248", "chunk_threshold"),
+        ("max_threads_per_rank = 0", "max_threads_per_rank"),
+        ("max_threads_per_rank = 1025", "max_threads_per_rank"),
+        ("max_threads_per_rank = 8\nthreads_per_rank = 9", "threads_per_rank"),
+        ("[control]\ntimeout_ms = 600001", "timeout_ms"),
+    ] {
+        let err = Config::parse(text, "/etc/x.toml")
+            .expect_err(text)
+            .to_string();
+        assert!(err.contains(key) && !err.contains('\n'), "{text}: {err}");
+    }
+    for ok in [
+        "report_interval = 86400\noldest_date = 3155760000\nbatch_size = 1000000",
+        "chunk_size = 1073741824\nchunk_threshold = 1125899906842624",
+        "max_threads_per_rank = 1024\nthreads_per_rank = 1024",
+        "max_threads_per_rank = 1\nthreads_per_rank = 1",
+    ] {
+        Config::parse(ok, "x.toml").unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
 }
 
 #[test]
