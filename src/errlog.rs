@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::fsops::{self, OsError};
@@ -22,6 +22,10 @@ pub struct ErrorLog {
     src_root: Vec<u8>,
     dst_root: Vec<u8>,
     file: Option<File>,
+    /// This rank created the file (see `remove_if_unused`).
+    created: bool,
+    /// Lines this rank wrote to the file.
+    lines: Arc<AtomicU64>,
     counters: Arc<Counters>,
     quiet: bool,
 }
@@ -34,23 +38,26 @@ impl ErrorLog {
         path: Option<&Path>,
         counters: Arc<Counters>,
     ) -> ErrorLog {
-        // O_APPEND: ranks on many nodes append whole lines to one file.
-        let file = path.and_then(|p| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o644)
-                .open(p)
-                .map_err(|e| {
+        // Opened now, not at the first error, so a log that cannot be
+        // written is said at the start; a pass without errors removes it at
+        // the end (`remove_if_unused`).
+        let (file, created) = match path.map(open_log) {
+            Some(Ok((f, created))) => (Some(f), created),
+            Some(Err(e)) => {
+                if let Some(p) = path {
                     eprintln!("{prefix}: cannot open error log {}: {e}", p.display());
-                })
-                .ok()
-        });
+                }
+                (None, false)
+            }
+            None => (None, false),
+        };
         ErrorLog {
             prefix,
             src_root: src_root.to_vec(),
             dst_root: dst_root.to_vec(),
             file,
+            created,
+            lines: Arc::new(AtomicU64::new(0)),
             counters,
             quiet: false,
         }
@@ -59,6 +66,17 @@ impl ErrorLog {
     /// Whether the log file opened (else errors go to stderr only).
     pub fn has_file(&self) -> bool {
         self.file.is_some()
+    }
+
+    /// Whether this rank created the file (it did not exist before).
+    pub fn created_it(&self) -> bool {
+        self.created
+    }
+
+    /// The count of lines this rank writes to the file, readable after the
+    /// log has moved into the pass.
+    pub fn lines(&self) -> Arc<AtomicU64> {
+        self.lines.clone()
     }
 
     pub fn quiet(mut self, q: bool) -> Self {
@@ -118,7 +136,35 @@ impl ErrorLog {
         if let Some(mut f) = self.file.as_ref() {
             let mut buf = line.as_bytes().to_vec();
             buf.push(b'\n');
-            let _ = f.write_all(&buf);
+            if f.write_all(&buf).is_ok() {
+                self.lines.fetch_add(1, Ordering::Relaxed);
+            }
         }
+    }
+}
+
+/// O_APPEND: ranks on many nodes append whole lines to one file. Tried with
+/// O_EXCL first so the rank that made the file knows it did.
+fn open_log(p: &Path) -> std::io::Result<(File, bool)> {
+    let mut o = std::fs::OpenOptions::new();
+    o.append(true).mode(0o644);
+    match o.clone().create_new(true).open(p) {
+        Ok(f) => Ok((f, true)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok((o.open(p)?, false)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Remove an error log nobody wrote a line to (`written`: the lines of all
+/// ranks of the job), so error-free runs leave no empty files behind. Only
+/// an empty regular file is removed: one that existed before the pass, or
+/// that someone else wrote meanwhile, stays.
+pub fn remove_if_unused(path: &Path, written: u64) -> bool {
+    if written > 0 {
+        return false;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_file() && m.len() == 0 => std::fs::remove_file(path).is_ok(),
+        _ => false,
     }
 }

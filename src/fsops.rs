@@ -1160,6 +1160,80 @@ mod tests {
     #[test]
     fn join_and_split() {
         assert_eq!(join(b"", b"a"), b"a");
+// ---------- run-level safety: mount points and the job lock ----------
+
+fn rustix_err(op: &'static str) -> impl Fn(rustix::io::Errno) -> OsError {
+    move |e| OsError {
+        op,
+        errno: e.raw_os_error(),
+    }
+}
+
+/// Whether directory `dir` is the root of a mount. statx's
+/// STATX_ATTR_MOUNT_ROOT (Linux 5.8+) also sees a bind mount of a directory
+/// of the same filesystem; where the kernel does not report it, the device
+/// and inode are compared with those of `..` (a different device, or `/`
+/// being its own parent).
+pub fn is_mount_root(dir: BorrowedFd) -> Res<bool> {
+    use rustix::fs::{statx, AtFlags, StatxAttributes, StatxFlags};
+    let sx = statx(dir, c"", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS)
+        .map_err(rustix_err("statx"))?;
+    if sx.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT) {
+        return Ok(sx.stx_attributes.contains(StatxAttributes::MOUNT_ROOT));
+    }
+    let (me, up) = (fstat(dir)?, stat_at(dir, b"..")?);
+    Ok(me.dev != up.dev || me.ino == up.ino)
+}
+
+/// Open (creating it, mode 0600) the job lock file `name` in `dir` for
+/// reading and writing, without following a symlink and without blocking
+/// on a FIFO planted there. The caller checks the returned stat (a regular
+/// file with one link) before writing to it.
+pub fn open_lock_file(dir: BorrowedFd, name: &[u8]) -> Res<(OwnedFd, Stat)> {
+    let c = cstr("open", name)?;
+    let fd = open_raw(
+        dir.as_raw_fd(),
+        &c,
+        libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY,
+        0o600,
+    )?;
+    let st = fstat(fd.as_fd_b())?;
+    Ok((fd, st))
+}
+
+/// Take an exclusive flock on `fd` without waiting: false if another open
+/// file (another job) holds it. It goes with the last descriptor of this
+/// open file, so a killed job frees it.
+pub fn try_lock(fd: BorrowedFd) -> Res<bool> {
+    use rustix::fs::{flock, FlockOperation};
+    match flock(fd, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(false),
+        Err(e) => Err(rustix_err("flock")(e)),
+    }
+}
+
+/// The first `max` bytes of an open file.
+pub fn read_head(fd: BorrowedFd, max: usize) -> Res<Vec<u8>> {
+    let mut buf = vec![0u8; max];
+    let n = rustix::io::pread(fd, &mut buf, 0).map_err(rustix_err("read"))?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// Make an open file hold exactly `data`.
+pub fn replace_contents(fd: BorrowedFd, data: &[u8]) -> Res<()> {
+    ftruncate(fd, 0)?;
+    let n = rustix::io::pwrite(fd, data, 0).map_err(rustix_err("write"))?;
+    if n != data.len() {
+        return Err(OsError {
+            op: "write",
+            errno: libc::EIO,
+        });
+    }
+    Ok(())
+}
+
         assert_eq!(join(b"a/b", b"c"), b"a/b/c");
         assert_eq!(parent_and_name(b"a/b/c"), (&b"a/b"[..], &b"c"[..]));
         assert_eq!(parent_and_name(b"c"), (&b""[..], &b"c"[..]));

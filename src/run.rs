@@ -231,7 +231,7 @@ fn recorded(h: &Histogram<u64>) -> Vec<(u64, u64)> {
 
 fn replay(h: &mut Histogram<u64>, buckets: &[(u64, u64)]) {
     for &(v, c) in buckets {
-        let _ = h.record_n(v.max(1), c);
+        let _ = h.record_n(v, c);
     }
 }
 
@@ -575,6 +575,7 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
         counters.clone(),
     );
     let log_missing = !log.has_file();
+    let (log_created, log_lines) = (log.created_it(), log.lines());
     let ctx = Ctx {
         // open_roots has already fstat'ed both; a failure here leaves an identity nothing matches.
         roots: RootIds::of(roots.src.as_fd(), roots.dst.as_fd()).unwrap_or_default(),
@@ -652,12 +653,16 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
 
     // Agree on totals and the outcome.
     let mine = counters.snapshot();
-    let totals = Snapshot::from_slice(&t.all_reduce_sum(&mine.to_vec()));
+    let mut sums = mine.to_vec();
+    sums.push(log_lines.load(std::sync::atomic::Ordering::Relaxed));
+    let sums = t.all_reduce_sum(&sums);
+    let (totals, lines_logged) = (Snapshot::from_slice(&sums), sums.last().copied().unwrap_or(0));
     let flags = t.all_reduce_max(&[
         outcome.stopped as u64,
         max_delete_hit as u64,
         (stats_ok == Some(false)) as u64,
         log_missing as u64,
+        log_created as u64,
     ]);
     let (stopped, max_hit) = (flags[0] != 0, flags[1] != 0);
     if flags[2] != 0 {
@@ -693,6 +698,10 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
     if rank != 0 {
         return exit_code;
     }
+    // Every rank has written its last line (the reductions above came after).
+    if flags[4] != 0 {
+        crate::errlog::remove_if_unused(&log_path, lines_logged);
+    }
 
     let summary = Summary {
         pass: pass.into(),
@@ -708,7 +717,7 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
         threads_per_rank: cfg.threads_per_rank,
         wall_seconds: started.elapsed().as_secs_f64().max(1e-6),
         totals,
-        error_log: Some(log_path.display().to_string()),
+        error_log: (lines_logged > 0).then(|| log_path.display().to_string()),
         notes,
         ..Default::default()
     };
@@ -759,5 +768,30 @@ fn report_on_rank_zero(mut summary: Summary, all: &[Vec<u8>], json: Option<&Path
             }
             Err(e) => eprintln!("lmpi: cannot encode report: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Empty files are 0 B in the summary, not 1 B, through the gather too.
+    #[test]
+    fn all_empty_files_report_zero_bytes() {
+        let h = Histograms::default();
+        for _ in 0..10 {
+            h.record(0, 0);
+        }
+        let mut merged = Histograms::default();
+        let size = h.size.lock().map(|s| recorded(&s)).unwrap_or_default();
+        let m = merged.size.get_mut().expect("fresh histogram");
+        replay(m, &size);
+        let p = Percentiles::of(m);
+        assert_eq!((p.count, p.p50, p.p99, p.max), (10, 0, 0, 0));
+        assert_eq!(report::human_bytes(p.p50), "0 B");
+        replay(m, &[(4096, 10)]);
+        let p = Percentiles::of(m);
+        assert_eq!((p.count, p.p50), (20, 0));
+        assert!((4096..4100).contains(&p.max), "{p:?}");
     }
 }

@@ -80,7 +80,8 @@ impl Default for Histograms {
 impl Histograms {
     pub fn record(&self, bytes: u64, micros: u64) {
         if let Ok(mut h) = self.size.lock() {
-            h.saturating_record(bytes.max(1));
+            // Empty files are size 0 (the histogram takes 0 at any low bound).
+            h.saturating_record(bytes);
         }
         if let Ok(mut h) = self.copy_us.lock() {
             h.saturating_record(micros.max(1));

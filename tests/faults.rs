@@ -401,3 +401,56 @@ fn a_killed_rank_ends_the_job_with_an_error() {
     let diffs = compare_trees(&src, &dst, true);
     assert!(diffs.is_empty(), "{}", diffs.join("\n"));
 }
+
+/// A pass without errors leaves no error log behind (before, every run left
+/// an empty `lmpi-<pass>-<job>.errors`); one with errors keeps the lines and
+/// the summary names the file.
+#[test]
+fn no_error_log_without_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst, _) = dirs(tmp.path());
+    let work = tmp.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    std::fs::write(src.join("fine"), b"f").unwrap();
+    std::fs::write(src.join("eio-file"), b"x").unwrap();
+    let args = |job: &str| {
+        let mut c = Command::new(bin());
+        c.args(["--pass", "copy", "-q", "--source"])
+            .arg(&src)
+            .arg("--target")
+            .arg(&dst)
+            .current_dir(&work)
+            .env("LMPI_JOB_ID", job);
+        c
+    };
+    let out = args("clean").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!work.join("lmpi-copy-clean.errors").exists());
+    assert!(!text(&out).contains("error log"), "{}", text(&out));
+    let shim = shim();
+    std::fs::remove_dir_all(&dst).unwrap();
+    std::fs::create_dir(&dst).unwrap();
+    let out = args("bad")
+        .env("LD_PRELOAD", &shim)
+        .env("LMPI_FAULT_EIO", "eio-")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let log = std::fs::read_to_string(work.join("lmpi-copy-bad.errors")).unwrap();
+    assert!(log.contains("eio-file"), "{log}");
+    assert!(
+        text(&out).contains("error log: ./lmpi-copy-bad.errors"),
+        "{}",
+        text(&out)
+    );
+    // Ranks of one job share the file: still none when no rank wrote to it.
+    if have("mpirun") {
+        let elog = work.join("shared.errors");
+        let out = lmpi(Launch::Mpirun(2), &base_args("delete", &src, &dst, &elog));
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        assert!(!text(&out).contains("error log"), "{}", text(&out));
+        assert!(!elog.exists());
+    }
+    let names: Vec<_> = std::fs::read_dir(&work).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+}

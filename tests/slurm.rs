@@ -107,15 +107,15 @@ fn copy_sbatch_with_four_tasks() {
     assert!(out.status.success(), "{}\n{log}", text(&out));
     assert!(log.contains("(4 ranks x"), "4 ranks expected:\n{log}");
     assert!(log.contains("COMPLETE"), "{log}");
-    // The error log is named after the job.
+    // The error log is named after the job, and a pass without errors leaves none.
     let job = String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .last()
         .unwrap_or("")
         .to_string();
     assert!(
-        work.join(format!("lmpi-copy-{job}.errors")).exists(),
-        "error log with job id {job} in {work:?}"
+        !work.join(format!("lmpi-copy-{job}.errors")).exists(),
+        "an empty error log (job id {job}) left in {work:?}"
     );
     let (out, log) = sbatch("dirtime.sbatch", &src, &dst, &work, &[], &["--ntasks=4"]);
     assert!(out.status.success(), "{}\n{log}", text(&out));
