@@ -497,6 +497,21 @@ pub fn open_read_checked(dir: BorrowedFd, name: &[u8], want: Ident) -> Res<(Owne
     Ok((fd, st))
 }
 
+/// Open `name`, which the directory listing said is regular file `ino`,
+/// without an lstat first: Some((fd, fstat)) if it is that file, None if
+/// it is something else now (the caller then takes the lstat way).
+pub fn open_listed_file(dir: BorrowedFd, name: &[u8], ino: u64) -> Res<Option<(OwnedFd, Stat)>> {
+    let c = cstr("open", name)?;
+    let fd = open_raw(
+        dir.as_raw_fd(),
+        &c,
+        libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NOATIME | libc::O_NONBLOCK | libc::O_NOCTTY,
+        0,
+    )?;
+    let st = fstat(fd.as_fd_b())?;
+    Ok((st.kind == Kind::File && st.ino == ino).then_some((fd, st)))
+}
+
 /// Open our own temp file `name` for writing and check it is still the file
 /// we created (`want`): the target directory may belong to a user.
 pub fn open_write_checked(dir: BorrowedFd, name: &[u8], want: Ident) -> Res<OwnedFd> {
@@ -1145,21 +1160,6 @@ pub fn clear_umask() {
     unsafe { libc::umask(0) };
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn show_escapes_everything_odd() {
-        assert_eq!(show(b"a b/c"), "a b/c");
-        assert_eq!(show(b"x\ny"), "x\\x0ay");
-        assert_eq!(show(b"\xff\xfe"), "\\xff\\xfe");
-        assert_eq!(show("é".as_bytes()), "é");
-    }
-
-    #[test]
-    fn join_and_split() {
-        assert_eq!(join(b"", b"a"), b"a");
 // ---------- run-level safety: mount points and the job lock ----------
 
 fn rustix_err(op: &'static str) -> impl Fn(rustix::io::Errno) -> OsError {
@@ -1234,6 +1234,21 @@ pub fn replace_contents(fd: BorrowedFd, data: &[u8]) -> Res<()> {
     Ok(())
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn show_escapes_everything_odd() {
+        assert_eq!(show(b"a b/c"), "a b/c");
+        assert_eq!(show(b"x\ny"), "x\\x0ay");
+        assert_eq!(show(b"\xff\xfe"), "\\xff\\xfe");
+        assert_eq!(show("é".as_bytes()), "é");
+    }
+
+    #[test]
+    fn join_and_split() {
+        assert_eq!(join(b"", b"a"), b"a");
         assert_eq!(join(b"a/b", b"c"), b"a/b/c");
         assert_eq!(parent_and_name(b"a/b/c"), (&b"a/b"[..], &b"c"[..]));
         assert_eq!(parent_and_name(b"c"), (&b""[..], &b"c"[..]));

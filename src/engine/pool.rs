@@ -1,12 +1,13 @@
 //! A rank's pool of I/O threads: they take items from one channel, run the
 //! pass on them, and hand new items back through the `Emitter`.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::{JoinHandle, Thread};
 use std::time::Duration;
 
-use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{unbounded, Receiver, Sender};
 
 use super::{Processor, RunControl};
 use crate::transport::Rank;
@@ -60,11 +61,62 @@ impl<'a, I> Emitter<'a, I> {
     }
 }
 
+/// Items waiting for an I/O thread. A mutex and a condition variable, not a
+/// channel: idle threads sleep in the kernel instead of spinning through
+/// `sched_yield` (a crossbeam receiver's backoff cost about one syscall per
+/// file copied).
+struct Tasks<I> {
+    queue: Mutex<(VecDeque<I>, bool)>,
+    ready: Condvar,
+}
+
+enum Pop<I> {
+    Item(I),
+    Idle,
+    Closed,
+}
+
+impl<I> Tasks<I> {
+    fn push(&self, item: I) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.0.push_back(item);
+        }
+        self.ready.notify_one();
+    }
+
+    fn close(&self) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.1 = true;
+        }
+        self.ready.notify_all();
+    }
+
+    /// The next item, or Idle after `wait` (so the caller can look at its
+    /// switches), or Closed once the pool is shut down and drained.
+    fn pop(&self, wait: Duration) -> Pop<I> {
+        let Ok(mut q) = self.queue.lock() else {
+            return Pop::Closed;
+        };
+        if q.0.is_empty() && !q.1 {
+            q = match self.ready.wait_timeout(q, wait) {
+                Ok((q, _)) => q,
+                Err(_) => return Pop::Closed,
+            };
+        }
+        match q.0.pop_front() {
+            Some(item) => Pop::Item(item),
+            None if q.1 => Pop::Closed,
+            None => Pop::Idle,
+        }
+    }
+}
+
 pub(crate) struct Pool<I> {
-    pub tasks: Option<Sender<I>>,
-    task_rx: Receiver<I>,
+    tasks: Arc<Tasks<I>>,
     pub results: Receiver<PoolMsg<I>>,
     result_tx: Sender<PoolMsg<I>>,
+    /// The rank's main thread, woken (unparked) when a result arrives.
+    waker: Thread,
     alive: Arc<AtomicUsize>,
     handles: Vec<JoinHandle<()>>,
     pub active: Arc<Mutex<Vec<(usize, String)>>>,
@@ -72,18 +124,32 @@ pub(crate) struct Pool<I> {
 }
 
 impl<I: Send + 'static> Pool<I> {
+    /// Call on the thread that will wait for results.
     pub fn new() -> Self {
-        let (tasks, task_rx) = unbounded();
         let (result_tx, results) = unbounded();
         Pool {
-            tasks: Some(tasks),
-            task_rx,
+            tasks: Arc::new(Tasks {
+                queue: Mutex::new((VecDeque::new(), false)),
+                ready: Condvar::new(),
+            }),
             results,
             result_tx,
+            waker: std::thread::current(),
             alive: Arc::new(AtomicUsize::new(0)),
             handles: Vec::new(),
             active: Arc::new(Mutex::new(Vec::new())),
             next_id: 0,
+        }
+    }
+
+    pub fn submit(&self, item: I) {
+        self.tasks.push(item);
+    }
+
+    /// Sleep until a result arrives or `at_most` passes.
+    pub fn wait_for_result(&self, at_most: Duration) {
+        if self.results.is_empty() {
+            std::thread::park_timeout(at_most);
         }
     }
 
@@ -93,16 +159,17 @@ impl<I: Send + 'static> Pool<I> {
             self.alive.fetch_add(1, Ordering::SeqCst);
             let id = self.next_id;
             self.next_id += 1;
-            let (rx, tx, alive, active) = (
-                self.task_rx.clone(),
-                self.result_tx.clone(),
-                self.alive.clone(),
-                self.active.clone(),
-            );
+            let ends = Ends {
+                tasks: self.tasks.clone(),
+                results: self.result_tx.clone(),
+                waker: self.waker.clone(),
+                alive: self.alive.clone(),
+                active: self.active.clone(),
+            };
             let (proc, ctl) = (proc.clone(), ctl.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("lmpi-io-{id}"))
-                .spawn(move || worker(id, &*proc, &ctl, &rx, &tx, &alive, &active));
+                .spawn(move || worker(id, &*proc, &ctl, &ends));
             match spawned {
                 Ok(h) => self.handles.push(h),
                 Err(e) => {
@@ -118,54 +185,53 @@ impl<I: Send + 'static> Pool<I> {
     }
 
     pub fn shutdown(&mut self) {
-        self.tasks = None;
-        // Workers still holding a sender clone see Disconnected only once tasks is dropped
-        // and the channel is empty; they exit on the next poll.
+        self.tasks.close();
         for h in self.handles.drain(..) {
             let _ = h.join();
         }
     }
 }
 
-fn worker<P: Processor>(
-    id: usize,
-    proc: &P,
-    ctl: &RunControl,
-    rx: &Receiver<P::Item>,
-    tx: &Sender<PoolMsg<P::Item>>,
-    alive: &AtomicUsize,
-    active: &Mutex<Vec<(usize, String)>>,
-) {
-    loop {
-        // Shrink: leave while more threads are alive than wanted.
-        let mut cur = alive.load(Ordering::SeqCst);
-        let mut leaving = false;
-        while cur > ctl.threads() {
-            match alive.compare_exchange(cur, cur - 1, Ordering::SeqCst, Ordering::SeqCst) {
-                Ok(_) => {
-                    leaving = true;
-                    break;
-                }
-                Err(now) => cur = now,
-            }
+/// What an I/O thread holds of its pool.
+struct Ends<I> {
+    tasks: Arc<Tasks<I>>,
+    results: Sender<PoolMsg<I>>,
+    waker: Thread,
+    alive: Arc<AtomicUsize>,
+    active: Arc<Mutex<Vec<(usize, String)>>>,
+}
+
+/// Shrink: leave while more threads are alive than wanted.
+fn should_leave(alive: &AtomicUsize, ctl: &RunControl) -> bool {
+    let mut cur = alive.load(Ordering::SeqCst);
+    while cur > ctl.threads() {
+        match alive.compare_exchange(cur, cur - 1, Ordering::SeqCst, Ordering::SeqCst) {
+            Ok(_) => return true,
+            Err(now) => cur = now,
         }
-        if leaving {
+    }
+    false
+}
+
+fn worker<P: Processor>(id: usize, proc: &P, ctl: &RunControl, ends: &Ends<P::Item>) {
+    loop {
+        if should_leave(&ends.alive, ctl) {
             return;
         }
-        let item = match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(item) => item,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => {
-                alive.fetch_sub(1, Ordering::SeqCst);
+        let item = match ends.tasks.pop(Duration::from_millis(50)) {
+            Pop::Item(item) => item,
+            Pop::Idle => continue,
+            Pop::Closed => {
+                ends.alive.fetch_sub(1, Ordering::SeqCst);
                 return;
             }
         };
         let label = proc.describe(&item);
-        if let Ok(mut a) = active.lock() {
+        if let Ok(mut a) = ends.active.lock() {
             a.push((id, label));
         }
         let mut send = |m| {
-            let _ = tx.send(m);
+            let _ = ends.results.send(m);
         };
         proc.process(
             item,
@@ -174,9 +240,10 @@ fn worker<P: Processor>(
                 ctl,
             },
         );
-        if let Ok(mut a) = active.lock() {
+        if let Ok(mut a) = ends.active.lock() {
             a.retain(|(i, _)| *i != id);
         }
-        let _ = tx.send(PoolMsg::Done);
+        let _ = ends.results.send(PoolMsg::Done);
+        ends.waker.unpark();
     }
 }

@@ -279,9 +279,7 @@ impl<'a, T: Transport + ?Sized, P: Processor> RankLoop<'a, T, P> {
         while self.inflight < cap {
             let next = self.pinned.pop_front().or_else(|| self.queue.pop_back());
             let Some(item) = next else { break };
-            if let Some(tx) = &self.pool.tasks {
-                let _ = tx.send(item);
-            }
+            self.pool.submit(item);
             self.inflight += 1;
             any = true;
         }
@@ -360,9 +358,7 @@ impl<'a, T: Transport + ?Sized, P: Processor> RankLoop<'a, T, P> {
             self.idle_sleep = Duration::from_micros(20);
         }
         if self.inflight > 0 {
-            if let Ok(m) = self.pool.results.recv_timeout(Duration::from_micros(500)) {
-                self.on_result(m);
-            }
+            self.pool.wait_for_result(Duration::from_micros(500));
         } else if !progressed {
             std::thread::sleep(self.idle_sleep);
             self.idle_sleep = (self.idle_sleep * 2).min(Duration::from_millis(2));

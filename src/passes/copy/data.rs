@@ -55,26 +55,28 @@ impl CopyPass {
 
     /// Copy regular file `name` (lstat `s`) into `dd`: in place if nothing
     /// is there (`replace` false), else under a temp name renamed over it.
-    #[allow(clippy::too_many_arguments)]
+    /// `opened`: the source already open and checked (else opened here).
     pub(super) fn copy_file(
         &self,
         sd: BorrowedFd,
         dd: BorrowedFd,
-        rel: &[u8],
-        name: &[u8],
-        s: &Stat,
+        (rel, name): (&[u8], &[u8]),
+        (s, opened): (&Stat, Option<OwnedFd>),
         replace: bool,
         landing: Landing,
     ) -> Res<()> {
         let t0 = Instant::now();
-        let (src, _) = on_src(fsops::open_read_checked(sd, name, s.ident()))?;
+        let src = match opened {
+            Some(fd) => fd,
+            None => on_src(fsops::open_read_checked(sd, name, s.ident()))?.0,
+        };
         let tmp = replace.then(|| self.temp_name());
         let out_name: &[u8] = tmp.as_deref().unwrap_or(name);
         let dst = match self.create_target(src.as_fd(), dd, rel, out_name, s.perm & 0o777) {
             Ok((f, _)) => f,
             // Someone created it since we looked: go the replace way.
             Err(e) if e.errno == libc::EEXIST && !replace => {
-                return self.copy_file(sd, dd, rel, name, s, true, landing)
+                return self.copy_file(sd, dd, (rel, name), (s, Some(src)), true, landing)
             }
             Err(e) => return Err(Fail::Os(Side::Target, e)),
         };

@@ -85,7 +85,14 @@ impl CopyPass {
                     Some(_) => true,
                     None => false,
                 };
-                self.copy_file(sdf, ddf, &first.rel, pname, &s, replace, Landing::UNKNOWN)?
+                self.copy_file(
+                    sdf,
+                    ddf,
+                    (&first.rel, pname),
+                    (&s, None),
+                    replace,
+                    Landing::UNKNOWN,
+                )?
             }
         }
         let d = on_dst(fsops::stat_at(dd.as_fd(), pname))?;

@@ -370,27 +370,57 @@ impl CopyPass {
             landing,
             absent: b.absent,
         };
-        for name in b.names {
+        for (i, name) in b.names.iter().enumerate() {
             if out.stopping() {
                 return;
             }
-            let rel = fsops::join(&b.dir, &name);
-            if let Err(f) = self.entry(&here, &name, &rel, out) {
+            let rel = fsops::join(&b.dir, name);
+            let listed = b.inos.get(i).copied().unwrap_or(0);
+            if let Err(f) = self.entry(&here, name, &rel, listed, out) {
                 self.report(&rel, f);
             }
         }
     }
 
-    fn entry(&self, h: &Here, name: &[u8], rel: &[u8], out: &mut Emitter<'_, Item>) -> Res<()> {
-        let c = &self.ctx;
-        let s = match fsops::stat_at(h.sd, name) {
-            Ok(s) => s,
-            Err(e) if e.is_not_found() => {
-                c.log
-                    .note(Side::Source, rel, "vanished before it could be copied");
-                return Ok(());
+    /// The source entry's lstat, or for a new regular file (`listed`: its
+    /// inode as listed) its fstat and open fd, checked against the listing:
+    /// one open instead of an lstat and an open. None: it vanished.
+    fn source_entry(
+        &self,
+        h: &Here,
+        name: &[u8],
+        rel: &[u8],
+        listed: u64,
+    ) -> Res<Option<(Stat, Option<OwnedFd>)>> {
+        if listed != 0 {
+            if let Ok(Some((fd, st))) = fsops::open_listed_file(h.sd, name, listed) {
+                return Ok(Some((st, Some(fd))));
             }
-            Err(e) => return Err(Fail::Os(Side::Source, e)),
+            // Not the file the listing saw, or not openable: the lstat way decides.
+        }
+        match fsops::stat_at(h.sd, name) {
+            Ok(s) => Ok(Some((s, None))),
+            Err(e) if e.is_not_found() => {
+                self.ctx
+                    .log
+                    .note(Side::Source, rel, "vanished before it could be copied");
+                Ok(None)
+            }
+            Err(e) => Err(Fail::Os(Side::Source, e)),
+        }
+    }
+
+    fn entry(
+        &self,
+        h: &Here,
+        name: &[u8],
+        rel: &[u8],
+        listed: u64,
+        out: &mut Emitter<'_, Item>,
+    ) -> Res<()> {
+        let c = &self.ctx;
+        let Some((s, opened)) = self.source_entry(h, name, rel, listed)? else {
+            return Ok(());
         };
         if s.kind == Kind::Dir {
             // It became a directory since the listing: walk it like any other.
@@ -452,18 +482,16 @@ impl CopyPass {
             crate::report::say(&format!("would copy: {}", fsops::show(rel)));
             return Ok(());
         }
-        self.replace_entry(h, dd, name, rel, &s, d.as_ref(), out)
+        self.replace_entry(h, dd, (name, rel), (&s, opened), d.as_ref(), out)
     }
 
     /// Write source entry `s` over whatever target `d` is there.
-    #[allow(clippy::too_many_arguments)]
     fn replace_entry(
         &self,
         h: &Here,
         dd: BorrowedFd,
-        name: &[u8],
-        rel: &[u8],
-        s: &Stat,
+        (name, rel): (&[u8], &[u8]),
+        (s, opened): (&Stat, Option<OwnedFd>),
         d: Option<&Stat>,
         out: &mut Emitter<'_, Item>,
     ) -> Res<()> {
@@ -479,7 +507,7 @@ impl CopyPass {
             Kind::File if s.size >= self.opts.chunk_threshold => {
                 self.start_chunked(h.sd, dd, h.dir, h.ids, name, s, out)
             }
-            Kind::File => self.copy_file(h.sd, dd, rel, name, s, exists, h.landing),
+            Kind::File => self.copy_file(h.sd, dd, (rel, name), (s, opened), exists, h.landing),
             Kind::Symlink => self.make_symlink(h.sd, dd, name, s),
             _ => self.make_special(dd, name, s),
         }
