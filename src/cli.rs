@@ -134,6 +134,13 @@ pub struct PassArgs {
     /// delete: run even if the source root is empty while the target is not.
     #[arg(long)]
     pub allow_empty_source: bool,
+    /// delete/final: refuse (exit 3) unless both roots are mount points
+    /// (`require_mountpoints`; on by default with `[lustre] mode = "require"`).
+    #[arg(long)]
+    pub require_mountpoints: bool,
+    /// Run even while another job holds the target's lock (`<target>/.lmpi.lock`).
+    #[arg(long)]
+    pub force_concurrent: bool,
     /// Wait for `lmpi ctl start` (or the old cmover start message) before starting.
     #[arg(long)]
     pub wait_for_start: bool,

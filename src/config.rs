@@ -153,6 +153,9 @@ pub struct Config {
     pub check_xattrs: bool,
     /// Directory for the per-run error log; default: the current directory.
     pub log_dir: Option<PathBuf>,
+    /// delete/final refuse unless both roots are mount points; unset: on
+    /// with `[lustre] mode = "require"`, else off.
+    pub require_mountpoints: Option<bool>,
     pub lustre: crate::lustre::LustreConfig,
     pub stats: crate::statsd::StatsConfig,
     pub control: crate::control::ControlConfig,
@@ -175,6 +178,7 @@ impl Default for Config {
             chunk_size: 16 << 20,
             check_xattrs: false,
             log_dir: None,
+            require_mountpoints: None,
             lustre: Default::default(),
             stats: Default::default(),
             control: Default::default(),

@@ -17,7 +17,7 @@ use crate::engine::{self, Monitor, RankReport, RunControl, RunOpts, RunOutcome};
 use crate::errlog::ErrorLog;
 use crate::filter::Filter;
 use crate::fsops;
-use crate::passes::{copy, delete, dirtime, final_pass, Ctx, RootIds};
+use crate::passes::{self, copy, delete, dirtime, final_pass, Ctx, RootIds};
 use crate::report::{self, Percentiles, RankFigures, Summary};
 use crate::stats::{Counters, Histograms, Snapshot};
 use crate::transport::Transport;
@@ -123,27 +123,165 @@ fn open_roots(cfg: &Config) -> Result<Roots, String> {
     })
 }
 
+/// The first entry of a root directory other than the job lock.
+fn first_entry(root: &OwnedFd) -> Result<Option<fsops::Entry>, fsops::OsError> {
+    let mut rd = fsops::DirReader::new(fsops::open_dir_at(root.as_fd(), b".")?);
+    while let Some(e) = rd.next_entry() {
+        let e = e?;
+        if !passes::is_job_lock(b"", &e.name) {
+            return Ok(Some(e));
+        }
+    }
+    Ok(None)
+}
+
 /// The delete pass only starts on a source it can read, and not on an empty
 /// source root while the target has data (an unmounted filesystem looks empty).
 fn delete_preflight(roots: &Roots, allow_empty: bool) -> Result<(), String> {
     let shown = fsops::show(roots.src_path.as_os_str().as_bytes());
-    let sd =
-        fsops::open_dir_at(roots.src.as_fd(), b".").map_err(|e| format!("source {shown}: {e}"))?;
-    let mut rd = fsops::DirReader::new(sd);
-    let src_empty = match rd.next_entry() {
-        None => true,
-        Some(Ok(_)) => false,
-        Some(Err(e)) => return Err(format!("source {shown} is not readable: {e}")),
-    };
+    let src_empty = first_entry(&roots.src)
+        .map_err(|e| format!("source {shown} is not readable: {e}"))?
+        .is_none();
     if src_empty && !allow_empty {
-        let dd = fsops::open_dir_at(roots.dst.as_fd(), b".").map_err(|e| format!("target: {e}"))?;
-        if fsops::DirReader::new(dd).next_entry().is_some() {
+        // A target that cannot be read counts as holding data.
+        if !matches!(first_entry(&roots.dst), Ok(None)) {
             return Err(format!(
                 "source {shown} is empty but the target is not: is the source mounted? (--allow-empty-source to delete anyway)"
             ));
         }
     }
     Ok(())
+}
+
+/// With `require_mountpoints`, both roots must be mount points: a mount
+/// point directory with nothing mounted on it may still hold a stray file,
+/// which the empty-source check would take for the data.
+fn mount_check(roots: &Roots) -> Result<(), String> {
+    for (side, fd, path) in [
+        ("source", &roots.src, &roots.src_path),
+        ("target", &roots.dst, &roots.dst_path),
+    ] {
+        let p = path.as_os_str().as_bytes();
+        match fsops::is_mount_root(fd.as_fd()) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(format!(
+                    "{side} {} is not a mount point (require_mountpoints): is it mounted?",
+                    fsops::show(p)
+                ))
+            }
+            Err(e) => return Err(format!("{side} {}", e.at(p))),
+        }
+    }
+    Ok(())
+}
+
+/// One job per target: rank 0 holds an flock on `<target>/.lmpi.lock` for
+/// the whole pass (the other ranks of the job never take it), so a second
+/// job on the same target stops here. A dry run changes nothing and takes
+/// no lock. The lock dies with the process, so a killed job frees it.
+fn lock_target<T: Transport + ?Sized>(
+    t: &mut T,
+    args: &PassArgs,
+    roots: &Roots,
+    job: &str,
+    host: &str,
+) -> Result<Option<JobLock>, i32> {
+    let mine = (t.rank() == 0 && !args.dry_run && !args.force_concurrent)
+        .then(|| JobLock::take(roots, job, host));
+    let failed = matches!(mine, Some(Err(_)));
+    if t.all_reduce_max(&[failed as u64])[0] != 0 {
+        if let Some(Err(msg)) = &mine {
+            eprintln!("lmpi: {msg}");
+        }
+        return Err(EXIT_USAGE);
+    }
+    Ok(mine.and_then(Result::ok).flatten())
+}
+
+/// The target's lock file, locked; removed again when the pass ends.
+struct JobLock {
+    file: OwnedFd,
+    /// The target root, whose times the removal must not disturb.
+    root: OwnedFd,
+}
+
+impl JobLock {
+    /// Take the target's lock and write who holds it; Ok(None) on a
+    /// read-only or full target (nobody can change the first; the delete
+    /// pass must still run on the second).
+    fn take(roots: &Roots, job: &str, host: &str) -> Result<Option<JobLock>, String> {
+        let mut path = roots.dst_path.as_os_str().as_bytes().to_vec();
+        if !path.ends_with(b"/") {
+            path.push(b'/');
+        }
+        path.extend_from_slice(passes::JOB_LOCK);
+        let shown = fsops::show(&path);
+        let at = |e: fsops::OsError| format!("target lock {}", e.at(&path));
+        // A holder that ends removes the file while still holding it: a lock
+        // won on such an unlinked file is retried on the new one.
+        for _ in 0..10 {
+            let (file, st) = match fsops::open_lock_file(roots.dst.as_fd(), passes::JOB_LOCK) {
+                Ok(v) => v,
+                Err(e) if e.errno == libc::EROFS => return Ok(None),
+                Err(e) if e.errno == libc::ENOSPC || e.errno == libc::EDQUOT => {
+                    eprintln!("lmpi: warning: {}: no one-job-per-target check", at(e));
+                    return Ok(None);
+                }
+                Err(e) => return Err(at(e)),
+            };
+            // Writing to a hard link would clobber whatever else it names.
+            if st.kind != fsops::Kind::File || st.nlink != 1 {
+                return Err(format!(
+                    "target lock {shown} is not a regular file with one link: remove it"
+                ));
+            }
+            if !fsops::try_lock(file.as_fd()).map_err(at)? {
+                let holder = fsops::read_head(file.as_fd(), 200).unwrap_or_default();
+                let holder = match fsops::show(holder.trim_ascii()) {
+                    h if h.is_empty() => "holder unknown".to_string(),
+                    h => h,
+                };
+                return Err(format!(
+                    "target {} is in use by another job ({holder}; lock {shown}); --force-concurrent to run anyway",
+                    fsops::show(roots.dst_path.as_os_str().as_bytes())
+                ));
+            }
+            match fsops::stat_at(roots.dst.as_fd(), passes::JOB_LOCK) {
+                Ok(now) if now.ident() == st.ident() => {}
+                Ok(_) => continue,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(at(e)),
+            }
+            let me = format!("job {job} host {host} pid {}\n", std::process::id());
+            // Only informative: a lock without a holder line still locks.
+            let _ = fsops::replace_contents(file.as_fd(), me.as_bytes());
+            let root = roots.dst.try_clone().map_err(|e| {
+                format!("target lock {shown}: {e}")
+            })?;
+            return Ok(Some(JobLock { file, root }));
+        }
+        Err(format!("target lock {shown}: replaced again and again by other jobs"))
+    }
+}
+
+impl Drop for JobLock {
+    /// Remove the file while still holding it (see `take`), and give the
+    /// target root back the times it had, which the dirtime or final pass
+    /// may have just set.
+    fn drop(&mut self) {
+        let (Ok(mine), Ok(dir)) = (fsops::fstat(self.file.as_fd()), fsops::fstat(self.root.as_fd()))
+        else {
+            return;
+        };
+        match fsops::stat_at(self.root.as_fd(), passes::JOB_LOCK) {
+            Ok(s) if s.ident() == mine.ident() => {}
+            _ => return,
+        }
+        if fsops::unlink_at(self.root.as_fd(), passes::JOB_LOCK).is_ok() {
+            let _ = fsops::futimes(self.root.as_fd(), dir.atime, dir.mtime);
+        }
+    }
 }
 
 /// Rank 0's eyes: progress lines, control status, control commands.
@@ -249,6 +387,8 @@ struct Prepared {
     roots: Roots,
     filter: Filter,
     lustre: Option<crate::lustre::Lustre>,
+    /// The target's job lock (rank 0), held until the pass ends.
+    lock: Option<JobLock>,
 }
 
 /// What a pass needs before it may touch anything: the config, both roots
@@ -260,6 +400,7 @@ fn prepare<T: Transport + ?Sized>(
     kind: PassKind,
     host: &str,
     now: u64,
+    job: &str,
 ) -> Result<Prepared, i32> {
     let rank = t.rank();
 
@@ -295,18 +436,26 @@ fn prepare<T: Transport + ?Sized>(
         return Err(EXIT_USAGE);
     };
 
+    let lock = lock_target(t, args, &roots, job, host)?;
     if matches!(kind, PassKind::Delete | PassKind::Final) {
-        let pre = delete_preflight(&roots, args.allow_empty_source);
+        let require = args.require_mountpoints
+            || cfg
+                .require_mountpoints
+                .unwrap_or(matches!(cfg.lustre.mode, crate::lustre::Mode::Require));
+        let pre = if require {
+            mount_check(&roots)
+        } else {
+            Ok(())
+        };
+        let pre = pre.and_then(|()| delete_preflight(&roots, args.allow_empty_source));
         if t.all_reduce_max(&[pre.is_err() as u64])[0] != 0 {
             if rank == 0 {
                 match pre {
                     Err(msg) => eprintln!("lmpi: {} refused: {msg}", kind.name()),
-                    Ok(()) => {
-                        eprintln!(
-                            "lmpi: {} refused: another rank cannot read the source",
-                            kind.name()
-                        )
-                    }
+                    Ok(()) => eprintln!(
+                        "lmpi: {} refused on another rank (mount points or the source; see its node)",
+                        kind.name()
+                    ),
                 }
             }
             return Err(EXIT_REFUSED);
@@ -339,6 +488,7 @@ fn prepare<T: Transport + ?Sized>(
         roots,
         filter,
         lustre,
+        lock,
     })
 }
 
@@ -542,20 +692,23 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
+    // The job id names the error log and the lock's holder, and answers
+    // `lmpi ctl --job`: LMPI_JOB_ID, else Slurm's, else the start time
+    // (agreed by all ranks).
+    let job = match std::env::var("LMPI_JOB_ID").or_else(|_| std::env::var("SLURM_JOB_ID")) {
+        Ok(j) if !j.is_empty() => j,
+        _ => format!("{}", t.all_reduce_max(&[now])[0]),
+    };
+    // `_lock` (not `_`) keeps the target's lock for the whole pass.
     let Prepared {
         cfg,
         roots,
         filter,
         lustre,
-    } = match prepare(t, args, kind, &host, now) {
+        lock: _lock,
+    } = match prepare(t, args, kind, &host, now, &job) {
         Ok(v) => v,
         Err(code) => return code,
-    };
-    // The job id names the error log and answers `lmpi ctl --job`: LMPI_JOB_ID,
-    // else Slurm's, else the start time (agreed by all ranks).
-    let job = match std::env::var("LMPI_JOB_ID").or_else(|_| std::env::var("SLURM_JOB_ID")) {
-        Ok(j) if !j.is_empty() => j,
-        _ => format!("{}", t.all_reduce_max(&[now])[0]),
     };
     let log_path = args.error_log.clone().unwrap_or_else(|| {
         cfg.log_dir

@@ -1,24 +1,23 @@
 //! The downtime pass: copy, delete and dirtime in one walk.
 //!
-//! Each directory is read once on each side: the target's names first, then
-//! the source's. A source name the target lacks is created without a target
-//! stat; one both have is compared as the copy pass does; a name only the
-//! target has is removed (as the delete pass does) once a stat of it on the
-//! source says ENOENT, and only if the source listing was read completely.
+//! Each directory is read once on each side (the copy pass's listing join):
+//! a source name the target lacks is created without a target stat; one
+//! both have is compared as the copy pass does; a name only the target has
+//! is removed (as the delete pass does) once a stat of it on the source
+//! says ENOENT, and only if both listings were read to their end.
 //! Every directory's source times are recorded on the rank that walked it
 //! and set after all ranks have finished every change (the walk, hardlink
 //! groups, removed directories): a stop leaves them for the next pass.
 
-use std::collections::HashMap;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use super::{copy, delete, dirtime, Batcher, Ctx, DirIds, Listed};
+use super::{copy, delete, dirtime, Ctx, DirIds, Listed};
 use crate::engine::{Emitter, Processor};
 use crate::errlog::Side;
-use crate::fsops::{self, Ident, Kind, Stat};
+use crate::fsops::{self, Ident, Stat};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Item {
@@ -94,94 +93,12 @@ impl FinalPass {
             src: Some(s.ident()),
             dst: Some(d.ident()),
         };
-        let Some((dd, mut only_target)) = self.target_names(rel, dd) else {
-            return;
-        };
-        let (listed, sd) = self.join_source(rel, ids, sd, dd.as_fd(), &mut only_target, out);
-        if listed == Listed::Complete {
-            self.remove_gone(rel, sd.as_fd(), dd.as_fd(), d.ident(), only_target, out);
+        let joined = out.mapped(from_copy, |o| self.copy.list_joined(rel, ids, (sd, dd), o));
+        // Nothing is judged gone unless both listings were read to their end.
+        if let (Listed::Complete, Some(only_target)) = (joined.listed, joined.only_target) {
+            let (sd, dd) = (joined.sd.as_fd(), joined.dd.as_fd());
+            self.remove_gone(rel, sd, dd, d.ident(), only_target, out);
         }
-    }
-
-    /// The target directory's names and their types (None: unknown), or
-    /// None (reported) if it cannot be read to its end.
-    #[allow(clippy::type_complexity)]
-    fn target_names(
-        &self,
-        rel: &[u8],
-        dd: OwnedFd,
-    ) -> Option<(OwnedFd, HashMap<Vec<u8>, Option<Kind>>)> {
-        let mut rd = fsops::DirReader::new(dd);
-        let mut names = HashMap::new();
-        while let Some(e) = rd.next_entry() {
-            match e {
-                Ok(e) => {
-                    names.insert(e.name, e.kind);
-                }
-                Err(err) => {
-                    // Without the whole listing we cannot tell new from old.
-                    self.ctx.err(Side::Target, rel, err);
-                    return None;
-                }
-            }
-        }
-        Some((rd.into_fd(), names))
-    }
-
-    /// Walk the source listing: names the target has are compared, the rest
-    /// created without a target stat; each name seen leaves `only_target`.
-    fn join_source(
-        &self,
-        rel: &[u8],
-        ids: DirIds,
-        sd: OwnedFd,
-        dd: BorrowedFd,
-        only_target: &mut HashMap<Vec<u8>, Option<Kind>>,
-        out: &mut Emitter<'_, Item>,
-    ) -> (Listed, OwnedFd) {
-        let c = &self.ctx;
-        let mut rd = fsops::DirReader::new(sd);
-        let listed = out.mapped(from_copy, |out| {
-            let mut both = Batcher::new(rel, ids, c.batch, copy::Item::Batch);
-            let mut new = Batcher::new(rel, ids, c.batch, copy::Item::Batch).absent();
-            let mut nth_dir = 0usize;
-            let listed = c.list_entries(
-                &mut rd,
-                rel,
-                Side::Source,
-                true,
-                out,
-                |rd, e, child, out| {
-                    let absent = only_target.remove(&e.name).is_none();
-                    let kind = match rd.kind(&e) {
-                        Ok(k) => k,
-                        Err(err) if err.is_not_found() => return,
-                        Err(err) => return c.err(Side::Source, &child, err),
-                    };
-                    if kind != Kind::Dir && absent {
-                        let file_ino = if e.kind == Some(Kind::File) { e.ino } else { 0 };
-                        return new.push_listed(e.name, file_ino, out);
-                    }
-                    if kind != Kind::Dir {
-                        return both.push(e.name, out);
-                    }
-                    let mdt = self.copy.first_level_mdt(rel, nth_dir);
-                    nth_dir += 1;
-                    let made =
-                        self.copy
-                            .make_child_dir(rd.fd(), Some(dd), &e.name, &child, mdt, absent);
-                    if let Some(ids) = made {
-                        out.push(copy::Item::Dir { rel: child, ids });
-                    }
-                },
-            );
-            if listed != Listed::Stopped {
-                both.finish(out);
-                new.finish(out);
-            }
-            listed
-        });
-        (listed, rd.into_fd())
     }
 
     /// Names only the target has: removed once the source says ENOENT.
@@ -191,7 +108,7 @@ impl FinalPass {
         sd: BorrowedFd,
         dd: BorrowedFd,
         here: Ident,
-        only_target: HashMap<Vec<u8>, Option<Kind>>,
+        only_target: copy::Names,
         out: &mut Emitter<'_, Item>,
     ) {
         let c = &self.ctx;

@@ -17,6 +17,16 @@ use crate::fsops::{self, Ident, OsError, Stat};
 use crate::stats::{Counters, Histograms};
 use serde::{Deserialize, Serialize};
 
+/// The job lock in a target root (see `run`): never copied, deleted or
+/// counted; a source that was once a target may hold one too, so the name is
+/// skipped at the root of both trees.
+pub const JOB_LOCK: &[u8] = b".lmpi.lock";
+
+/// Whether `name`, listed in directory `rel`, is the job lock.
+pub fn is_job_lock(rel: &[u8], name: &[u8]) -> bool {
+    rel.is_empty() && name == JOB_LOCK
+}
+
 /// How a listing ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Listed {
@@ -155,6 +165,9 @@ impl Ctx {
                     return Listed::Partly;
                 }
             };
+            if is_job_lock(rel, &e.name) {
+                continue;
+            }
             let child = fsops::join(rel, &e.name);
             if filtered && self.filter.has_excludes() && self.filter.excluded(&child) {
                 self.bump(&self.counters.skipped, 1);
