@@ -38,6 +38,26 @@ for cfg in "1 1" "1 4" "1 16" "2 16" "4 16" "4 32"; do
     set -- $cfg
     run "lmpi" "$1 x $2" lmpi "$1" "$2"
 done
+
+# The downtime pass after 1% of files touched and 1% deleted: the three
+# passes one after another against --pass final, both at 2 ranks x 16 threads.
+passes() { # pass...
+    for p in "$@"; do
+        mpirun --oversubscribe --bind-to none -np 2 -x LD_PRELOAD="$shim" -x LMPI_FAULT_SLOW_ALL=1 -x LMPI_FAULT_SLOW_US="$lat" \
+            "$LMPI" --pass "$p" --source "$root/chg" --target "$root/dst" --threads 16 -q --error-log /dev/null > /dev/null
+    done
+}
+timed() { local t0 t1; t0=$(date +%s.%N); "$@"; t1=$(date +%s.%N); echo "$t1 - $t0" | bc; }
+rm -rf "$root/chg" && cp -a "$root/src" "$root/chg"
+find "$root/chg" -type f | sort | awk 'NR % 100 == 1' | while read -r f; do echo >> "$f"; done
+find "$root/chg" -type f | sort | awk 'NR % 100 == 50' | xargs rm -f
+echo >> "$res"
+echo "| after 1% touched + 1% deleted, 2 x 16 | wall s |" >> "$res"
+echo "|---|---:|" >> "$res"
+for form in "copy delete dirtime" "final"; do
+    rm -rf "$root/dst" && cp -a "$root/src" "$root/dst"
+    printf '| %s | %.2f |\n' "lmpi $form" "$(timed passes $form)" >> "$res"
+done
 rm -rf "$root"
 echo "metadata latency ${lat} us per call, $files files of 4 KiB in 20 dirs, tmpfs"
 cat "$res"

@@ -220,8 +220,17 @@ impl JobLock {
         let at = |e: fsops::OsError| format!("target lock {}", e.at(&path));
         // A holder that ends removes the file while still holding it: a lock
         // won on such an unlinked file is retried on the new one.
+        // Creating the file moves the root's times: put them back, so the
+        // lock never makes a converged target look changed to a pass.
+        let before = fsops::fstat(roots.dst.as_fd()).map_err(at)?;
         for _ in 0..10 {
-            let (file, st) = match fsops::open_lock_file(roots.dst.as_fd(), passes::JOB_LOCK) {
+            let opened = fsops::open_lock_file(roots.dst.as_fd(), passes::JOB_LOCK);
+            if let Ok(now) = fsops::fstat(roots.dst.as_fd()) {
+                if (now.atime, now.mtime) != (before.atime, before.mtime) {
+                    let _ = fsops::futimes(roots.dst.as_fd(), before.atime, before.mtime);
+                }
+            }
+            let (file, st) = match opened {
                 Ok(v) => v,
                 Err(e) if e.errno == libc::EROFS => return Ok(None),
                 Err(e) if e.errno == libc::ENOSPC || e.errno == libc::EDQUOT => {

@@ -2,8 +2,9 @@
  * LD_PRELOAD into the real binaries (lmpi, rsync, cp alike).
  *   LMPI_FAULT_EIO=substr     statx/openat of a name containing substr fail with EIO
  *                             (or with errno LMPI_FAULT_ERRNO: ESTALE, ENOTCONN, ...)
- *   LMPI_FAULT_VANISH=substr  the entry is unlinked just before its statx: it
- *                             vanishes between readdir and stat, as on a live fs.
+ *   LMPI_FAULT_VANISH=substr  the entry is unlinked just before its statx (or a
+ *                             non-creating openat): it vanishes between readdir
+ *                             and stat, as on a live fs.
  *   LMPI_FAULT_SLOW=substr    metadata calls on such names first sleep
  *                             LMPI_FAULT_SLOW_US microseconds (default 1000);
  *   LMPI_FAULT_SLOW_ALL=1     ... on every name: Lustre-like metadata latency
@@ -60,6 +61,8 @@ int openat(int dirfd, const char *path, int flags, ...) {
     va_list ap; va_start(ap, flags); mode_t mode = mode_arg(flags, ap); va_end(ap);
     maybe_slow(path);
     if (matches("LMPI_FAULT_EIO", path)) { errno = fault_errno(); return -1; }
+    /* A new file may be opened straight from its listing, without a stat. */
+    if (!(flags & O_CREAT) && matches("LMPI_FAULT_VANISH", path)) unlinkat(dirfd, path, 0);
     return real(dirfd, path, flags, mode);
 }
 

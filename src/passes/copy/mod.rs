@@ -28,11 +28,13 @@ use serde::{Deserialize, Serialize};
 
 mod chunked;
 mod data;
+mod join;
 mod links;
 mod meta;
 mod temps;
 
 pub use chunked::ChunkJob;
+pub(crate) use join::Names;
 use chunked::PendingFile;
 use links::{mix, LinkGroups};
 use meta::{same_data, same_meta, At, Landing};
@@ -179,8 +181,10 @@ impl CopyPass {
         }
     }
 
-    /// Read a source directory: subdirectories are created on the target and
-    /// queued; everything else goes out in batches.
+    /// Read a source directory (and its target, to join the two):
+    /// subdirectories are created on the target and queued; everything else
+    /// goes out in batches. Without `dd` (a dry run below a directory the
+    /// target lacks) every name is new.
     pub(crate) fn list(
         &self,
         rel: &[u8],
@@ -189,38 +193,9 @@ impl CopyPass {
         dd: Option<OwnedFd>,
         out: &mut Emitter<'_, Item>,
     ) {
-        let c = &self.ctx;
-        if let Some(dd) = &dd {
-            self.remove_stale_temps(sd.as_fd(), dd.as_fd(), rel);
-        }
-        let mut rd = fsops::DirReader::new(sd);
-        let mut batch = Batcher::new(rel, ids, c.batch, Item::Batch);
-        let mut nth_dir = 0usize;
-        let dd = dd.as_ref().map(|d| d.as_fd());
-        let done = c.list_entries(
-            &mut rd,
-            rel,
-            Side::Source,
-            true,
-            out,
-            |rd, e, child, out| {
-                let kind = match rd.kind(&e) {
-                    Ok(k) => k,
-                    Err(err) if err.is_not_found() => return,
-                    Err(err) => return c.err(Side::Source, &child, err),
-                };
-                if kind != Kind::Dir {
-                    return batch.push(e.name, out);
-                }
-                let mdt = self.first_level_mdt(rel, nth_dir);
-                nth_dir += 1;
-                if let Some(ids) = self.make_child_dir(rd.fd(), dd, &e.name, &child, mdt, false) {
-                    out.push(Item::Dir { rel: child, ids });
-                }
-            },
-        );
-        if done != super::Listed::Stopped {
-            batch.finish(out);
+        match dd {
+            Some(dd) => drop(self.list_joined(rel, ids, (sd, dd), out)),
+            None => drop(self.list_source(rel, ids, sd, None, None, out)),
         }
     }
 

@@ -12,27 +12,33 @@ impl CopyPass {
         format!(".lmpi-{:016x}-{}-{n}.part", self.opts.token, self.ctx.rank).into_bytes()
     }
 
-    /// Remove stale temp files from target directory `dd` (source `sd`).
-    pub(super) fn remove_stale_temps(&self, sd: BorrowedFd, dd: BorrowedFd, rel: &[u8]) {
+    /// Remove stale temp files from target directory `dd` (source `sd`),
+    /// found in its listing `names` (which then no longer holds them).
+    pub(super) fn remove_stale_temps(
+        &self,
+        sd: BorrowedFd,
+        dd: BorrowedFd,
+        rel: &[u8],
+        names: &mut join::Names,
+    ) {
         let c = &self.ctx;
-        if c.dry_run {
-            return;
-        }
-        let fd = match dd.try_clone_to_owned() {
-            Ok(fd) => fd,
-            Err(_) => return,
-        };
-        let mut rd = fsops::DirReader::new(fd);
-        while let Some(Ok(e)) = rd.next_entry() {
-            if !is_stale_temp(&e.name, self.opts.token) || e.kind.is_some_and(|k| k != Kind::File) {
-                continue;
-            }
-            let child = fsops::join(rel, &e.name);
-            match fsops::stat_at(sd, &e.name) {
+        let token = self.opts.token;
+        let stale: Vec<Vec<u8>> = names
+            .iter()
+            .filter(|(n, k)| is_stale_temp(n, token) && k.is_none_or(|k| k == Kind::File))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in stale {
+            match fsops::stat_at(sd, &name) {
                 Err(err) if err.is_not_found() => {}
                 _ => continue, // the source has that name: it is data, not ours
             }
-            match fsops::unlink_at(dd, &e.name) {
+            names.remove(&name);
+            if c.dry_run {
+                continue;
+            }
+            let child = fsops::join(rel, &name);
+            match fsops::unlink_at(dd, &name) {
                 Ok(()) => c
                     .log
                     .note(Side::Target, &child, "removed a stale lmpi temp file"),
