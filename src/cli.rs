@@ -54,7 +54,7 @@ impl PassKind {
         Start it with mpirun/srun for N ranks, or alone for one rank.",
     after_help = "Exit status: 0 done; 1 finished with errors (see the error log); 2 bad usage, config or \
         roots (nothing touched); 3 delete (or final) refused for safety; 4 stopped (signal or `lmpi ctl stop`) before \
-        finishing; 5 --max-delete reached.",
+        finishing; 5 more than --max-delete entries were due (nothing deleted).",
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true
 )]
@@ -128,7 +128,8 @@ pub struct PassArgs {
     /// copy: also compare and fix the xattrs and ACLs of up-to-date files (`check_xattrs`).
     #[arg(long)]
     pub check_xattrs: bool,
-    /// delete: stop after removing N entries and exit with status 5 (any N from 0 to 2^64-1).
+    /// delete/final: count first; if more than N entries are due (doomed subtrees counted whole),
+    /// delete nothing and exit with status 5, else delete them all (any N from 0 to 2^64-1).
     #[arg(long, value_name = "N")]
     pub max_delete: Option<u64>,
     /// delete: run even if the source root is empty while the target is not.

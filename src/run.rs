@@ -546,12 +546,27 @@ fn copy_opts<T: Transport + ?Sized>(t: &mut T, env: &Phases<'_>) -> copy::CopyOp
     }
 }
 
-/// Each rank's share of --max-delete, so the total never exceeds it.
-fn delete_budget(env: &Phases<'_>, rank: usize, size: usize) -> Option<u64> {
-    let (rank, size) = (rank as u64, size as u64);
-    env.args
-        .max_delete
-        .map(|m| m / size + u64::from(rank < m % size))
+/// --max-delete plans the removals first (a dry run only lists them).
+fn delete_cap(env: &Phases<'_>) -> Option<u64> {
+    env.args.max_delete.filter(|_| !env.args.dry_run)
+}
+
+/// After a planning walk: the work items that carry out this rank's part
+/// of the plan, or None (said once, by rank 0) if the whole job found more
+/// entries due than the cap, and then nothing is removed.
+fn approve_plan<T: Transport + ?Sized>(
+    t: &mut T,
+    p: &delete::DeletePass,
+    cap: u64,
+) -> Option<Vec<delete::Item>> {
+    let due = t.all_reduce_sum(&[p.due()])[0];
+    if due > cap {
+        if t.rank() == 0 {
+            eprintln!("lmpi: {due} entries due for deletion, cap {cap} (--max-delete): nothing deleted");
+        }
+        return None;
+    }
+    Some(p.take_plan())
 }
 
 /// Remove the directories the delete work emptied, deepest level first,
@@ -574,10 +589,10 @@ fn run_final<T: Transport + ?Sized>(
     env: &Phases<'_>,
     monitor: &mut dyn Monitor,
 ) -> PhasesDone {
-    let (rank, size) = (ctx.rank, ctx.size);
+    let rank = ctx.rank;
     let ctx = Arc::new(ctx);
     let copy = copy::CopyPass::new(ctx.clone(), copy_opts(t, env), lustre);
-    let delete = delete::DeletePass::new(ctx, delete_budget(env, rank, size));
+    let delete = delete::DeletePass::new(ctx, delete_cap(env));
     let p = Arc::new(final_pass::FinalPass::new(copy, delete));
     let root = final_pass::Item::Dir {
         rel: Vec::new(),
@@ -590,7 +605,17 @@ fn run_final<T: Transport + ?Sized>(
         let groups = groups.into_iter().map(final_pass::Item::Copy).collect();
         outcome.stopped |= env.run(t, p.clone(), groups, monitor, 2).stopped;
     }
-    if !stopped(t, &outcome) && !env.args.dry_run {
+    let mut over_cap = false;
+    if let (false, Some(cap)) = (stopped(t, &outcome), delete_cap(env)) {
+        match approve_plan(t, p.delete(), cap) {
+            Some(items) => {
+                let items = items.into_iter().map(final_pass::Item::Delete).collect();
+                outcome.stopped |= env.run(t, p.clone(), items, monitor, 3).stopped;
+            }
+            None => over_cap = true,
+        }
+    }
+    if !stopped(t, &outcome) && !env.args.dry_run && !over_cap {
         remove_emptied(t, p.delete());
     }
     if !stopped(t, &outcome) {
@@ -604,7 +629,7 @@ fn run_final<T: Transport + ?Sized>(
             "rank {rank}: {abandoned} partly copied big files abandoned (temp files removed)"
         ));
     }
-    (outcome, p.delete().budget_exhausted(), notes)
+    (outcome, over_cap, notes)
 }
 
 /// Copy: walk and copy, then (phase 2) the hardlink groups each rank collected.
@@ -652,9 +677,8 @@ fn run_delete<T: Transport + ?Sized>(
     env: &Phases<'_>,
     monitor: &mut dyn Monitor,
 ) -> PhasesDone {
-    let budget = delete_budget(env, ctx.rank, ctx.size);
     let rank = ctx.rank;
-    let p = Arc::new(delete::DeletePass::new(Arc::new(ctx), budget));
+    let p = Arc::new(delete::DeletePass::new(Arc::new(ctx), delete_cap(env)));
     let seeds = root_seed(
         rank,
         delete::Item::Dir {
@@ -662,12 +686,22 @@ fn run_delete<T: Transport + ?Sized>(
             ids: Default::default(),
         },
     );
-    let outcome = env.run(t, p.clone(), seeds, monitor, 1);
-    let stopped_any = t.all_reduce_max(&[outcome.stopped as u64])[0] != 0;
-    if !stopped_any && !env.args.dry_run {
-        remove_emptied(t, &p);
+    let mut outcome = env.run(t, p.clone(), seeds, monitor, 1);
+    let stopped = |t: &mut T, o: &RunOutcome| t.all_reduce_max(&[o.stopped as u64])[0] != 0;
+    if stopped(t, &outcome) || env.args.dry_run {
+        return (outcome, false, Vec::new());
     }
-    (outcome, p.budget_exhausted(), Vec::new())
+    if let Some(cap) = delete_cap(env) {
+        let Some(items) = approve_plan(t, &p, cap) else {
+            return (outcome, true, Vec::new());
+        };
+        outcome.stopped |= env.run(t, p.clone(), items, monitor, 2).stopped;
+        if stopped(t, &outcome) {
+            return (outcome, false, Vec::new());
+        }
+    }
+    remove_emptied(t, &p);
+    (outcome, false, Vec::new())
 }
 
 fn run_dirtime<T: Transport + ?Sized>(

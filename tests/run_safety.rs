@@ -212,3 +212,70 @@ fn require_mountpoints_refuses_an_unmounted_root() {
         assert_eq!(count_entries(&dst), 210);
     }
 }
+
+/// A target with exactly 124 entries the source lacks: a doomed subtree
+/// (1 + 3 directories, 90 files), 20 stray files at the root and 10 in a
+/// kept directory.
+fn target_with_124_due(src: &Path, dst: &Path) {
+    for side in [src, dst] {
+        std::fs::create_dir_all(side.join("keep")).unwrap();
+        std::fs::write(side.join("keep/k"), b"k").unwrap();
+    }
+    for a in 0..3 {
+        let p = dst.join(format!("gone/a{a}"));
+        std::fs::create_dir_all(&p).unwrap();
+        for f in 0..30 {
+            std::fs::write(p.join(format!("f{f}")), b"x").unwrap();
+        }
+    }
+    for i in 0..20 {
+        std::fs::write(dst.join(format!("stray{i}")), b"s").unwrap();
+    }
+    for i in 0..10 {
+        std::fs::write(dst.join(format!("keep/stray{i}")), b"s").unwrap();
+    }
+}
+
+/// --max-delete N is one cap for the whole job: all 124 go when N >= 124,
+/// none (exit 5, one line saying how many) when N < 124, at any rank count.
+#[test]
+fn max_delete_is_one_global_cap() {
+    let mut launches = vec![Launch::Alone];
+    if have("mpirun") {
+        launches.push(Launch::Mpirun(3));
+    }
+    for launch in launches {
+        for pass in ["delete", "final"] {
+            for cap in [123u64, 124, 125] {
+                let (_tmp, src, dst) = src_and_dst();
+                target_with_124_due(&src, &dst);
+                assert_eq!(count_entries(&dst), 2 + 124);
+                let n = cap.to_string();
+                let (code, rep, out) =
+                    pass_with(launch, pass, &src, &dst, &["--max-delete", &n, "--batch-size", "7"]);
+                let what = format!("{pass} {launch:?} N={cap}: {}", text(&out));
+                if cap < 124 {
+                    assert_eq!(code, 5, "{what}");
+                    assert_eq!(total(&rep, "deleted"), 0, "{what}");
+                    assert_eq!(count_entries(&dst), 2 + 124, "{what}");
+                    let err = String::from_utf8_lossy(&out.stderr);
+                    assert!(err.contains("124 entries due") && err.contains("cap 123"), "{what}");
+                } else {
+                    assert_eq!(code, 0, "{what}");
+                    assert_eq!(total(&rep, "deleted"), 124, "{what}");
+                    assert_eq!(count_entries(&dst), 2, "{what}");
+                }
+            }
+        }
+    }
+}
+
+fn pass_with(
+    launch: Launch,
+    pass: &str,
+    src: &Path,
+    dst: &Path,
+    extra: &[&str],
+) -> (i32, serde_json::Value, std::process::Output) {
+    common::pass(launch, pass, src, dst, extra)
+}

@@ -5,9 +5,16 @@
 //! is reported and the entry is kept. Doomed directories are emptied by all
 //! ranks in parallel (phase 1); the empty directories are then removed deepest
 //! first, one depth level at a time across all ranks (phase 2).
+//!
+//! With `--max-delete N` the walk first only plans: every entry it would
+//! remove (whole doomed subtrees included) is counted, and the
+//! non-directories recorded by their directory. Only if the whole job's
+//! count is at most N are the recorded entries removed (nothing else), so
+//! the cap is one global cap, not per-rank shares.
 
+use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{Batch, Batcher, Ctx, DirIds};
@@ -30,34 +37,93 @@ pub enum Item {
     PurgeBatch(Batch),
 }
 
+/// A target directory: its path and the identity it must still have.
+type DirKey = (Vec<u8>, Option<Ident>);
+
+/// What a planning walk found due on this rank.
+#[derive(Default)]
+struct Plan {
+    /// Non-directories to unlink, by directory.
+    files: HashMap<DirKey, Vec<Vec<u8>>>,
+    /// Entries due, directories included (each is one rmdir in phase 2).
+    due: u64,
+    /// Names are recorded only up to this many: past it the job is over its
+    /// cap whatever the other ranks found, so memory stays bounded.
+    cap: u64,
+}
+
 pub struct DeletePass {
     pub ctx: Arc<Ctx>,
-    /// Deletions this rank may still make (its share of --max-delete).
-    budget: AtomicI64,
+    /// With --max-delete: what the planning walk found.
+    plan: Option<Mutex<Plan>>,
+    /// The walk plans instead of removing (until `take_plan`).
+    planning: AtomicBool,
     /// Directories emptied by this rank (with their parent's identity),
     /// removed in phase 2.
     purged: Mutex<Vec<(Vec<u8>, Option<Ident>)>>,
 }
 
 impl DeletePass {
-    pub fn new(ctx: Arc<Ctx>, budget: Option<u64>) -> DeletePass {
-        let b = budget
-            .map(|b| b.min(i64::MAX as u64) as i64)
-            .unwrap_or(i64::MAX);
+    /// `max_delete`: plan first (see the module doc); None removes at once.
+    pub fn new(ctx: Arc<Ctx>, max_delete: Option<u64>) -> DeletePass {
         DeletePass {
             ctx,
-            budget: AtomicI64::new(b),
+            plan: max_delete.map(|cap| {
+                Mutex::new(Plan {
+                    cap,
+                    ..Default::default()
+                })
+            }),
+            planning: AtomicBool::new(max_delete.is_some()),
             purged: Mutex::new(Vec::new()),
         }
     }
 
-    pub fn budget_exhausted(&self) -> bool {
-        self.budget.load(Ordering::Relaxed) < 0
+    fn plan(&self) -> Option<std::sync::MutexGuard<'_, Plan>> {
+        if !self.planning.load(Ordering::Relaxed) {
+            return None;
+        }
+        let p = self.plan.as_ref()?;
+        Some(p.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Take one deletion from the budget; false once --max-delete is reached.
-    fn allow(&self) -> bool {
-        self.budget.fetch_sub(1, Ordering::Relaxed) > 0
+    /// In a planning walk: record non-directories `names` of directory
+    /// `dir` (`id`) as due and return true; else false (remove them now).
+    fn planned(&self, dir: &[u8], id: Option<Ident>, names: &[Vec<u8>]) -> bool {
+        let Some(mut p) = self.plan() else {
+            return false;
+        };
+        p.due += names.len() as u64;
+        if p.due <= p.cap {
+            let slot = p.files.entry((dir.to_vec(), id)).or_default();
+            slot.extend(names.iter().cloned());
+        }
+        true
+    }
+
+    /// Entries this rank's planning walk found due (0 without a plan).
+    pub fn due(&self) -> u64 {
+        self.plan().map_or(0, |p| p.due)
+    }
+
+    /// End the planning: the recorded removals as work items of at most
+    /// `batch` names; from now on the pass removes what it is given.
+    pub fn take_plan(&self) -> Vec<Item> {
+        let files = self.plan().map(|mut p| std::mem::take(&mut p.files));
+        self.planning.store(false, Ordering::Relaxed);
+        let mut items = Vec::new();
+        for ((dir, id), names) in files.unwrap_or_default() {
+            for part in names.chunks(self.ctx.batch.max(1)) {
+                items.push(Item::PurgeBatch(Batch {
+                    dir: dir.clone(),
+                    ids: DirIds { src: None, dst: id },
+                    names: part.to_vec(),
+                    absent: false,
+                    inos: Vec::new(),
+                }));
+            }
+        }
+        items
     }
 
     fn dir(&self, rel: &[u8], ids: DirIds, out: &mut Emitter<'_, Item>) {
@@ -155,7 +221,8 @@ impl DeletePass {
             });
             return;
         }
-        if !self.allow() {
+        let parent = fsops::parent_and_name(rel).0;
+        if self.planned(parent, Some(here), &[name.to_vec()]) {
             return;
         }
         match fsops::unlink_at(dd, name) {
@@ -171,6 +238,9 @@ impl DeletePass {
             Ok(fd) => fd,
             Err(e) => return c.err(Side::Target, rel, e),
         };
+        if let Some(mut p) = self.plan() {
+            p.due += 1; // its rmdir in phase 2
+        }
         self.purged
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -214,12 +284,15 @@ impl DeletePass {
 
     fn purge_batch(&self, b: &Batch, out: &mut Emitter<'_, Item>) {
         let c = &self.ctx;
+        if self.planned(&b.dir, b.ids.dst, &b.names) {
+            return;
+        }
         let (dd, _) = match c.open_dst_dir(&b.dir, b.ids.dst) {
             Ok(fd) => fd,
             Err(e) => return c.err(Side::Target, &b.dir, e),
         };
         for name in &b.names {
-            if out.stopping() || !self.allow() {
+            if out.stopping() {
                 return;
             }
             match fsops::unlink_at(dd.as_fd(), name) {
@@ -241,9 +314,6 @@ impl DeletePass {
         let c = &self.ctx;
         let p = self.purged.lock().unwrap_or_else(|p| p.into_inner());
         for (rel, pid) in p.iter().filter(|(r, _)| depth(r) == level) {
-            if !self.allow() {
-                return;
-            }
             let (parent, name) = fsops::parent_and_name(rel);
             let r = c
                 .open_dst_dir(parent, *pid)
