@@ -95,6 +95,17 @@ fn effective(path: &Path) -> String {
 }
 
 fn run(launch: Launch, src: &Path, dst: &Path, lib: &Path, cfg: &str, tmp: &Path) -> Output {
+    run_pass("copy", launch, (src, dst), lib, cfg, tmp)
+}
+
+fn run_pass(
+    pass: &str,
+    launch: Launch,
+    (src, dst): (&Path, &Path),
+    lib: &Path,
+    cfg: &str,
+    tmp: &Path,
+) -> Output {
     let c = tmp.join("lustre.toml");
     std::fs::write(&c, cfg).unwrap();
     let roots = format!(
@@ -119,7 +130,7 @@ fn run(launch: Launch, src: &Path, dst: &Path, lib: &Path, cfg: &str, tmp: &Path
     };
     cmd.args([
         "--pass",
-        "copy",
+        pass,
         "-q",
         "--chunk-threshold",
         "1048576",
@@ -181,27 +192,11 @@ fn tree(src: &Path) -> Vec<PathBuf> {
     files
 }
 
-#[test]
-fn layouts_follow_the_source_and_first_level_dirs_alternate_over_mdts() {
-    if !have("mpirun") || !have("cc") || !root() {
-        return;
-    }
-    let lib = build_double();
-    let tmp = tempfile::tempdir().unwrap();
-    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
-    std::fs::create_dir_all(&dst).unwrap();
-    let files = tree(&src);
-    let out = run(
-        Launch::Mpirun(3),
-        &src,
-        &dst,
-        &lib,
-        "[lustre]\nmode = \"require\"\nmdts = [0, 1]\n",
-        tmp.path(),
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    for f in &files {
-        let t = dst.join(f.strip_prefix(&src).unwrap());
+/// Every file's content and layout, the directory default layout, and the
+/// first-level directories alternating over MDTs 0 and 1.
+fn layouts_and_mdts_follow(src: &Path, dst: &Path, files: &[PathBuf]) {
+    for f in files {
+        let t = dst.join(f.strip_prefix(src).unwrap());
         assert_eq!(
             std::fs::read(f).unwrap(),
             std::fs::read(&t).unwrap(),
@@ -227,6 +222,47 @@ fn layouts_follow_the_source_and_first_level_dirs_alternate_over_mdts() {
         assert_eq!(get_x(&dst.join(format!("top{d}/deeper")), MDT), None);
     }
     assert_eq!(on, [3, 3], "round-robin over [0, 1]");
+}
+
+/// The downtime pass places and lays out what it creates as the copy does.
+#[test]
+fn the_final_pass_keeps_layouts_and_mdt_placement() {
+    if !have("mpirun") || !have("cc") || !root() {
+        return;
+    }
+    let lib = build_double();
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    std::fs::create_dir_all(&dst).unwrap();
+    let files = tree(&src);
+    std::fs::write(dst.join("only-on-target"), b"gone").unwrap();
+    let cfg = "require_mountpoints = false\n[lustre]\nmode = \"require\"\nmdts = [0, 1]\n";
+    let out = run_pass("final", Launch::Mpirun(3), (&src, &dst), &lib, cfg, tmp.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    layouts_and_mdts_follow(&src, &dst, &files);
+    assert!(!dst.join("only-on-target").exists());
+}
+
+#[test]
+fn layouts_follow_the_source_and_first_level_dirs_alternate_over_mdts() {
+    if !have("mpirun") || !have("cc") || !root() {
+        return;
+    }
+    let lib = build_double();
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    std::fs::create_dir_all(&dst).unwrap();
+    let files = tree(&src);
+    let out = run(
+        Launch::Mpirun(3),
+        &src,
+        &dst,
+        &lib,
+        "[lustre]\nmode = \"require\"\nmdts = [0, 1]\n",
+        tmp.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    layouts_and_mdts_follow(&src, &dst, &files);
     // A second pass finds everything up to date and moves no directory.
     let out = run(
         Launch::Mpirun(2),

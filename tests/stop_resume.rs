@@ -38,7 +38,7 @@ fn make_tree(src: &Path) {
     }
 }
 
-fn stop_midway(launch: Launch, src: &Path, dst: &Path) -> (Option<i32>, String) {
+fn stop_midway(pass: &str, launch: Launch, src: &Path, dst: &Path) -> (Option<i32>, String) {
     let mut cmd = match launch {
         Launch::Alone => Command::new(bin()),
         Launch::Mpirun(n) => {
@@ -57,7 +57,7 @@ fn stop_midway(launch: Launch, src: &Path, dst: &Path) -> (Option<i32>, String) 
     let mut child = cmd
         .args([
             "--pass",
-            "copy",
+            pass,
             "--threads",
             "1",
             "--report-interval",
@@ -105,7 +105,31 @@ fn check(launch: Launch) {
     let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
     make_tree(&src);
     std::fs::create_dir(&dst).unwrap();
-    let (code, out) = stop_midway(launch, &src, &dst);
+    let (code, out) = stop_midway("copy", launch, &src, &dst);
+    stopped_cleanly(launch, code, &out, &src, &dst);
+    // Resubmitting the same pass resumes through the normal compare.
+    let (code, rep, o) = pass(
+        launch,
+        "copy",
+        &src,
+        &dst,
+        &["--chunk-size", "1048576", "--chunk-threshold", "8388608"],
+    );
+    assert_eq!(code, 0, "{}", text(&o));
+    assert_eq!(
+        total(&rep, "uptodate") + total(&rep, "files"),
+        8004,
+        "{rep}"
+    );
+    let (code, _, o) = pass(launch, "dirtime", &src, &dst, &[]);
+    assert_eq!(code, 0, "{}", text(&o));
+    let diffs = compare_trees(&src, &dst, true);
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+}
+
+/// A stopped run says so, exits non-zero, and leaves nothing that looks
+/// complete but is not, and no temp file.
+fn stopped_cleanly(launch: Launch, code: Option<i32>, out: &str, src: &Path, dst: &Path) {
     assert_ne!(
         code,
         Some(0),
@@ -121,13 +145,13 @@ fn check(launch: Launch) {
     // Nothing copied so far may look complete unless it is: every target file
     // whose size and mtime match the source must have the source's bytes.
     let mut partial_names = Vec::new();
-    for entry in walk(&dst) {
+    for entry in walk(dst) {
         let name = entry.file_name().unwrap().to_string_lossy().into_owned();
         if name.starts_with(".lmpi-") {
             partial_names.push(name);
             continue;
         }
-        let rel = entry.strip_prefix(&dst).unwrap();
+        let rel = entry.strip_prefix(dst).unwrap();
         let (s, d) = (
             std::fs::metadata(src.join(rel)).unwrap(),
             std::fs::metadata(&entry).unwrap(),
@@ -149,24 +173,6 @@ fn check(launch: Launch) {
         partial_names.is_empty(),
         "temp files left behind: {partial_names:?}"
     );
-    // Resubmitting the same pass resumes through the normal compare.
-    let (code, rep, o) = pass(
-        launch,
-        "copy",
-        &src,
-        &dst,
-        &["--chunk-size", "1048576", "--chunk-threshold", "8388608"],
-    );
-    assert_eq!(code, 0, "{}", text(&o));
-    assert_eq!(
-        total(&rep, "uptodate") + total(&rep, "files"),
-        8004,
-        "{rep}"
-    );
-    let (code, _, o) = pass(launch, "dirtime", &src, &dst, &[]);
-    assert_eq!(code, 0, "{}", text(&o));
-    let diffs = compare_trees(&src, &dst, true);
-    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
 }
 
 fn walk(p: &Path) -> Vec<std::path::PathBuf> {
@@ -192,4 +198,21 @@ fn sigterm_under_mpirun_then_resume() {
     if have("mpirun") {
         check(Launch::Mpirun(2));
     }
+}
+
+/// The downtime pass stopped midway: directory times are left for the next
+/// final pass, which converges (times included).
+#[test]
+fn sigterm_mid_final_then_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    make_tree(&src);
+    std::fs::create_dir(&dst).unwrap();
+    let (code, out) = stop_midway("final", Launch::Alone, &src, &dst);
+    assert_eq!(code, Some(4), "{out}");
+    stopped_cleanly(Launch::Alone, code, &out, &src, &dst);
+    let (code, _, o) = pass(Launch::Alone, "final", &src, &dst, &[]);
+    assert_eq!(code, 0, "{}", text(&o));
+    let diffs = compare_trees(&src, &dst, true);
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
 }
