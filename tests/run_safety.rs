@@ -260,6 +260,9 @@ fn max_delete_is_one_global_cap() {
                     assert_eq!(count_entries(&dst), 2 + 124, "{what}");
                     let err = String::from_utf8_lossy(&out.stderr);
                     assert!(err.contains("124 entries due") && err.contains("cap 123"), "{what}");
+                    if let Launch::Alone = launch {
+                        assert_eq!(err.trim_end().lines().count(), 1, "{what}");
+                    }
                 } else {
                     assert_eq!(code, 0, "{what}");
                     assert_eq!(total(&rep, "deleted"), 124, "{what}");
