@@ -17,5 +17,6 @@ pub mod report;
 pub mod run;
 pub mod signals;
 pub mod stats;
+pub mod status;
 pub mod statsd;
 pub mod transport;

@@ -16,7 +16,7 @@ fn main() {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("lmpi: {e}");
-                    std::process::exit(lmpi::run::EXIT_USAGE);
+                    std::process::exit(lmpi::status::ExitStatus::Usage.code());
                 }
             };
             lmpi::control::client::run_ctl(&args, &cfg.control)
@@ -28,7 +28,7 @@ fn main() {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("lmpi: {e}");
-                    std::process::exit(lmpi::run::EXIT_USAGE);
+                    std::process::exit(lmpi::status::ExitStatus::Usage.code());
                 }
             };
             lmpi::statsd::graphite(&args, &cfg.stats)
@@ -38,22 +38,24 @@ fn main() {
             lmpi::fsops::clear_umask();
             use lmpi::transport::solo::{detect, Launch, SoloTransport};
             match detect(|k| std::env::var_os(k)) {
-                Launch::Alone => lmpi::run::run_pass(&mut SoloTransport::default(), &cli.pass),
+                Launch::Alone => {
+                    lmpi::run::run_pass(&mut SoloTransport::default(), &cli.pass).code()
+                }
                 Launch::SrunWithoutMpi { tasks } => {
                     eprintln!(
                         "lmpi: srun started {tasks} tasks without an MPI plugin: each would copy alone; use srun --mpi=pmix (or set MpiDefault=pmix)"
                     );
-                    lmpi::run::EXIT_USAGE
+                    lmpi::status::ExitStatus::Usage.code()
                 }
                 Launch::Mpi => match lmpi::transport::mpi::MpiTransport::init() {
                     Some(mut t) => {
-                        let code = lmpi::run::run_pass(&mut t, &cli.pass);
+                        let code = lmpi::run::run_pass(&mut t, &cli.pass).code();
                         drop(t);
                         code
                     }
                     None => {
                         eprintln!("lmpi: MPI could not be initialised");
-                        lmpi::run::EXIT_USAGE
+                        lmpi::status::ExitStatus::Usage.code()
                     }
                 },
             }
@@ -77,5 +79,5 @@ fn usage_error(e: clap::Error) -> ! {
     let first = rendered.split("\n\n").next().unwrap_or("");
     let line = lmpi::config::one_line(first);
     eprintln!("lmpi: {}", line.strip_prefix("error: ").unwrap_or(&line));
-    std::process::exit(lmpi::run::EXIT_USAGE);
+    std::process::exit(lmpi::status::ExitStatus::Usage.code());
 }

@@ -20,14 +20,8 @@ use crate::fsops;
 use crate::passes::{self, copy, delete, dirtime, final_pass, Ctx, RootIds};
 use crate::report::{self, Percentiles, RankFigures, Summary};
 use crate::stats::{Counters, Histograms, Snapshot};
+use crate::status::{ExitStatus, RunState};
 use crate::transport::Transport;
-
-pub const EXIT_OK: i32 = 0;
-pub const EXIT_ERRORS: i32 = 1;
-pub const EXIT_USAGE: i32 = 2;
-pub const EXIT_REFUSED: i32 = 3;
-pub const EXIT_STOPPED: i32 = 4;
-pub const EXIT_MAX_DELETE: i32 = 5;
 
 /// Load the config named on the command line (or $LMPI_CONFIG), then apply overrides.
 pub fn load_config(args: &PassArgs) -> Result<Config, String> {
@@ -186,7 +180,7 @@ fn lock_target<T: Transport + ?Sized>(
     roots: &Roots,
     job: &str,
     host: &str,
-) -> Result<Option<JobLock>, i32> {
+) -> Result<Option<JobLock>, ExitStatus> {
     let mine = (t.rank() == 0 && !args.dry_run && !args.force_concurrent)
         .then(|| JobLock::take(roots, job, host));
     let failed = matches!(mine, Some(Err(_)));
@@ -194,7 +188,7 @@ fn lock_target<T: Transport + ?Sized>(
         if let Some(Err(msg)) = &mine {
             eprintln!("lmpi: {msg}");
         }
-        return Err(EXIT_USAGE);
+        return Err(ExitStatus::Usage);
     }
     Ok(mine.and_then(Result::ok).flatten())
 }
@@ -265,12 +259,15 @@ impl JobLock {
             let me = format!("job {job} host {host} pid {}\n", std::process::id());
             // Only informative: a lock without a holder line still locks.
             let _ = fsops::replace_contents(file.as_fd(), me.as_bytes());
-            let root = roots.dst.try_clone().map_err(|e| {
-                format!("target lock {shown}: {e}")
-            })?;
+            let root = roots
+                .dst
+                .try_clone()
+                .map_err(|e| format!("target lock {shown}: {e}"))?;
             return Ok(Some(JobLock { file, root }));
         }
-        Err(format!("target lock {shown}: replaced again and again by other jobs"))
+        Err(format!(
+            "target lock {shown}: replaced again and again by other jobs"
+        ))
     }
 }
 
@@ -279,8 +276,10 @@ impl Drop for JobLock {
     /// target root back the times it had, which the dirtime or final pass
     /// may have just set.
     fn drop(&mut self) {
-        let (Ok(mine), Ok(dir)) = (fsops::fstat(self.file.as_fd()), fsops::fstat(self.root.as_fd()))
-        else {
+        let (Ok(mine), Ok(dir)) = (
+            fsops::fstat(self.file.as_fd()),
+            fsops::fstat(self.root.as_fd()),
+        ) else {
             return;
         };
         match fsops::stat_at(self.root.as_fd(), passes::JOB_LOCK) {
@@ -301,8 +300,15 @@ struct RankZero {
     status: SharedStatus,
     commands: Option<Receiver<Command>>,
     host: String,
-    /// Held at the start gate until a `Start` command arrives.
-    waiting: bool,
+}
+
+impl RankZero {
+    fn state(&self) -> RunState {
+        self.status
+            .lock()
+            .map(|s| s.state)
+            .unwrap_or(RunState::Running)
+    }
 }
 
 impl Monitor for RankZero {
@@ -311,8 +317,9 @@ impl Monitor for RankZero {
         for r in reports.iter().flatten() {
             total = total.sum(&r.counters);
         }
+        let waiting = self.state() == RunState::Waiting;
         if !self.quiet {
-            if self.waiting {
+            if waiting {
                 report::say(&format!(
                     "lmpi {}: waiting for `lmpi ctl start` (or the old cmover start)",
                     self.pass
@@ -326,12 +333,10 @@ impl Monitor for RankZero {
             }
         }
         if let Ok(mut s) = self.status.lock() {
-            s.state = if ctl.stopping() {
-                "stopping".into()
-            } else if self.waiting {
-                "waiting".into()
-            } else {
-                "running".into()
+            s.state = match (ctl.stopping(), waiting) {
+                (true, _) => RunState::Stopping,
+                (false, true) => RunState::Waiting,
+                (false, false) => RunState::Running,
             };
             s.threads_per_rank = ctl.threads();
             s.totals = total;
@@ -354,7 +359,9 @@ impl Monitor for RankZero {
     fn poll_command(&mut self) -> Option<Command> {
         let c = self.commands.as_ref()?.try_recv().ok()?;
         if c == Command::Start {
-            self.waiting = false;
+            if let Ok(mut s) = self.status.lock() {
+                s.state = RunState::Running;
+            }
         }
         Some(c)
     }
@@ -410,7 +417,7 @@ fn prepare<T: Transport + ?Sized>(
     host: &str,
     now: u64,
     job: &str,
-) -> Result<Prepared, i32> {
+) -> Result<Prepared, ExitStatus> {
     let rank = t.rank();
 
     // Every rank checks; all must agree before anything is touched.
@@ -439,10 +446,10 @@ fn prepare<T: Transport + ?Sized>(
             Ok(_) if rank == 0 => eprintln!("lmpi: setup failed on another rank (see its message)"),
             Ok(_) => {}
         }
-        return Err(EXIT_USAGE);
+        return Err(ExitStatus::Usage);
     }
     let Ok((cfg, roots, filter)) = setup else {
-        return Err(EXIT_USAGE);
+        return Err(ExitStatus::Usage);
     };
 
     let lock = lock_target(t, args, &roots, job, host)?;
@@ -451,11 +458,7 @@ fn prepare<T: Transport + ?Sized>(
             || cfg
                 .require_mountpoints
                 .unwrap_or(matches!(cfg.lustre.mode, crate::lustre::Mode::Require));
-        let pre = if require {
-            mount_check(&roots)
-        } else {
-            Ok(())
-        };
+        let pre = if require { mount_check(&roots) } else { Ok(()) };
         let pre = pre.and_then(|()| delete_preflight(&roots, args.allow_empty_source));
         if t.all_reduce_max(&[pre.is_err() as u64])[0] != 0 {
             if rank == 0 {
@@ -467,7 +470,7 @@ fn prepare<T: Transport + ?Sized>(
                     ),
                 }
             }
-            return Err(EXIT_REFUSED);
+            return Err(ExitStatus::Refused);
         }
     }
 
@@ -483,7 +486,7 @@ fn prepare<T: Transport + ?Sized>(
                 }
                 _ => {}
             }
-            return Err(EXIT_USAGE);
+            return Err(ExitStatus::Usage);
         }
         if let Ok((l, warning)) = r {
             if let (0, Some(w)) = (rank, warning) {
@@ -562,7 +565,9 @@ fn approve_plan<T: Transport + ?Sized>(
     let due = t.all_reduce_sum(&[p.due()])[0];
     if due > cap {
         if t.rank() == 0 {
-            eprintln!("lmpi: {due} entries due for deletion, cap {cap} (--max-delete): nothing deleted");
+            eprintln!(
+                "lmpi: {due} entries due for deletion, cap {cap} (--max-delete): nothing deleted"
+            );
         }
         return None;
     }
@@ -721,14 +726,14 @@ fn run_dirtime<T: Transport + ?Sized>(
     (env.run(t, p, seeds, monitor, 1), false, Vec::new())
 }
 
-pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
+pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> ExitStatus {
     let started = Instant::now();
     let rank = t.rank();
     let size = t.size();
     let host = crate::host::hostname();
     let Some(kind) = args.pass else {
         eprintln!("lmpi: --pass is required (copy, delete, dirtime or final)");
-        return EXIT_USAGE;
+        return ExitStatus::Usage;
     };
     let pass = kind.name();
     let now = SystemTime::now()
@@ -792,9 +797,9 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
         job: job.clone(),
         pass: pass.into(),
         state: if args.wait_for_start {
-            "waiting".into()
+            RunState::Waiting
         } else {
-            "running".into()
+            RunState::Running
         },
         ranks: size,
         threads_per_rank: cfg.threads_per_rank,
@@ -812,7 +817,6 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
         status: status.clone(),
         commands,
         host: host.clone(),
-        waiting: args.wait_for_start,
     };
     let mut quiet_monitor = engine::NoMonitor;
     let monitor: &mut dyn Monitor = if rank == 0 {
@@ -852,7 +856,10 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
     let mut sums = mine.to_vec();
     sums.push(log_lines.load(std::sync::atomic::Ordering::Relaxed));
     let sums = t.all_reduce_sum(&sums);
-    let (totals, lines_logged) = (Snapshot::from_slice(&sums), sums.last().copied().unwrap_or(0));
+    let (totals, lines_logged) = (
+        Snapshot::from_slice(&sums),
+        sums.last().copied().unwrap_or(0),
+    );
     let flags = t.all_reduce_max(&[
         outcome.stopped as u64,
         max_delete_hit as u64,
@@ -873,13 +880,13 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
         ));
     }
     let exit_code = if stopped {
-        EXIT_STOPPED
+        ExitStatus::Stopped
     } else if max_hit {
-        EXIT_MAX_DELETE
+        ExitStatus::MaxDelete
     } else if totals.errors > 0 {
-        EXIT_ERRORS
+        ExitStatus::Errors
     } else {
-        EXIT_OK
+        ExitStatus::Done
     };
 
     let mut end = RankEnd {
@@ -901,14 +908,8 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
 
     let summary = Summary {
         pass: pass.into(),
-        status: match exit_code {
-            EXIT_STOPPED => "stopped",
-            EXIT_MAX_DELETE => "max-delete reached",
-            EXIT_ERRORS => "incomplete",
-            _ => "complete",
-        }
-        .into(),
-        exit_code,
+        status: exit_code.outcome().into(),
+        exit_code: exit_code.code(),
         ranks: size,
         threads_per_rank: cfg.threads_per_rank,
         wall_seconds: started.elapsed().as_secs_f64().max(1e-6),
@@ -919,7 +920,7 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> i32 {
     };
     report_on_rank_zero(summary, &all, args.report.as_deref());
     if let Ok(mut s) = status.lock() {
-        s.state = "done".into();
+        s.state = RunState::Done;
     }
     exit_code
 }

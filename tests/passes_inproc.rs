@@ -32,7 +32,7 @@ fn run_sim(
         .into_iter()
         .map(|mut t| {
             let args = args.clone();
-            std::thread::spawn(move || lmpi::run::run_pass(&mut t, &args))
+            std::thread::spawn(move || lmpi::run::run_pass(&mut t, &args).code())
         })
         .collect();
     handles

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use crate::stats::Snapshot;
+use crate::status::RunState;
 
 /// A decision taken from the broker; rank 0 forwards it to every rank over MPI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,8 +38,7 @@ pub enum Command {
 pub struct JobStatus {
     pub job: String,
     pub pass: String,
-    /// waiting | running | stopping | done
-    pub state: String,
+    pub state: RunState,
     pub ranks: usize,
     pub threads_per_rank: usize,
     /// The cap pool_grow clamps to (`max_threads_per_rank`; 0 = not known).

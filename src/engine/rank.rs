@@ -136,7 +136,7 @@ impl<'a, T: Transport + ?Sized, P: Processor> RankLoop<'a, T, P> {
                          are all ranks the same lmpi version? ending the job",
                         self.me
                     );
-                    std::process::exit(crate::run::EXIT_ERRORS);
+                    std::process::exit(crate::status::ExitStatus::Errors.code());
                 }
             }
         }
