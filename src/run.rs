@@ -911,7 +911,7 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> ExitStatus
         status: exit_code.outcome().into(),
         exit_code: exit_code.code(),
         ranks: size,
-        threads_per_rank: cfg.threads_per_rank,
+        threads_per_rank: ctl.threads(),
         wall_seconds: started.elapsed().as_secs_f64().max(1e-6),
         totals,
         error_log: (lines_logged > 0).then(|| log_path.display().to_string()),

@@ -569,11 +569,12 @@ fn bad_pool_counts_are_refused_and_grow_is_capped() {
             && g.contains(&format!("max_threads_per_rank = {cap}")),
         "{g}"
     );
-    until_answer(&job, &["status"], &format!("(2 ranks x {cap} threads)"));
-    let s = stdout(&job.ctl(&["stop"]));
-    assert!(s.contains("shutting down"), "{s}");
+    // With that many threads the job may finish at once: its summary (or a
+    // stop's) then tells the thread count it ended with.
+    let _ = job.ctl(&["stop"]);
     let (_, out, _) = job.wait(Duration::from_secs(120));
     assert!(out.contains("STOPPED") || out.contains("COMPLETE"), "{out}");
+    assert!(out.contains(&format!("(2 ranks x {cap} threads)")), "{out}");
 }
 
 mod fuzz {
