@@ -1,47 +1,14 @@
-//! Command line. Every option overrides the config file.
+//! Command line (the binary's own: the library takes `Settings`). Every
+//! option overrides the config file.
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
-use crate::config::{AGE, BATCH_SIZE, CHUNK_SIZE, CHUNK_THRESHOLD, MAX_THREADS, REPORT_INTERVAL};
-
-/// A parser for a whole number in `range` whose message names the config key
-/// the flag overrides (clap adds the flag and the value).
-pub fn ranged<T: TryFrom<u64> + Clone + Send + Sync + 'static>(
-    key: &'static str,
-    range: std::ops::RangeInclusive<u64>,
-) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static {
-    move |s: &str| {
-        let (lo, hi) = (*range.start(), *range.end());
-        let bad = || format!("`{key}` must be a whole number between {lo} and {hi}");
-        let v: u64 = s.trim().parse().map_err(|_| bad())?;
-        if !(lo..=hi).contains(&v) {
-            return Err(bad());
-        }
-        T::try_from(v).map_err(|_| bad())
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PassKind {
-    Copy,
-    Delete,
-    Dirtime,
-    /// The downtime pass: copy, delete and dirtime in one walk.
-    Final,
-}
-
-impl PassKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            PassKind::Copy => "copy",
-            PassKind::Delete => "delete",
-            PassKind::Dirtime => "dirtime",
-            PassKind::Final => "final",
-        }
-    }
-}
+use lmpi::config::{
+    ranged, AGE, BATCH_SIZE, CHUNK_SIZE, CHUNK_THRESHOLD, MAX_THREADS, REPORT_INTERVAL,
+};
+use lmpi::settings::PassKind;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -68,7 +35,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Sub {
     /// Talk to a running job over RabbitMQ (stop, status, pool-grow, ...).
-    Ctl(crate::control::client::CtlArgs),
+    Ctl(lmpi::control::client::CtlArgs),
     /// Stats tools.
     Stats {
         #[command(subcommand)]
@@ -79,7 +46,7 @@ pub enum Sub {
 #[derive(Debug, Subcommand)]
 pub enum StatsCmd {
     /// Read and clear the memcached counters and send them to Graphite.
-    Graphite(crate::statsd::GraphiteArgs),
+    Graphite(lmpi::statsd::GraphiteArgs),
 }
 
 #[derive(Debug, Args, Clone, Default)]

@@ -187,6 +187,12 @@ impl Default for Config {
 }
 
 impl Config {
+    /// `require_mountpoints` as set, else on for `[lustre] mode = "require"`.
+    pub fn require_mountpoints_default(&self) -> bool {
+        self.require_mountpoints
+            .unwrap_or(matches!(self.lustre.mode, crate::lustre::Mode::Require))
+    }
+
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let shown = path.display().to_string();
         let read_err = |source| ConfigError::Read {
@@ -314,4 +320,21 @@ pub fn one_line(s: &str) -> String {
 /// Turn an `OsString` into its bytes; paths never go through `String`.
 pub fn os_bytes(s: OsString) -> Vec<u8> {
     s.into_vec()
+}
+
+/// A parser for a whole number in `range` whose message names the config key
+/// the flag overrides (clap adds the flag and the value).
+pub fn ranged<T: TryFrom<u64> + Clone + Send + Sync + 'static>(
+    key: &'static str,
+    range: std::ops::RangeInclusive<u64>,
+) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static {
+    move |s: &str| {
+        let (lo, hi) = (*range.start(), *range.end());
+        let bad = || format!("`{key}` must be a whole number between {lo} and {hi}");
+        let v: u64 = s.trim().parse().map_err(|_| bad())?;
+        if !(lo..=hi).contains(&v) {
+            return Err(bad());
+        }
+        T::try_from(v).map_err(|_| bad())
+    }
 }

@@ -42,19 +42,6 @@ pub trait Processor: Send + Sync + 'static {
 /// `max_threads_per_rank` setting (which is the cap a run actually applies).
 pub const THREADS_LIMIT: usize = 1024;
 
-/// This process's `max_threads_per_rank`. A process runs one pass with one
-/// config, which sets this while loading (before any `RunControl` exists).
-static THREAD_CAP: AtomicUsize = AtomicUsize::new(THREADS_LIMIT);
-
-/// Set the per-rank pool cap (clamped to 1..=`THREADS_LIMIT`).
-pub fn set_thread_cap(cap: usize) {
-    THREAD_CAP.store(cap.clamp(1, THREADS_LIMIT), Ordering::Relaxed);
-}
-
-pub fn thread_cap() -> usize {
-    THREAD_CAP.load(Ordering::Relaxed)
-}
-
 /// Switches shared by the main loop and the I/O threads of one rank.
 #[derive(Debug)]
 pub struct RunControl {
@@ -65,8 +52,10 @@ pub struct RunControl {
 }
 
 impl RunControl {
-    pub fn new(threads: usize) -> Arc<RunControl> {
-        let cap = thread_cap();
+    /// `threads` I/O threads per rank, never more than `cap` (clamped to
+    /// 1..=`THREADS_LIMIT`), whatever pool_grow asks.
+    pub fn new(threads: usize, cap: usize) -> Arc<RunControl> {
+        let cap = cap.clamp(1, THREADS_LIMIT);
         Arc::new(RunControl {
             stop: AtomicBool::new(false),
             threads: AtomicUsize::new(threads.clamp(1, cap)),

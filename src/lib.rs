@@ -3,7 +3,6 @@
 //! The binary is thin; everything lives here, one module per job. Only
 //! `transport::mpi` touches MPI; only `fsops` makes file-system syscalls.
 
-pub mod cli;
 pub mod config;
 pub mod control;
 pub mod engine;
@@ -15,6 +14,7 @@ pub mod lustre;
 pub mod passes;
 pub mod report;
 pub mod run;
+pub mod settings;
 pub mod signals;
 pub mod stats;
 pub mod status;

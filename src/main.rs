@@ -3,7 +3,14 @@
 use clap::error::ErrorKind;
 use clap::Parser;
 
-use lmpi::cli::{Cli, StatsCmd, Sub};
+mod cli;
+
+use std::path::PathBuf;
+
+use cli::{Cli, PassArgs, StatsCmd, Sub};
+use lmpi::config::Config;
+use lmpi::settings::Settings;
+use lmpi::status::ExitStatus;
 
 fn main() {
     let cli = match Cli::try_parse() {
@@ -12,11 +19,11 @@ fn main() {
     };
     let code = match cli.cmd {
         Some(Sub::Ctl(args)) => {
-            let cfg = match lmpi::run::load_config(&cli.pass) {
+            let cfg = match load_config(&cli.pass) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("lmpi: {e}");
-                    std::process::exit(lmpi::status::ExitStatus::Usage.code());
+                    std::process::exit(ExitStatus::Usage.code());
                 }
             };
             lmpi::control::client::run_ctl(&args, &cfg.control)
@@ -24,11 +31,11 @@ fn main() {
         Some(Sub::Stats {
             cmd: StatsCmd::Graphite(args),
         }) => {
-            let cfg = match lmpi::run::load_config(&cli.pass) {
+            let cfg = match load_config(&cli.pass) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("lmpi: {e}");
-                    std::process::exit(lmpi::status::ExitStatus::Usage.code());
+                    std::process::exit(ExitStatus::Usage.code());
                 }
             };
             lmpi::statsd::graphite(&args, &cfg.stats)
@@ -39,23 +46,30 @@ fn main() {
             use lmpi::transport::solo::{detect, Launch, SoloTransport};
             match detect(|k| std::env::var_os(k)) {
                 Launch::Alone => {
-                    lmpi::run::run_pass(&mut SoloTransport::default(), &cli.pass).code()
+                    let s = settings(&cli.pass);
+                    lmpi::run::run_pass(
+                        &mut SoloTransport::default(),
+                        s.as_ref().map_err(String::as_str),
+                    )
+                    .code()
                 }
                 Launch::SrunWithoutMpi { tasks } => {
                     eprintln!(
                         "lmpi: srun started {tasks} tasks without an MPI plugin: each would copy alone; use srun --mpi=pmix (or set MpiDefault=pmix)"
                     );
-                    lmpi::status::ExitStatus::Usage.code()
+                    ExitStatus::Usage.code()
                 }
                 Launch::Mpi => match lmpi::transport::mpi::MpiTransport::init() {
                     Some(mut t) => {
-                        let code = lmpi::run::run_pass(&mut t, &cli.pass).code();
+                        let s = settings(&cli.pass);
+                        let code =
+                            lmpi::run::run_pass(&mut t, s.as_ref().map_err(String::as_str)).code();
                         drop(t);
                         code
                     }
                     None => {
                         eprintln!("lmpi: MPI could not be initialised");
-                        lmpi::status::ExitStatus::Usage.code()
+                        ExitStatus::Usage.code()
                     }
                 },
             }
@@ -79,5 +93,66 @@ fn usage_error(e: clap::Error) -> ! {
     let first = rendered.split("\n\n").next().unwrap_or("");
     let line = lmpi::config::one_line(first);
     eprintln!("lmpi: {}", line.strip_prefix("error: ").unwrap_or(&line));
-    std::process::exit(lmpi::status::ExitStatus::Usage.code());
+    std::process::exit(ExitStatus::Usage.code());
+}
+
+/// Load the config named on the command line (or $LMPI_CONFIG), then apply overrides.
+fn load_config(args: &PassArgs) -> Result<Config, String> {
+    let path = args
+        .config
+        .clone()
+        .or_else(|| std::env::var_os("LMPI_CONFIG").map(PathBuf::from));
+    let mut cfg = match &path {
+        Some(p) => Config::load(p).map_err(|e| e.to_string())?,
+        None => Config::default(),
+    };
+    // The file was checked alone while loading: what fails now comes from a flag.
+    let shown = path
+        .as_ref()
+        .map(|p| format!("{} with the command-line options", p.display()))
+        .unwrap_or_else(|| "command line".into());
+    if let Some(s) = &args.source {
+        cfg.source_mount = Some(s.clone());
+    }
+    if let Some(s) = &args.target {
+        cfg.target_mount = Some(s.clone());
+    }
+    macro_rules! set {
+        ($($f:ident),*) => { $(if let Some(v) = args.$f { cfg.$f = v; })* };
+    }
+    set!(
+        oldest_date,
+        newest_date,
+        report_interval,
+        batch_size,
+        chunk_threshold,
+        chunk_size
+    );
+    if let Some(v) = args.threads {
+        cfg.threads_per_rank = v;
+    }
+    cfg.check_xattrs |= args.check_xattrs;
+    cfg.exclude.extend(args.exclude.iter().cloned());
+    cfg.validate(&shown).map_err(|e| e.to_string())?;
+    cfg.control.max_threads_per_rank = cfg.max_threads_per_rank;
+    Ok(cfg)
+}
+
+/// The pass's settings: the config file with the command line applied.
+fn settings(args: &PassArgs) -> Result<Settings, String> {
+    let pass = args
+        .pass
+        .ok_or("--pass is required (copy, delete, dirtime or final)")?;
+    let cfg = load_config(args)?;
+    let mut s = Settings::new(pass, cfg);
+    s.dry_run = args.dry_run;
+    s.max_delete = args.max_delete;
+    s.allow_empty_source = args.allow_empty_source;
+    s.require_mountpoints |= args.require_mountpoints;
+    s.force_concurrent = args.force_concurrent;
+    s.wait_for_start = args.wait_for_start;
+    s.report = args.report.clone();
+    s.error_log = args.error_log.clone();
+    s.quiet = args.quiet;
+    Ok(s)
 }

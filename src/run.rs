@@ -10,7 +10,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::Receiver;
 use hdrhistogram::Histogram;
 
-use crate::cli::{PassArgs, PassKind};
 use crate::config::Config;
 use crate::control::{self, Command, JobStatus, RankStatus, SharedStatus};
 use crate::engine::{self, Monitor, RankReport, RunControl, RunOpts, RunOutcome};
@@ -19,52 +18,10 @@ use crate::filter::Filter;
 use crate::fsops;
 use crate::passes::{self, copy, delete, dirtime, final_pass, Ctx, RootIds};
 use crate::report::{self, Percentiles, RankFigures, Summary};
+use crate::settings::{PassKind, Settings};
 use crate::stats::{Counters, Histograms, Snapshot};
 use crate::status::{ExitStatus, RunState};
 use crate::transport::Transport;
-
-/// Load the config named on the command line (or $LMPI_CONFIG), then apply overrides.
-pub fn load_config(args: &PassArgs) -> Result<Config, String> {
-    let path = args
-        .config
-        .clone()
-        .or_else(|| std::env::var_os("LMPI_CONFIG").map(PathBuf::from));
-    let mut cfg = match &path {
-        Some(p) => Config::load(p).map_err(|e| e.to_string())?,
-        None => Config::default(),
-    };
-    // The file was checked alone while loading: what fails now comes from a flag.
-    let shown = path
-        .as_ref()
-        .map(|p| format!("{} with the command-line options", p.display()))
-        .unwrap_or_else(|| "command line".into());
-    if let Some(s) = &args.source {
-        cfg.source_mount = Some(s.clone());
-    }
-    if let Some(s) = &args.target {
-        cfg.target_mount = Some(s.clone());
-    }
-    macro_rules! set {
-        ($($f:ident),*) => { $(if let Some(v) = args.$f { cfg.$f = v; })* };
-    }
-    set!(
-        oldest_date,
-        newest_date,
-        report_interval,
-        batch_size,
-        chunk_threshold,
-        chunk_size
-    );
-    if let Some(v) = args.threads {
-        cfg.threads_per_rank = v;
-    }
-    cfg.check_xattrs |= args.check_xattrs;
-    cfg.exclude.extend(args.exclude.iter().cloned());
-    cfg.validate(&shown).map_err(|e| e.to_string())?;
-    engine::set_thread_cap(cfg.max_threads_per_rank);
-    cfg.control.max_threads_per_rank = cfg.max_threads_per_rank;
-    Ok(cfg)
-}
 
 struct Roots {
     src_path: PathBuf,
@@ -176,7 +133,7 @@ fn mount_check(roots: &Roots) -> Result<(), String> {
 /// no lock. The lock dies with the process, so a killed job frees it.
 fn lock_target<T: Transport + ?Sized>(
     t: &mut T,
-    args: &PassArgs,
+    args: &Settings,
     roots: &Roots,
     job: &str,
     host: &str,
@@ -412,7 +369,7 @@ struct Prepared {
 /// must agree, or every rank returns the same exit status.
 fn prepare<T: Transport + ?Sized>(
     t: &mut T,
-    args: &PassArgs,
+    args: &Settings,
     kind: PassKind,
     host: &str,
     now: u64,
@@ -421,8 +378,8 @@ fn prepare<T: Transport + ?Sized>(
     let rank = t.rank();
 
     // Every rank checks; all must agree before anything is touched.
-    let setup = load_config(args)
-        .and_then(|cfg| open_roots(&cfg).map(|r| (cfg, r)))
+    let setup = open_roots(&args.cfg)
+        .map(|r| (args.cfg.clone(), r))
         .and_then(|(cfg, r)| {
             let excludes = cfg.exclude_prefixes().map_err(|e| e.to_string())?;
             // Absolute excludes are matched against the source root as given
@@ -454,10 +411,7 @@ fn prepare<T: Transport + ?Sized>(
 
     let lock = lock_target(t, args, &roots, job, host)?;
     if matches!(kind, PassKind::Delete | PassKind::Final) {
-        let require = args.require_mountpoints
-            || cfg
-                .require_mountpoints
-                .unwrap_or(matches!(cfg.lustre.mode, crate::lustre::Mode::Require));
+        let require = args.require_mountpoints;
         let pre = if require { mount_check(&roots) } else { Ok(()) };
         let pre = pre.and_then(|()| delete_preflight(&roots, args.allow_empty_source));
         if t.all_reduce_max(&[pre.is_err() as u64])[0] != 0 {
@@ -506,7 +460,7 @@ fn prepare<T: Transport + ?Sized>(
 
 /// What every engine phase of a pass shares.
 struct Phases<'a> {
-    args: &'a PassArgs,
+    args: &'a Settings,
     cfg: &'a Config,
     counters: &'a Arc<Counters>,
     ctl: &'a Arc<RunControl>,
@@ -726,15 +680,38 @@ fn run_dirtime<T: Transport + ?Sized>(
     (env.run(t, p, seeds, monitor, 1), false, Vec::new())
 }
 
-pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> ExitStatus {
+/// Every rank resolved its own settings (flags and config file); all must
+/// agree before anything else, or every rank ends with the same status.
+fn agree<'a, T: Transport + ?Sized>(
+    t: &mut T,
+    settings: Result<&'a Settings, &str>,
+    host: &str,
+) -> Result<&'a Settings, ExitStatus> {
+    let rank = t.rank();
+    if t.all_reduce_max(&[settings.is_err() as u64])[0] == 0 {
+        return settings.map_err(|_| ExitStatus::Usage);
+    }
+    match settings {
+        Err(msg) if rank == 0 => eprintln!("lmpi: {msg}"),
+        Err(msg) => eprintln!("lmpi[{host}:{rank}]: {msg}"),
+        Ok(_) if rank == 0 => eprintln!("lmpi: setup failed on another rank (see its message)"),
+        Ok(_) => {}
+    }
+    Err(ExitStatus::Usage)
+}
+
+/// Run one pass on this rank: the library's entry point. `settings` is what
+/// this rank resolved from its command line and config file (or why not).
+pub fn run_pass<T: Transport + ?Sized>(t: &mut T, settings: Result<&Settings, &str>) -> ExitStatus {
     let started = Instant::now();
     let rank = t.rank();
     let size = t.size();
     let host = crate::host::hostname();
-    let Some(kind) = args.pass else {
-        eprintln!("lmpi: --pass is required (copy, delete, dirtime or final)");
-        return ExitStatus::Usage;
+    let args = match agree(t, settings, &host) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
+    let kind = args.pass;
     let pass = kind.name();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -829,7 +806,7 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, args: &PassArgs) -> ExitStatus
             eprintln!("lmpi: note: {note}");
         }
     }
-    let ctl = RunControl::new(cfg.threads_per_rank);
+    let ctl = RunControl::new(cfg.threads_per_rank, cfg.max_threads_per_rank);
     let interval = Duration::from_secs(cfg.report_interval);
     let stats_pusher =
         crate::statsd::start_for_rank(&cfg.stats, pass, &host, rank, counters.clone(), interval);

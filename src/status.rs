@@ -42,21 +42,16 @@ impl ExitStatus {
 }
 
 /// Where a job stands. One value, kept by rank 0 in the shared job status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum RunState {
     /// Held at the start gate until `lmpi ctl start` (or the old cmover start).
     Waiting,
+    #[default]
     Running,
     /// A stop was asked for: in-flight work finishes, nothing new starts.
     Stopping,
     Done,
-}
-
-impl Default for RunState {
-    fn default() -> Self {
-        RunState::Running
-    }
 }
 
 impl RunState {

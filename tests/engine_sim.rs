@@ -128,7 +128,7 @@ fn simulate(shape: Shape, ranks: usize, seed: Option<u64>, threads: usize) {
             let sim = sim.clone();
             std::thread::spawn(move || {
                 let counters = Counters::default();
-                let ctl = RunControl::new(threads);
+                let ctl = RunControl::new(threads, engine::THREADS_LIMIT);
                 let opts = RunOpts {
                     epoch: 1,
                     interval: Duration::from_millis(50),

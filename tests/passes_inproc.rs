@@ -6,7 +6,8 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use lmpi::cli::{PassArgs, PassKind};
+use lmpi::config::Config;
+use lmpi::settings::{PassKind, Settings};
 use lmpi::transport::local;
 
 fn run_sim(
@@ -17,22 +18,22 @@ fn run_sim(
     dst: &Path,
     elog: &Path,
 ) -> Vec<i32> {
-    let args = PassArgs {
-        pass: Some(pass),
-        source: Some(src.to_path_buf()),
-        target: Some(dst.to_path_buf()),
-        error_log: Some(elog.to_path_buf()),
-        quiet: true,
-        chunk_threshold: Some(1 << 20),
-        chunk_size: Some(256 << 10),
-        threads: Some(3),
+    let cfg = Config {
+        source_mount: Some(src.to_path_buf()),
+        target_mount: Some(dst.to_path_buf()),
+        chunk_threshold: 1 << 20,
+        chunk_size: 256 << 10,
+        threads_per_rank: 3,
         ..Default::default()
     };
+    let mut args = Settings::new(pass, cfg);
+    args.error_log = Some(elog.to_path_buf());
+    args.quiet = true;
     let handles: Vec<_> = local::network(ranks, Some(seed))
         .into_iter()
         .map(|mut t| {
             let args = args.clone();
-            std::thread::spawn(move || lmpi::run::run_pass(&mut t, &args).code())
+            std::thread::spawn(move || lmpi::run::run_pass(&mut t, Ok(&args)).code())
         })
         .collect();
     handles

@@ -53,7 +53,7 @@ pub enum CtlCmd {
 }
 
 fn pool_count(s: &str) -> Result<usize, String> {
-    crate::cli::ranged::<usize>("n", 1..=crate::engine::THREADS_LIMIT as u64)(s)
+    crate::config::ranged::<usize>("n", 1..=crate::engine::THREADS_LIMIT as u64)(s)
 }
 
 /// A finite number of seconds in 0.05..=600: `Duration::from_secs_f64`
