@@ -260,6 +260,29 @@ struct RankZero {
 }
 
 impl RankZero {
+    /// Rank 0's monitor, with the control bridge started (if configured)
+    /// and the CPU-binding note said once.
+    fn start(
+        args: &Settings,
+        job: &str,
+        status: &SharedStatus,
+        host: &str,
+        started: Instant,
+    ) -> RankZero {
+        let cfg = &args.cfg;
+        if let Some(note) = crate::host::binding_note(cfg.threads_per_rank) {
+            eprintln!("lmpi: note: {note}");
+        }
+        RankZero {
+            pass: args.pass.name(),
+            start: started,
+            quiet: args.quiet,
+            status: status.clone(),
+            commands: control::spawn(&cfg.control, job, status.clone(), args.wait_for_start),
+            host: host.to_string(),
+        }
+    }
+
     fn state(&self) -> RunState {
         self.status
             .lock()
@@ -334,6 +357,20 @@ struct RankEnd {
     copy_us: Vec<(u64, u64)>,
 }
 
+impl RankEnd {
+    fn of(host: &str, counters: Snapshot, hist: &Histograms) -> RankEnd {
+        let mut end = RankEnd {
+            host: host.to_string(),
+            counters,
+            ..Default::default()
+        };
+        if let (Ok(s), Ok(c)) = (hist.size.lock(), hist.copy_us.lock()) {
+            (end.size, end.copy_us) = (recorded(&s), recorded(&c));
+        }
+        end
+    }
+}
+
 fn recorded(h: &Histogram<u64>) -> Vec<(u64, u64)> {
     h.iter_recorded()
         .map(|x| (x.value_iterated_to(), x.count_at_value()))
@@ -364,93 +401,89 @@ struct Prepared {
     lock: Option<JobLock>,
 }
 
-/// What a pass needs before it may touch anything: the config, both roots
-/// open, the filters and, for a copy, Lustre. Every rank checks; all
-/// must agree, or every rank returns the same exit status.
+/// "All ranks agree or every rank exits": each rank brings its own result;
+/// if any failed, every rank returns `failed`, and the reason is printed
+/// once (rank 0's, or a pointer to another rank's when rank 0 was fine).
+fn all_agree<T: Transport + ?Sized, V>(
+    t: &mut T,
+    mine: Result<V, String>,
+    failed: ExitStatus,
+    elsewhere: &str,
+    host: &str,
+) -> Result<V, ExitStatus> {
+    let rank = t.rank();
+    if t.all_reduce_max(&[mine.is_err() as u64])[0] == 0 {
+        return mine.map_err(|_| failed);
+    }
+    match &mine {
+        Err(msg) if rank == 0 => eprintln!("lmpi: {msg}"),
+        Err(msg) => eprintln!("lmpi[{host}:{rank}]: {msg}"),
+        Ok(_) if rank == 0 => eprintln!("lmpi: {elsewhere}"),
+        Ok(_) => {}
+    }
+    Err(failed)
+}
+
+/// Both roots open and the filters built from the settings.
+fn roots_and_filter(args: &Settings, now: u64) -> Result<(Roots, Filter), String> {
+    let cfg = &args.cfg;
+    let roots = open_roots(cfg)?;
+    let excludes = cfg.exclude_prefixes().map_err(|e| e.to_string())?;
+    // Absolute excludes are matched against the source root as given
+    // (made absolute, symlinks kept), like the old `exceptions` file.
+    let root = std::path::absolute(&roots.src_path).unwrap_or_else(|_| roots.src_path.clone());
+    let filter = Filter::new(
+        now as i64,
+        cfg.oldest_date,
+        cfg.newest_date,
+        &excludes,
+        root.as_os_str().as_bytes(),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok((roots, filter))
+}
+
+/// What a pass needs before it may touch anything: both roots open, the
+/// filters, the target's lock, the delete guards and, for a copy, Lustre.
+/// Every rank checks; all must agree, or every rank returns the same status.
 fn prepare<T: Transport + ?Sized>(
     t: &mut T,
     args: &Settings,
-    kind: PassKind,
     host: &str,
     now: u64,
     job: &str,
 ) -> Result<Prepared, ExitStatus> {
-    let rank = t.rank();
-
-    // Every rank checks; all must agree before anything is touched.
-    let setup = open_roots(&args.cfg)
-        .map(|r| (args.cfg.clone(), r))
-        .and_then(|(cfg, r)| {
-            let excludes = cfg.exclude_prefixes().map_err(|e| e.to_string())?;
-            // Absolute excludes are matched against the source root as given
-            // (made absolute, symlinks kept), like the old `exceptions` file.
-            let root = std::path::absolute(&r.src_path).unwrap_or_else(|_| r.src_path.clone());
-            let filter = Filter::new(
-                now as i64,
-                cfg.oldest_date,
-                cfg.newest_date,
-                &excludes,
-                root.as_os_str().as_bytes(),
-            )
-            .map_err(|e| e.to_string())?;
-            Ok((cfg, r, filter))
-        });
-    let bad = setup.is_err() as u64;
-    if t.all_reduce_max(&[bad])[0] != 0 {
-        match &setup {
-            Err(msg) if rank == 0 => eprintln!("lmpi: {msg}"),
-            Err(msg) => eprintln!("lmpi[{host}:{rank}]: {msg}"),
-            Ok(_) if rank == 0 => eprintln!("lmpi: setup failed on another rank (see its message)"),
-            Ok(_) => {}
-        }
-        return Err(ExitStatus::Usage);
-    }
-    let Ok((cfg, roots, filter)) = setup else {
-        return Err(ExitStatus::Usage);
-    };
-
+    let kind = args.pass;
+    let setup = roots_and_filter(args, now);
+    let elsewhere = "setup failed on another rank (see its message)";
+    let (roots, filter) = all_agree(t, setup, ExitStatus::Usage, elsewhere, host)?;
     let lock = lock_target(t, args, &roots, job, host)?;
     if matches!(kind, PassKind::Delete | PassKind::Final) {
         let require = args.require_mountpoints;
         let pre = if require { mount_check(&roots) } else { Ok(()) };
-        let pre = pre.and_then(|()| delete_preflight(&roots, args.allow_empty_source));
-        if t.all_reduce_max(&[pre.is_err() as u64])[0] != 0 {
-            if rank == 0 {
-                match pre {
-                    Err(msg) => eprintln!("lmpi: {} refused: {msg}", kind.name()),
-                    Ok(()) => eprintln!(
-                        "lmpi: {} refused on another rank (mount points or the source; see its node)",
-                        kind.name()
-                    ),
-                }
-            }
-            return Err(ExitStatus::Refused);
-        }
+        let pre = pre
+            .and_then(|()| delete_preflight(&roots, args.allow_empty_source))
+            .map_err(|msg| format!("{} refused: {msg}", kind.name()));
+        let elsewhere = format!(
+            "{} refused on another rank (mount points or the source; see its node)",
+            kind.name()
+        );
+        all_agree(t, pre, ExitStatus::Refused, &elsewhere, host)?;
     }
-
-    // Lustre layouts matter to the copy pass only; `require` fails here, before anything is touched.
+    // Lustre layouts matter to the passes that create files; `require`
+    // fails here, before anything is touched.
     let mut lustre = None;
     if matches!(kind, PassKind::Copy | PassKind::Final) {
-        let r = crate::lustre::Lustre::open(&cfg.lustre, roots.src.as_fd(), roots.dst.as_fd());
-        if t.all_reduce_max(&[r.is_err() as u64])[0] != 0 {
-            match &r {
-                Err(msg) if rank == 0 => eprintln!("lmpi: {msg}"),
-                Ok(_) if rank == 0 => {
-                    eprintln!("lmpi: Lustre is required but not usable on another rank")
-                }
-                _ => {}
-            }
-            return Err(ExitStatus::Usage);
+        let r = crate::lustre::Lustre::open(&args.cfg.lustre, roots.src.as_fd(), roots.dst.as_fd());
+        let elsewhere = "Lustre is required but not usable on another rank";
+        let (l, warning) = all_agree(t, r, ExitStatus::Usage, elsewhere, host)?;
+        if let (0, Some(w)) = (t.rank(), warning) {
+            eprintln!("lmpi: warning: {w}");
         }
-        if let Ok((l, warning)) = r {
-            if let (0, Some(w)) = (rank, warning) {
-                eprintln!("lmpi: warning: {w}");
-            }
-            lustre = l;
-        }
+        lustre = l;
     }
     Ok(Prepared {
-        cfg,
+        cfg: args.cfg.clone(),
         roots,
         filter,
         lustre,
@@ -470,9 +503,41 @@ struct Phases<'a> {
 
 /// A pass's result: the engine's outcome, whether --max-delete was reached,
 /// and notes for the summary.
-type PhasesDone = (RunOutcome, bool, Vec<String>);
+struct PhasesDone {
+    outcome: RunOutcome,
+    /// --max-delete: more were due than allowed (nothing was deleted).
+    over_cap: bool,
+    /// Lines for the summary.
+    notes: Vec<String>,
+}
+
+impl PhasesDone {
+    fn new(outcome: RunOutcome, over_cap: bool, notes: Vec<String>) -> PhasesDone {
+        PhasesDone {
+            outcome,
+            over_cap,
+            notes,
+        }
+    }
+}
 
 impl Phases<'_> {
+    /// The pass's phases, by kind.
+    fn run_pass<T: Transport + ?Sized>(
+        &self,
+        t: &mut T,
+        ctx: Ctx,
+        lustre: Option<crate::lustre::Lustre>,
+        monitor: &mut dyn Monitor,
+    ) -> PhasesDone {
+        match self.args.pass {
+            PassKind::Copy => run_copy(t, ctx, lustre, self, monitor),
+            PassKind::Delete => run_delete(t, ctx, self, monitor),
+            PassKind::Dirtime => run_dirtime(t, ctx, self, monitor),
+            PassKind::Final => run_final(t, ctx, lustre, self, monitor),
+        }
+    }
+
     fn run<T: Transport + ?Sized, P: engine::Processor>(
         &self,
         t: &mut T,
@@ -588,7 +653,7 @@ fn run_final<T: Transport + ?Sized>(
             "rank {rank}: {abandoned} partly copied big files abandoned (temp files removed)"
         ));
     }
-    (outcome, over_cap, notes)
+    PhasesDone::new(outcome, over_cap, notes)
 }
 
 /// Copy: walk and copy, then (phase 2) the hardlink groups each rank collected.
@@ -625,7 +690,7 @@ fn run_copy<T: Transport + ?Sized>(
             "rank {rank}: {abandoned} partly copied big files abandoned (temp files removed)"
         ));
     }
-    (outcome, false, notes)
+    PhasesDone::new(outcome, false, notes)
 }
 
 /// Delete: compare and empty doomed subtrees, then (phase 2) remove the
@@ -648,19 +713,19 @@ fn run_delete<T: Transport + ?Sized>(
     let mut outcome = env.run(t, p.clone(), seeds, monitor, 1);
     let stopped = |t: &mut T, o: &RunOutcome| t.all_reduce_max(&[o.stopped as u64])[0] != 0;
     if stopped(t, &outcome) || env.args.dry_run {
-        return (outcome, false, Vec::new());
+        return PhasesDone::new(outcome, false, Vec::new());
     }
     if let Some(cap) = delete_cap(env) {
         let Some(items) = approve_plan(t, &p, cap) else {
-            return (outcome, true, Vec::new());
+            return PhasesDone::new(outcome, true, Vec::new());
         };
         outcome.stopped |= env.run(t, p.clone(), items, monitor, 2).stopped;
         if stopped(t, &outcome) {
-            return (outcome, false, Vec::new());
+            return PhasesDone::new(outcome, false, Vec::new());
         }
     }
     remove_emptied(t, &p);
-    (outcome, false, Vec::new())
+    PhasesDone::new(outcome, false, Vec::new())
 }
 
 fn run_dirtime<T: Transport + ?Sized>(
@@ -677,27 +742,58 @@ fn run_dirtime<T: Transport + ?Sized>(
         },
     );
     let p = Arc::new(dirtime::DirtimePass { ctx });
-    (env.run(t, p, seeds, monitor, 1), false, Vec::new())
+    PhasesDone::new(env.run(t, p, seeds, monitor, 1), false, Vec::new())
 }
 
-/// Every rank resolved its own settings (flags and config file); all must
-/// agree before anything else, or every rank ends with the same status.
-fn agree<'a, T: Transport + ?Sized>(
-    t: &mut T,
-    settings: Result<&'a Settings, &str>,
-    host: &str,
-) -> Result<&'a Settings, ExitStatus> {
-    let rank = t.rank();
-    if t.all_reduce_max(&[settings.is_err() as u64])[0] == 0 {
-        return settings.map_err(|_| ExitStatus::Usage);
+/// What every pass of this rank shares.
+fn make_ctx<T: Transport + ?Sized>(
+    t: &T,
+    args: &Settings,
+    (roots, filter): (Roots, Filter),
+    log: ErrorLog,
+    (counters, hist): (&Arc<Counters>, &Arc<Histograms>),
+) -> Ctx {
+    Ctx {
+        // open_roots has already fstat'ed both; a failure here leaves an identity nothing matches.
+        roots: RootIds::of(roots.src.as_fd(), roots.dst.as_fd()).unwrap_or_default(),
+        src: roots.src,
+        dst: roots.dst,
+        rank: t.rank(),
+        size: t.size(),
+        counters: counters.clone(),
+        hist: hist.clone(),
+        log,
+        filter,
+        dry_run: args.dry_run,
+        batch: args.cfg.batch_size,
+        is_root: fsops::is_root(),
     }
-    match settings {
-        Err(msg) if rank == 0 => eprintln!("lmpi: {msg}"),
-        Err(msg) => eprintln!("lmpi[{host}:{rank}]: {msg}"),
-        Ok(_) if rank == 0 => eprintln!("lmpi: setup failed on another rank (see its message)"),
-        Ok(_) => {}
+}
+
+/// The job id names the error log and the lock's holder, and answers
+/// `lmpi ctl --job`: LMPI_JOB_ID, else Slurm's, else the start time (agreed
+/// by all ranks).
+fn job_id<T: Transport + ?Sized>(t: &mut T, now: u64) -> String {
+    match std::env::var("LMPI_JOB_ID").or_else(|_| std::env::var("SLURM_JOB_ID")) {
+        Ok(j) if !j.is_empty() => j,
+        _ => format!("{}", t.all_reduce_max(&[now])[0]),
     }
-    Err(ExitStatus::Usage)
+}
+
+/// The job's status as the bridge, `lmpi ctl status` and rank 0 share it.
+fn job_status(args: &Settings, job: &str, ranks: usize) -> SharedStatus {
+    Arc::new(Mutex::new(JobStatus {
+        job: job.to_string(),
+        pass: args.pass.name().into(),
+        state: if args.wait_for_start {
+            RunState::Waiting
+        } else {
+            RunState::Running
+        },
+        ranks,
+        threads_per_rank: args.cfg.threads_per_rank,
+        ..Default::default()
+    }))
 }
 
 /// Run one pass on this rank: the library's entry point. `settings` is what
@@ -707,7 +803,10 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, settings: Result<&Settings, &s
     let rank = t.rank();
     let size = t.size();
     let host = crate::host::hostname();
-    let args = match agree(t, settings, &host) {
+    // Every rank resolved its own settings (flags and config file).
+    let mine = settings.map_err(str::to_string);
+    let elsewhere = "setup failed on another rank (see its message)";
+    let args = match all_agree(t, mine, ExitStatus::Usage, elsewhere, &host) {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -717,13 +816,7 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, settings: Result<&Settings, &s
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    // The job id names the error log and the lock's holder, and answers
-    // `lmpi ctl --job`: LMPI_JOB_ID, else Slurm's, else the start time
-    // (agreed by all ranks).
-    let job = match std::env::var("LMPI_JOB_ID").or_else(|_| std::env::var("SLURM_JOB_ID")) {
-        Ok(j) if !j.is_empty() => j,
-        _ => format!("{}", t.all_reduce_max(&[now])[0]),
-    };
+    let job = job_id(t, now);
     // `_lock` (not `_`) keeps the target's lock for the whole pass.
     let Prepared {
         cfg,
@@ -731,7 +824,7 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, settings: Result<&Settings, &s
         filter,
         lustre,
         lock: _lock,
-    } = match prepare(t, args, kind, &host, now, &job) {
+    } = match prepare(t, args, &host, now, &job) {
         Ok(v) => v,
         Err(code) => return code,
     };
@@ -743,69 +836,23 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, settings: Result<&Settings, &s
     });
     let counters = Arc::new(Counters::default());
     let hist = Arc::new(Histograms::default());
-    let src_b = roots.src_path.as_os_str().as_bytes().to_vec();
-    let dst_b = roots.dst_path.as_os_str().as_bytes().to_vec();
     let log = ErrorLog::new(
         format!("lmpi[{host}:{rank}]"),
-        &src_b,
-        &dst_b,
+        roots.src_path.as_os_str().as_bytes(),
+        roots.dst_path.as_os_str().as_bytes(),
         Some(&log_path),
         counters.clone(),
     );
     let log_missing = !log.has_file();
     let (log_created, log_lines) = (log.created_it(), log.lines());
-    let ctx = Ctx {
-        // open_roots has already fstat'ed both; a failure here leaves an identity nothing matches.
-        roots: RootIds::of(roots.src.as_fd(), roots.dst.as_fd()).unwrap_or_default(),
-        src: roots.src,
-        dst: roots.dst,
-        rank,
-        size,
-        counters: counters.clone(),
-        hist: hist.clone(),
-        log,
-        filter,
-        dry_run: args.dry_run,
-        batch: cfg.batch_size,
-        is_root: fsops::is_root(),
-    };
-
-    let status: SharedStatus = Arc::new(Mutex::new(JobStatus {
-        job: job.clone(),
-        pass: pass.into(),
-        state: if args.wait_for_start {
-            RunState::Waiting
-        } else {
-            RunState::Running
-        },
-        ranks: size,
-        threads_per_rank: cfg.threads_per_rank,
-        ..Default::default()
-    }));
-    let commands = if rank == 0 {
-        control::spawn(&cfg.control, &job, status.clone(), args.wait_for_start)
-    } else {
-        None
-    };
-    let mut monitor = RankZero {
-        pass,
-        start: started,
-        quiet: args.quiet,
-        status: status.clone(),
-        commands,
-        host: host.clone(),
-    };
+    let ctx = make_ctx(t, args, (roots, filter), log, (&counters, &hist));
+    let status = job_status(args, &job, size);
+    let mut zero = (rank == 0).then(|| RankZero::start(args, &job, &status, &host, started));
     let mut quiet_monitor = engine::NoMonitor;
-    let monitor: &mut dyn Monitor = if rank == 0 {
-        &mut monitor
-    } else {
-        &mut quiet_monitor
+    let monitor: &mut dyn Monitor = match zero.as_mut() {
+        Some(z) => z,
+        None => &mut quiet_monitor,
     };
-    if rank == 0 {
-        if let Some(note) = crate::host::binding_note(cfg.threads_per_rank) {
-            eprintln!("lmpi: note: {note}");
-        }
-    }
     let ctl = RunControl::new(cfg.threads_per_rank, cfg.max_threads_per_rank);
     let interval = Duration::from_secs(cfg.report_interval);
     let stats_pusher =
@@ -819,87 +866,117 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, settings: Result<&Settings, &s
         interval,
         seed: now,
     };
-    let (outcome, max_delete_hit, mut notes) = match kind {
-        PassKind::Copy => run_copy(t, ctx, lustre, &env, monitor),
-        PassKind::Delete => run_delete(t, ctx, &env, monitor),
-        PassKind::Dirtime => run_dirtime(t, ctx, &env, monitor),
-        PassKind::Final => run_final(t, ctx, lustre, &env, monitor),
-    };
+    let PhasesDone {
+        outcome,
+        over_cap: max_delete_hit,
+        notes,
+    } = env.run_pass(t, ctx, lustre, monitor);
 
     let stats_ok = stats_pusher.map(|p| p.finish(&counters.snapshot()));
-
-    // Agree on totals and the outcome.
-    let mine = counters.snapshot();
-    let mut sums = mine.to_vec();
-    sums.push(log_lines.load(std::sync::atomic::Ordering::Relaxed));
-    let sums = t.all_reduce_sum(&sums);
-    let (totals, lines_logged) = (
-        Snapshot::from_slice(&sums),
-        sums.last().copied().unwrap_or(0),
+    let end = End {
+        started,
+        host: &host,
+        pass,
+        log_path: &log_path,
+        log: (
+            log_missing,
+            log_created,
+            log_lines.load(std::sync::atomic::Ordering::Relaxed),
+        ),
+        stats_failed: stats_ok == Some(false),
+    };
+    let code = end.conclude(
+        t,
+        (&counters, &hist),
+        (outcome, max_delete_hit, notes),
+        &ctl,
+        args,
     );
-    let flags = t.all_reduce_max(&[
-        outcome.stopped as u64,
-        max_delete_hit as u64,
-        (stats_ok == Some(false)) as u64,
-        log_missing as u64,
-        log_created as u64,
-    ]);
-    let (stopped, max_hit) = (flags[0] != 0, flags[1] != 0);
-    if flags[2] != 0 {
-        notes.push(
-            "stats could not be delivered to memcached (the pass itself is unaffected)".into(),
-        );
-    }
-    if flags[3] != 0 {
-        notes.push(format!(
-            "the error log {} could not be opened on some ranks: their errors went to stderr only",
-            log_path.display()
-        ));
-    }
-    let exit_code = if stopped {
-        ExitStatus::Stopped
-    } else if max_hit {
-        ExitStatus::MaxDelete
-    } else if totals.errors > 0 {
-        ExitStatus::Errors
-    } else {
-        ExitStatus::Done
-    };
-
-    let mut end = RankEnd {
-        host: host.clone(),
-        counters: mine,
-        ..Default::default()
-    };
-    if let (Ok(s), Ok(c)) = (hist.size.lock(), hist.copy_us.lock()) {
-        (end.size, end.copy_us) = (recorded(&s), recorded(&c));
-    }
-    let all = t.gather(postcard::to_allocvec(&end).unwrap_or_default());
-    if rank != 0 {
-        return exit_code;
-    }
-    // Every rank has written its last line (the reductions above came after).
-    if flags[4] != 0 {
-        crate::errlog::remove_if_unused(&log_path, lines_logged);
-    }
-
-    let summary = Summary {
-        pass: pass.into(),
-        status: exit_code.outcome().into(),
-        exit_code: exit_code.code(),
-        ranks: size,
-        threads_per_rank: ctl.threads(),
-        wall_seconds: started.elapsed().as_secs_f64().max(1e-6),
-        totals,
-        error_log: (lines_logged > 0).then(|| log_path.display().to_string()),
-        notes,
-        ..Default::default()
-    };
-    report_on_rank_zero(summary, &all, args.report.as_deref());
     if let Ok(mut s) = status.lock() {
         s.state = RunState::Done;
     }
-    exit_code
+    code
+}
+
+/// What the end of a pass needs to know besides the counters.
+struct End<'a> {
+    started: Instant,
+    host: &'a str,
+    pass: &'static str,
+    log_path: &'a Path,
+    /// The error log: could not be opened, this job created it, lines written.
+    log: (bool, bool, u64),
+    stats_failed: bool,
+}
+
+impl End<'_> {
+    /// Agree on totals and the outcome; rank 0 reports. The exit status
+    /// every rank returns.
+    fn conclude<T: Transport + ?Sized>(
+        &self,
+        t: &mut T,
+        (counters, hist): (&Counters, &Histograms),
+        (outcome, max_hit, mut notes): (RunOutcome, bool, Vec<String>),
+        ctl: &RunControl,
+        args: &Settings,
+    ) -> ExitStatus {
+        let (log_missing, log_created, my_lines) = self.log;
+        let mine = counters.snapshot();
+        let mut sums = mine.to_vec();
+        sums.push(my_lines);
+        let sums = t.all_reduce_sum(&sums);
+        let (totals, lines) = (
+            Snapshot::from_slice(&sums),
+            sums.last().copied().unwrap_or(0),
+        );
+        let flags = t.all_reduce_max(&[
+            outcome.stopped as u64,
+            max_hit as u64,
+            self.stats_failed as u64,
+            log_missing as u64,
+            log_created as u64,
+        ]);
+        if flags[2] != 0 {
+            notes.push(
+                "stats could not be delivered to memcached (the pass itself is unaffected)".into(),
+            );
+        }
+        if flags[3] != 0 {
+            notes.push(format!(
+                "the error log {} could not be opened on some ranks: their errors went to stderr only",
+                self.log_path.display()
+            ));
+        }
+        let code = match (flags[0] != 0, flags[1] != 0) {
+            (true, _) => ExitStatus::Stopped,
+            (false, true) => ExitStatus::MaxDelete,
+            _ if totals.errors > 0 => ExitStatus::Errors,
+            _ => ExitStatus::Done,
+        };
+        let all = t
+            .gather(postcard::to_allocvec(&RankEnd::of(self.host, mine, hist)).unwrap_or_default());
+        if t.rank() != 0 {
+            return code;
+        }
+        // Every rank has written its last line (the reductions above came after).
+        if flags[4] != 0 {
+            crate::errlog::remove_if_unused(self.log_path, lines);
+        }
+        let summary = Summary {
+            pass: self.pass.into(),
+            status: code.outcome().into(),
+            exit_code: code.code(),
+            ranks: t.size(),
+            threads_per_rank: ctl.threads(),
+            wall_seconds: self.started.elapsed().as_secs_f64().max(1e-6),
+            totals,
+            error_log: (lines > 0).then(|| self.log_path.display().to_string()),
+            notes,
+            ..Default::default()
+        };
+        report_on_rank_zero(summary, &all, args.report.as_deref());
+        code
+    }
 }
 
 /// Rank 0: fold every rank's figures and histograms into the summary, print
