@@ -223,9 +223,15 @@ pub fn build_odd_tree(root: &Path, deep: bool) {
     }
     // Modes and owners.
     write_at(d, b"setuid", b"#!/bin/sh\n");
-    fsops::pin_at(d, b"setuid", None).unwrap().chmod(0o4755).unwrap();
+    fsops::pin_at(d, b"setuid", None)
+        .unwrap()
+        .chmod(0o4755)
+        .unwrap();
     fsops::mkdir_at(d, b"sticky", 0o1777).unwrap();
-    fsops::pin_at(d, b"sticky", None).unwrap().chmod(0o1777).unwrap();
+    fsops::pin_at(d, b"sticky", None)
+        .unwrap()
+        .chmod(0o1777)
+        .unwrap();
     if is_root() {
         write_at(d, b"owned", b"someone else's");
         fsops::chown_at(d, b"owned", 4321, 8765).unwrap();
