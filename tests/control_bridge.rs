@@ -512,7 +512,9 @@ fn bad_pool_counts_are_refused_and_grow_is_capped() {
         return;
     }
     let node = unique_node("cap");
-    let job = Job::start(2, &[], &node, 2000);
+    // Held at the start gate: the job lives until it is stopped, however
+    // slow this host is, and control commands still apply.
+    let job = Job::start(2, &["--wait-for-start"], &node, 20);
     until_answer(&job, &["status"], "(2 ranks x 2 threads)");
     let cfg = lmpi::config::Config::load(&job.cfg).unwrap();
     let ask = |method: &str, n: serde_json::Value| {
@@ -569,8 +571,7 @@ fn bad_pool_counts_are_refused_and_grow_is_capped() {
             && g.contains(&format!("max_threads_per_rank = {cap}")),
         "{g}"
     );
-    // With that many threads the job may finish at once: its summary (or a
-    // stop's) then tells the thread count it ended with.
+    until_answer(&job, &["status"], &format!("(2 ranks x {cap} threads)"));
     let _ = job.ctl(&["stop"]);
     let (_, out, _) = job.wait(Duration::from_secs(120));
     assert!(out.contains("STOPPED") || out.contains("COMPLETE"), "{out}");
