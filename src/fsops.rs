@@ -1234,6 +1234,39 @@ pub fn replace_contents(fd: BorrowedFd, data: &[u8]) -> Res<()> {
     Ok(())
 }
 
+/// Pseudo filesystems a root must never be: their files lie about their
+/// size, never end, or are the kernel's own knobs (a source of `/proc/self`
+/// kept a pass busy for 30 minutes after SIGTERM).
+const PSEUDO_FS: &[(i64, &str)] = &[
+    (0x9fa0, "proc"),
+    (0x6265_6572, "sysfs"),
+    (0x1cd1, "devpts"),
+    (0x0027_e0eb, "cgroup"),
+    (0x6367_7270, "cgroup2"),
+    (0x6462_6720, "debugfs"),
+    (0x7472_6163, "tracefs"),
+    (0x7365_6375, "securityfs"),
+    (0xcafe_4a11, "bpf"),
+    (0x6165_676c, "pstore"),
+    (0x6265_6570, "configfs"),
+    (0xde5e_81e4, "efivarfs"),
+    (0x4249_4e4d, "binfmt_misc"),
+    (0x1995_1020, "hugetlbfs"),
+    (0x7363_6673, "nsfs"),
+    (0x5046_5342, "pipefs"),
+    (0x5346_4e4f, "sockfs"),
+];
+
+/// The name of the pseudo filesystem `fd` is on, if it is one.
+pub fn pseudo_fs(fd: BorrowedFd) -> Res<Option<&'static str>> {
+    let st = rustix::fs::fstatfs(fd).map_err(|e| OsError {
+        op: "statfs",
+        errno: e.raw_os_error(),
+    })?;
+    let magic = st.f_type as i64;
+    Ok(PSEUDO_FS.iter().find(|(m, _)| *m == magic).map(|(_, n)| *n))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

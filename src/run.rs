@@ -44,6 +44,16 @@ fn open_roots(cfg: &Config) -> Result<Roots, String> {
     };
     let src = open(&src_path, "source")?;
     let dst = open(&dst_path, "target")?;
+    for (fd, p, what) in [(&src, &src_path, "source"), (&dst, &dst_path, "target")] {
+        let shown = || fsops::show(p.as_os_str().as_bytes());
+        match fsops::pseudo_fs(fd.as_fd()) {
+            Ok(None) => {}
+            Ok(Some(fs)) => {
+                return Err(format!("{what} {}: on {fs}, not a real filesystem", shown()))
+            }
+            Err(e) => return Err(format!("{what} {}", e.at(p.as_os_str().as_bytes()))),
+        }
+    }
     let (s, d) = (
         fsops::fstat(src.as_fd())
             .map_err(|e| format!("source {}", e.at(src_path.as_os_str().as_bytes())))?,

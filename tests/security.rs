@@ -200,3 +200,23 @@ fn directories_are_resolved_without_openat2_too() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(compare_trees(&src, &dst, false).is_empty());
 }
+
+/// A source root of /proc/self kept a thread busy for 30 minutes after
+/// SIGTERM: pseudo filesystems are refused before anything starts.
+#[test]
+fn pseudo_filesystem_roots_are_refused() {
+    let (_t, src, dst) = src_and_dst();
+    for (s, d) in [
+        (Path::new("/proc/self"), dst.as_path()),
+        (Path::new("/sys/kernel"), dst.as_path()),
+        (src.as_path(), Path::new("/sys/kernel/mm")),
+    ] {
+        let t0 = std::time::Instant::now();
+        let (code, _, o) = pass(Launch::Alone, "copy", s, d, &[]);
+        assert_eq!(code, 2, "{}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("not a real filesystem"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(t0.elapsed().as_secs() < 10);
+    }
+}
