@@ -16,6 +16,8 @@ use crate::engine::THREADS_LIMIT;
 // parsers (and written out in `lmpi --help` and config/lmpi.toml).
 /// Seconds; a day at most, so a deadline built from it can never overflow.
 pub const REPORT_INTERVAL: RangeInclusive<u64> = 1..=86_400;
+/// `stop_grace_seconds`: how long a stop may wait for in-flight calls.
+pub const STOP_GRACE: RangeInclusive<u64> = 1..=3_600;
 /// `oldest_date`/`newest_date`: up to 100 years in seconds (0 = off).
 pub const AGE: RangeInclusive<u64> = 0..=3_155_760_000;
 pub const BATCH_SIZE: RangeInclusive<u64> = 1..=1_000_000;
@@ -142,6 +144,9 @@ pub struct Config {
     pub max_threads_per_rank: usize,
     /// Seconds between progress lines (and stats pushes).
     pub report_interval: u64,
+    /// Seconds a stop (signal or `lmpi ctl stop`) waits for in-flight work
+    /// before the process ends anyway with status 4.
+    pub stop_grace_seconds: u64,
     /// Entries per work item when a directory is split (old SPLIT_FILES_CHUNK).
     pub batch_size: usize,
     /// Files at least this large are split into chunks copied by several ranks.
@@ -173,6 +178,7 @@ impl Default for Config {
             threads_per_rank: 8,
             max_threads_per_rank: default_max_threads(),
             report_interval: 10,
+            stop_grace_seconds: 30,
             batch_size: 1000,
             chunk_threshold: 64 << 20,
             chunk_size: 16 << 20,
@@ -240,6 +246,7 @@ impl Config {
             ));
         }
         in_range("report_interval", self.report_interval, &REPORT_INTERVAL)?;
+        in_range("stop_grace_seconds", self.stop_grace_seconds, &STOP_GRACE)?;
         in_range("oldest_date", self.oldest_date, &AGE)?;
         in_range("newest_date", self.newest_date, &AGE)?;
         in_range("batch_size", self.batch_size as u64, &BATCH_SIZE)?;

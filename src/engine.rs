@@ -69,6 +69,7 @@ impl RunControl {
         self.stop.load(Ordering::Relaxed)
     }
     pub fn request_stop(&self) {
+        crate::signals::stopping_began();
         self.stop.store(true, Ordering::Relaxed);
     }
     pub fn threads(&self) -> usize {

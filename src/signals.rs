@@ -1,18 +1,25 @@
-//! SIGTERM/SIGINT (scancel, Ctrl-C, mpirun forwarding) ask for a graceful stop.
+//! SIGTERM/SIGINT (scancel, Ctrl-C, mpirun forwarding) ask for a graceful
+//! stop; a watchdog makes sure a stop always stops.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 static STOP: AtomicBool = AtomicBool::new(false);
+/// A stop of any kind (signal or control command) has begun.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+static GRACE_SECS: AtomicU64 = AtomicU64::new(30);
 
 extern "C" fn on_signal(_: libc::c_int) {
-    // Only an atomic store: async-signal-safe.
+    // Only atomic stores: async-signal-safe.
     STOP.store(true, Ordering::Relaxed);
+    STOPPING.store(true, Ordering::Relaxed);
 }
 
 pub fn install() {
     let handler = on_signal as extern "C" fn(libc::c_int);
     for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGUSR1] {
-        // SAFETY: installing a handler that only stores to an atomic.
+        // SAFETY: installing a handler that only stores to atomics; the
+        // sigaction struct is zeroed then filled, its mask emptied.
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = handler as libc::sighandler_t;
@@ -25,4 +32,44 @@ pub fn install() {
 
 pub fn stop_requested() -> bool {
     STOP.load(Ordering::Relaxed)
+}
+
+/// A stop has begun (a signal, or a control command): the watchdog's clock starts.
+pub fn stopping_began() {
+    STOPPING.store(true, Ordering::Relaxed);
+}
+
+/// Start the watchdog: once a stop has begun, the process gets `grace` to
+/// finish; past it, one line and exit status 4. Some calls cannot be
+/// interrupted (open on a hung network filesystem, a read the kernel
+/// restarts); the abrupt end is safe because nothing partial looks complete:
+/// new files get their times last and replacements are written under
+/// `.lmpi-*.part` names, which the next pass removes.
+pub fn watchdog(grace: Duration) {
+    GRACE_SECS.store(grace.as_secs().max(1), Ordering::Relaxed);
+    let spawned = std::thread::Builder::new()
+        .name("lmpi-watchdog".into())
+        .spawn(watch);
+    if let Err(e) = spawned {
+        eprintln!("lmpi: warning: no stop watchdog ({e}): a hung call could delay a stop");
+    }
+}
+
+fn watch() {
+    while !STOPPING.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let grace = Duration::from_secs(GRACE_SECS.load(Ordering::Relaxed));
+    let t0 = Instant::now();
+    while t0.elapsed() < grace {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "lmpi: stop: work still in flight {} s after the stop (a call the kernel does not \
+         interrupt?); ending now, status 4 (stopped); partial files never look complete",
+        grace.as_secs()
+    );
+    // SAFETY: _exit ends the process at once without running destructors or
+    // flushing stdio buffers (stderr is unbuffered); nothing else is touched.
+    unsafe { libc::_exit(crate::status::ExitStatus::Stopped.code()) }
 }

@@ -216,3 +216,58 @@ fn sigterm_mid_final_then_resume() {
     let diffs = compare_trees(&src, &dst, true);
     assert!(diffs.is_empty(), "{}", diffs.join("\n"));
 }
+
+/// A call a stop cannot interrupt (here: an open that blocks on a FIFO and
+/// is restarted after the signal) must not keep the pass alive: after
+/// `stop_grace_seconds` the process ends with status 4 and one line.
+#[test]
+fn a_stop_always_stops_after_the_grace_period() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::create_dir_all(&dst).unwrap();
+    std::fs::write(src.join("hangfile"), b"h").unwrap();
+    let fifo = tmp.path().join("never-written");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid C string path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let cfg = tmp.path().join("c.toml");
+    std::fs::write(&cfg, "stop_grace_seconds = 2\n").unwrap();
+    let mut child = Command::new(bin())
+        .args(["--pass", "copy", "-q", "--config"])
+        .arg(&cfg)
+        .arg("--source")
+        .arg(&src)
+        .arg("--target")
+        .arg(&dst)
+        .arg("--error-log")
+        .arg(tmp.path().join("errors"))
+        .env("LD_PRELOAD", shim())
+        .env("LMPI_FAULT_HANG", "hangfile")
+        .env("LMPI_FAULT_HANG_FIFO", &fifo)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let t0 = std::time::Instant::now();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = t0 + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("still running 20 s after SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    use std::io::Read;
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(status.code(), Some(4), "{err}");
+    assert!(err.contains("still in flight"), "{err}");
+    assert!(t0.elapsed().as_secs() < 10, "{:?}", t0.elapsed());
+    assert!(!dst.join("hangfile").exists(), "nothing partial left");
+}

@@ -7,6 +7,10 @@
  *                             and stat, as on a live fs.
  *   LMPI_FAULT_SLOW=substr    metadata calls on such names first sleep
  *                             LMPI_FAULT_SLOW_US microseconds (default 1000);
+ *   LMPI_FAULT_HANG=substr    opening such a name first opens the FIFO named by
+ *                             LMPI_FAULT_HANG_FIFO for reading: it blocks until
+ *                             a writer comes, and a signal with SA_RESTART
+ *                             restarts it (a call a stop cannot interrupt).
  *   LMPI_FAULT_SLOW_ALL=1     ... on every name: Lustre-like metadata latency
  *                             for benchmarks (the sleep costs no CPU, so only a
  *                             tool with many operations in flight hides it). */
@@ -56,10 +60,20 @@ static mode_t mode_arg(int flags, va_list ap) {
     return (flags & (O_CREAT | O_TMPFILE)) ? va_arg(ap, mode_t) : 0;
 }
 
+static void maybe_hang(const char *name) {
+    const char *fifo = getenv("LMPI_FAULT_HANG_FIFO");
+    if (fifo && matches("LMPI_FAULT_HANG", name)) {
+        REAL(open);
+        int fd = real(fifo, O_RDONLY);
+        if (fd >= 0) close(fd);
+    }
+}
+
 int openat(int dirfd, const char *path, int flags, ...) {
     REAL(openat);
     va_list ap; va_start(ap, flags); mode_t mode = mode_arg(flags, ap); va_end(ap);
     maybe_slow(path);
+    maybe_hang(path);
     if (matches("LMPI_FAULT_EIO", path)) { errno = fault_errno(); return -1; }
     /* A new file may be opened straight from its listing, without a stat. */
     if (!(flags & O_CREAT) && matches("LMPI_FAULT_VANISH", path)) unlinkat(dirfd, path, 0);
