@@ -883,7 +883,7 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, settings: Result<&Settings, &s
         notes,
     } = env.run_pass(t, ctx, lustre, monitor);
 
-    let stats_ok = stats_pusher.map(|p| p.finish(&counters.snapshot()));
+    let stats_ok = stats_pusher.map(|p| p.finish());
     let end = End {
         started,
         host: &host,

@@ -1,7 +1,8 @@
 //! Each rank's memcached pusher: a background thread that, every interval,
 //! adds what the counters gained since its last successful push. A failed push
 //! keeps the delta for the next one and costs one line on stderr; the pass
-//! never waits for memcached.
+//! never waits for memcached, and at its end waits for the last push only
+//! until a deadline (a server that trickles bytes defeats per-read timeouts).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +17,11 @@ pub struct Pusher {
     stop: Arc<(Mutex<bool>, Condvar)>,
     last_ok: Arc<AtomicBool>,
     handle: Option<JoinHandle<()>>,
+    /// Closed when the thread ends.
+    ended: crossbeam_channel::Receiver<()>,
+    /// How long the end of the pass waits for the last push.
+    deadline: Duration,
+    who: String,
 }
 
 /// Start pushing this rank's counters, if `[stats] enabled`.
@@ -38,9 +44,11 @@ pub fn start_for_rank(
         format!("lmpi[{host}:{rank}]"),
     );
     let (s, ok) = (stop.clone(), last_ok.clone());
+    let (ended_tx, ended) = crossbeam_channel::bounded::<()>(0);
     let handle = std::thread::Builder::new()
         .name("lmpi-stats".into())
         .spawn(move || loop {
+            let _ended = &ended_tx; // dropped when the thread returns
             let stopping = {
                 let (lock, cv) = &*s;
                 let guard = lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -59,19 +67,36 @@ pub fn start_for_rank(
         stop,
         last_ok,
         handle: Some(handle),
+        ended,
+        deadline: Duration::from_millis(cfg.timeout_ms.saturating_mul(3)) + Duration::from_secs(1),
+        who: format!("lmpi[{host}:{rank}]"),
     })
 }
 
 impl Pusher {
     /// Push the final figures and stop; true if memcached has every count.
-    pub fn finish(mut self, _final: &Snapshot) -> bool {
+    /// Waits at most the deadline; a push still hanging then is abandoned
+    /// (its thread ends with the process).
+    pub fn finish(mut self) -> bool {
         {
             let (lock, cv) = &*self.stop;
             *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
             cv.notify_all();
         }
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
+        match self.ended.recv_timeout(self.deadline) {
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                eprintln!(
+                    "{}: stats: the last push to memcached did not finish within {:.1} s: abandoned",
+                    self.who,
+                    self.deadline.as_secs_f64()
+                );
+                return false;
+            }
+            _ => {
+                if let Some(h) = self.handle.take() {
+                    let _ = h.join();
+                }
+            }
         }
         self.last_ok.load(Ordering::Relaxed)
     }
