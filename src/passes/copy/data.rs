@@ -159,15 +159,16 @@ impl CopyPass {
             }
             r => on_dst(r)?,
         }
-        if self.ctx.is_root || s.uid != self.euid || s.gid != self.egid {
-            on_dst(fsops::chown_at(dd, name, s.uid, s.gid))?;
-        }
-        on_dst(fsops::utimes_at(dd, name, s.atime, s.mtime))?;
-        self.ctx.bump(&self.ctx.counters.files, 1);
-        Ok(())
+        self.finish_node(sd, dd, name, s)
     }
 
-    pub(super) fn make_special(&self, dd: BorrowedFd, name: &[u8], s: &Stat) -> Res<()> {
+    pub(super) fn make_special(
+        &self,
+        sd: BorrowedFd,
+        dd: BorrowedFd,
+        name: &[u8],
+        s: &Stat,
+    ) -> Res<()> {
         match fsops::mknod_at(dd, name, s) {
             Err(e) if e.errno == libc::EEXIST => {
                 on_dst(fsops::unlink_at(dd, name))?;
@@ -175,17 +176,27 @@ impl CopyPass {
             }
             r => on_dst(r)?,
         }
+        self.finish_node(sd, dd, name, s)
+    }
+
+    /// A new symlink, fifo, socket or device node gets what a new file gets,
+    /// in the order where nothing the kernel clears is lost: owner, then
+    /// mode (setuid/setgid survive; an inherited default ACL's mode is
+    /// replaced), then exactly the source's xattrs and ACLs (an inherited
+    /// ACL removed), then times.
+    fn finish_node(&self, sd: BorrowedFd, dd: BorrowedFd, name: &[u8], s: &Stat) -> Res<()> {
         // Pinned: the user who owns `dd` may swap the new node for a link.
         let pin = on_dst(fsops::pin_at(dd, name, None))?;
         if pin.st.kind != s.kind {
-            return Err(Fail::Os(Side::Target, fsops::changed("mknod")));
+            return Err(Fail::Os(Side::Target, fsops::changed("create")));
         }
         if self.ctx.is_root || s.uid != self.euid || s.gid != self.egid {
             on_dst(pin.chown(s.uid, s.gid))?;
         }
-        if s.perm & 0o7000 != 0 {
+        if s.kind != Kind::Symlink && (s.perm & 0o7000 != 0 || pin.st.perm != s.perm) {
             on_dst(pin.chmod(s.perm))?;
         }
+        self.sync_xattrs(At::name(sd, name), At::name(dd, name), true)?;
         on_dst(fsops::utimes_at(dd, name, s.atime, s.mtime))?;
         self.ctx.bump(&self.ctx.counters.files, 1);
         Ok(())

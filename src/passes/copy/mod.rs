@@ -484,7 +484,7 @@ impl CopyPass {
             }
             Kind::File => self.copy_file(h.sd, dd, (rel, name), (s, opened), exists, h.landing),
             Kind::Symlink => self.make_symlink(h.sd, dd, name, s),
-            _ => self.make_special(dd, name, s),
+            _ => self.make_special(h.sd, dd, name, s),
         }
     }
 
@@ -515,8 +515,11 @@ impl CopyPass {
             if s.kind != Kind::Symlink {
                 on_dst(pin.chmod(s.perm))?;
             }
-            // After chmod: it rewrites the ACL mask, which the sync then checks.
-            if self.opts.check_xattrs {
+            // After chmod: it rewrites the ACL mask, which the sync then
+            // checks. A chown makes the kernel drop security.capability:
+            // then the xattrs are always put back, asked for or not.
+            let chowned = s.uid != d.uid || s.gid != d.gid;
+            if self.opts.check_xattrs || chowned {
                 self.sync_xattrs(src, dst, true)?;
             }
             c.bump(&c.counters.meta, 1);
