@@ -191,7 +191,17 @@ pub struct Stat {
     pub rdev: u64,
     pub atime: Time,
     pub mtime: Time,
+    /// Inode flags lmpi copies, as statx reports them for free: immutable,
+    /// append-only, no-dump (`FLAGS_COPIED`; the same bits as FS_*_FL).
+    pub flags: u32,
 }
+
+/// Inode flags a target should have when the source has them. Their
+/// statx attribute bits are the FS_IOC_GETFLAGS bits.
+pub const FLAG_IMMUTABLE: u32 = 0x10;
+pub const FLAG_APPEND: u32 = 0x20;
+pub const FLAG_NODUMP: u32 = 0x40;
+pub const FLAGS_COPIED: u32 = FLAG_IMMUTABLE | FLAG_APPEND | FLAG_NODUMP;
 
 /// Which inode an entry is: what a listing saw, checked again after every
 /// open so a rename race cannot substitute another directory or file.
@@ -248,6 +258,7 @@ fn from_statx(s: &libc::statx) -> Stat {
             sec: s.stx_mtime.tv_sec,
             nsec: s.stx_mtime.tv_nsec,
         },
+        flags: (s.stx_attributes as u32) & FLAGS_COPIED,
     }
 }
 
@@ -1265,6 +1276,26 @@ pub fn pseudo_fs(fd: BorrowedFd) -> Res<Option<&'static str>> {
     })?;
     let magic = st.f_type as i64;
     Ok(PSEUDO_FS.iter().find(|(m, _)| *m == magic).map(|(_, n)| *n))
+}
+
+/// Set the copied inode flags of `fd` to exactly `want` (others untouched).
+/// Immutable and append-only forbid later changes: set them last.
+pub fn set_inode_flags(fd: BorrowedFd, want: u32) -> Res<()> {
+    let mut flags: libc::c_int = 0;
+    // SAFETY: FS_IOC_GETFLAGS writes one int (whatever its ioctl number
+    // says) to the valid pointer given.
+    check("getflags", unsafe {
+        libc::ioctl(fd.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut flags)
+    })?;
+    let new = (flags & !(FLAGS_COPIED as libc::c_int)) | want as libc::c_int;
+    if new == flags {
+        return Ok(());
+    }
+    // SAFETY: FS_IOC_SETFLAGS reads one int from the valid pointer given.
+    check("setflags", unsafe {
+        libc::ioctl(fd.as_raw_fd(), libc::FS_IOC_SETFLAGS, &new)
+    })
+    .map(drop)
 }
 
 #[cfg(test)]

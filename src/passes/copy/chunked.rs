@@ -209,7 +209,11 @@ impl CopyPass {
                 return Err(Fail::Changed);
             }
             self.finish_file(src.as_fd(), dst.as_fd(), &f.st, Landing::UNKNOWN)?;
-            on_dst(fsops::rename_at(dd.as_fd(), &f.tmp, &f.name))
+            on_dst(fsops::rename_at(dd.as_fd(), &f.tmp, &f.name))?;
+            if f.st.flags != 0 {
+                self.set_flags(dst.as_fd(), f.st.flags)?;
+            }
+            Ok(())
         })();
         if res.is_err() {
             let _ = fsops::unlink_at(dd.as_fd(), &f.tmp);

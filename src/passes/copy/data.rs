@@ -97,6 +97,9 @@ impl CopyPass {
             if let Some(t) = &tmp {
                 on_dst(fsops::rename_at(dd, t, name))?;
             }
+            if s.flags != 0 {
+                self.set_flags(dst.as_fd(), s.flags)?;
+            }
             Ok(bytes)
         })();
         match r {

@@ -216,4 +216,32 @@ impl CopyPass {
         }
         on_dst(fsops::futimes(dfd, s.atime, s.mtime))
     }
+
+    /// Inode flags (immutable, append-only, no-dump), set after everything
+    /// else, the rename into place included: the first two forbid any
+    /// change after them (an immutable file cannot be renamed). A target that
+    /// cannot hold them gets one note per pass, not an error per file.
+    pub(super) fn set_flags(&self, dfd: BorrowedFd, want: u32) -> Res<()> {
+        match fsops::set_inode_flags(dfd, want) {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(e.errno, libc::EOPNOTSUPP | libc::ENOTTY | libc::EINVAL) => {
+                if want != 0 && !self.flags_noted.swap(true, Ordering::Relaxed) {
+                    let msg = format!("inode flags (chattr) not copied: the target refuses them ({e})");
+                    self.ctx.log.note(Side::Target, b"", &msg);
+                }
+                Ok(())
+            }
+            Err(e) => Err(Fail::Os(Side::Target, e)),
+        }
+    }
+
+    /// Lift immutable/append-only from target `name` (stat `d`) so it can be
+    /// replaced or changed; its flags are set again after.
+    pub(super) fn unlock(&self, dd: BorrowedFd, name: &[u8], d: &Stat) -> Res<()> {
+        if d.flags & (fsops::FLAG_IMMUTABLE | fsops::FLAG_APPEND) == 0 || d.kind != Kind::File {
+            return Ok(());
+        }
+        let (fd, _) = on_dst(fsops::open_read_checked(dd, name, d.ident()))?;
+        on_dst(fsops::set_inode_flags(fd.as_fd(), d.flags & fsops::FLAG_NODUMP))
+    }
 }

@@ -114,6 +114,8 @@ pub struct CopyPass {
     writers: super::one_writer::OneWriter<ChunkJob>,
     euid: u32,
     egid: u32,
+    /// The target refused inode flags once: said once.
+    flags_noted: std::sync::atomic::AtomicBool,
 }
 
 impl CopyPass {
@@ -129,6 +131,7 @@ impl CopyPass {
             writers: Default::default(),
             euid,
             egid,
+            flags_noted: Default::default(),
         }
     }
 
@@ -471,6 +474,7 @@ impl CopyPass {
         out: &mut Emitter<'_, Item>,
     ) -> Res<()> {
         if let Some(d) = d {
+            self.unlock(dd, name, d)?;
             if d.kind == Kind::Dir {
                 on_dst(fsops::remove_tree_at(dd, name))?;
             } else if s.kind != Kind::File {
@@ -501,20 +505,24 @@ impl CopyPass {
     ) -> Res<()> {
         let c = &self.ctx;
         let (src, dst) = (At::name(sd, name), At::name(dd, name));
+        if s.flags != d.flags && s.kind == Kind::File && !c.dry_run {
+            // Lift the target's flags, fix owner/mode/xattrs, set the source's last.
+            self.unlock(dd, name, d)?;
+            self.fix_owner_mode(dd, name, s, d)?;
+            if self.opts.check_xattrs || s.uid != d.uid || s.gid != d.gid {
+                self.sync_xattrs(src, dst, true)?;
+            }
+            let (fd, _) = on_dst(fsops::open_read_checked(dd, name, d.ident()))?;
+            self.set_flags(fd.as_fd(), s.flags)?;
+            c.bump(&c.counters.meta, 1);
+            return Ok(());
+        }
         if !same_meta(s, d) {
             if c.dry_run {
                 crate::report::say(&format!("would fix owner/mode: {}", fsops::show(rel)));
                 return Ok(());
             }
-            // Pinned: the change lands on the inode we compared, whatever
-            // the name points to by now.
-            let pin = on_dst(fsops::pin_at(dd, name, Some(d.ident())))?;
-            if s.uid != d.uid || s.gid != d.gid {
-                on_dst(pin.chown(s.uid, s.gid))?;
-            }
-            if s.kind != Kind::Symlink {
-                on_dst(pin.chmod(s.perm))?;
-            }
+            self.fix_owner_mode(dd, name, s, d)?;
             // After chmod: it rewrites the ACL mask, which the sync then
             // checks. A chown makes the kernel drop security.capability:
             // then the xattrs are always put back, asked for or not.
@@ -536,6 +544,23 @@ impl CopyPass {
             return Ok(());
         }
         c.bump(&c.counters.uptodate, 1);
+        Ok(())
+    }
+
+    /// Owner, then mode, of target `name` (lstat `d`) to the source's `s`.
+    /// Pinned: the change lands on the inode compared, whatever the name
+    /// points to by now.
+    fn fix_owner_mode(&self, dd: BorrowedFd, name: &[u8], s: &Stat, d: &Stat) -> Res<()> {
+        if same_meta(s, d) {
+            return Ok(());
+        }
+        let pin = on_dst(fsops::pin_at(dd, name, Some(d.ident())))?;
+        if s.uid != d.uid || s.gid != d.gid {
+            on_dst(pin.chown(s.uid, s.gid))?;
+        }
+        if s.kind != Kind::Symlink {
+            on_dst(pin.chmod(s.perm))?;
+        }
         Ok(())
     }
 
