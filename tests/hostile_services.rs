@@ -122,3 +122,52 @@ fn sigterm_during_a_hung_stats_exchange_stops_in_bounded_time() {
     assert!(matches!(status.code(), Some(0) | Some(4)), "{status:?}");
     assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
 }
+
+/// The control bridge's broker trickles, never answers, or answers garbage:
+/// the bridge lives on its own thread and the pass never waits for it.
+#[test]
+fn a_hostile_broker_never_holds_the_pass() {
+    for peer in [Peer::Trickle, Peer::Silent, Peer::Garbage] {
+        let (t, src, dst) = src_and_dst();
+        for i in 0..50 {
+            std::fs::write(src.join(format!("f{i}")), b"x").unwrap();
+        }
+        let cfg = t.path().join("c.toml");
+        let port = serve(peer);
+        std::fs::write(
+            &cfg,
+            format!("[control]\nenabled = true\nhost = \"127.0.0.1\"\nport = {port}\n"),
+        )
+        .unwrap();
+        let t0 = Instant::now();
+        let (code, r, o) = pass(
+            Launch::Alone,
+            "copy",
+            &src,
+            &dst,
+            &["--config", cfg.to_str().unwrap()],
+        );
+        assert_eq!(code, 0, "{peer:?}: {}", text(&o));
+        assert_eq!(total(&r, "files"), 50);
+        assert!(t0.elapsed() < Duration::from_secs(15), "{peer:?}: {:?}", t0.elapsed());
+    }
+}
+
+/// `lmpi stats graphite` against a trickling or silent memcached ends
+/// within its deadline with one line and status 1.
+#[test]
+fn stats_graphite_against_a_hostile_memcached_ends_in_bounded_time() {
+    for peer in [Peer::Trickle, Peer::Silent, Peer::Garbage] {
+        let t = tempfile::tempdir().unwrap();
+        let cfg = config(t.path(), serve(peer));
+        let t0 = Instant::now();
+        let o = Command::new(bin())
+            .args(["stats", "graphite", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "{peer:?}: {}", text(&o));
+        assert!(t0.elapsed() < Duration::from_secs(15), "{peer:?}: {:?}", t0.elapsed());
+        assert_eq!(String::from_utf8_lossy(&o.stderr).lines().count(), 1, "{}", text(&o));
+    }
+}

@@ -28,7 +28,7 @@ pub struct GraphiteArgs {
 
 pub fn graphite(args: &GraphiteArgs, cfg: &StatsConfig) -> i32 {
     match args.every {
-        None => match round(cfg, args.dry_run) {
+        None => match round_within(cfg, args.dry_run) {
             Ok(n) => {
                 if !args.dry_run {
                     eprintln!(
@@ -46,7 +46,7 @@ pub fn graphite(args: &GraphiteArgs, cfg: &StatsConfig) -> i32 {
         Some(secs) => {
             crate::signals::install();
             while !crate::signals::stop_requested() {
-                if let Err(e) = round(cfg, args.dry_run) {
+                if let Err(e) = round_within(cfg, args.dry_run) {
                     eprintln!("lmpi: stats: {e}");
                 }
                 let t0 = std::time::Instant::now();
@@ -62,6 +62,30 @@ pub fn graphite(args: &GraphiteArgs, cfg: &StatsConfig) -> i32 {
 }
 
 /// One read-clear-send round; the number of values sent.
+/// One round with a deadline for the whole exchange: per-read timeouts do
+/// not bound a server that trickles bytes. A round still running at the
+/// deadline is abandoned (its thread ends with the process).
+fn round_within(cfg: &StatsConfig, dry_run: bool) -> Result<usize, String> {
+    let deadline = Duration::from_millis(cfg.timeout_ms.saturating_mul(10)) + Duration::from_secs(2);
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let c = cfg.clone();
+    std::thread::Builder::new()
+        .name("lmpi-graphite".into())
+        .spawn(move || {
+            let _ = tx.send(round(&c, dry_run));
+        })
+        .map_err(|e| format!("cannot start a round: {e}"))?;
+    rx.recv_timeout(deadline).unwrap_or_else(|_| {
+        Err(format!(
+            "memcached {} or carbon {}:{}: no complete exchange within {:.1} s: abandoned",
+            cfg.memcached,
+            cfg.carbon_host,
+            cfg.carbon_port,
+            deadline.as_secs_f64()
+        ))
+    })
+}
+
 fn round(cfg: &StatsConfig, dry_run: bool) -> Result<usize, String> {
     let client = memcache::Client::connect(cfg.memcache_url())
         .map_err(|e| format!("memcached {}: {e}", cfg.memcached))?;
