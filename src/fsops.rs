@@ -494,17 +494,18 @@ impl AsFdB for OwnedFd {
 /// (from an lstat or a listing). O_NONBLOCK: a FIFO swapped in for a file
 /// must fail the check, not block the open forever.
 pub fn open_read_checked(dir: BorrowedFd, name: &[u8], want: Ident) -> Res<(OwnedFd, Stat)> {
-    let c = cstr("open", name)?;
-    let fd = open_raw(
-        dir.as_raw_fd(),
-        &c,
-        libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NOATIME | libc::O_NONBLOCK | libc::O_NOCTTY,
-        0,
-    )?;
-    let st = fstat(fd.as_fd_b())?;
+    let (fd, st) = open_and_fstat(dir, name)?;
     if st.kind != Kind::File || st.ident() != want {
         return Err(changed("open"));
     }
+    Ok((fd, st))
+}
+
+/// Open `name` for reading without following a link or blocking on a FIFO,
+/// and fstat what was opened.
+fn open_and_fstat(dir: BorrowedFd, name: &[u8]) -> Res<(OwnedFd, Stat)> {
+    let fd = open_read_at(dir, name)?;
+    let st = fstat(fd.as_fd_b())?;
     Ok((fd, st))
 }
 
@@ -512,14 +513,7 @@ pub fn open_read_checked(dir: BorrowedFd, name: &[u8], want: Ident) -> Res<(Owne
 /// without an lstat first: Some((fd, fstat)) if it is that file, None if
 /// it is something else now (the caller then takes the lstat way).
 pub fn open_listed_file(dir: BorrowedFd, name: &[u8], ino: u64) -> Res<Option<(OwnedFd, Stat)>> {
-    let c = cstr("open", name)?;
-    let fd = open_raw(
-        dir.as_raw_fd(),
-        &c,
-        libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NOATIME | libc::O_NONBLOCK | libc::O_NOCTTY,
-        0,
-    )?;
-    let st = fstat(fd.as_fd_b())?;
+    let (fd, st) = open_and_fstat(dir, name)?;
     Ok((st.kind == Kind::File && st.ino == ino).then_some((fd, st)))
 }
 

@@ -656,14 +656,19 @@ fn run_final<T: Transport + ?Sized>(
         t.barrier();
         p.set_dir_times();
     }
-    let mut notes = Vec::new();
-    let abandoned = p.copy().abandon_pending();
-    if abandoned > 0 {
-        notes.push(format!(
-            "rank {rank}: {abandoned} partly copied big files abandoned (temp files removed)"
-        ));
-    }
+    let notes = abandoned_note(p.copy(), rank);
     PhasesDone::new(outcome, over_cap, notes)
+}
+
+/// After the phases: big files whose chunks never all arrived (a stop) lose
+/// their temp files; the summary says how many.
+fn abandoned_note(p: &copy::CopyPass, rank: usize) -> Vec<String> {
+    match p.abandon_pending() {
+        0 => Vec::new(),
+        n => vec![format!(
+            "rank {rank}: {n} partly copied big files abandoned (temp files removed)"
+        )],
+    }
 }
 
 /// Copy: walk and copy, then (phase 2) the hardlink groups each rank collected.
@@ -693,13 +698,7 @@ fn run_copy<T: Transport + ?Sized>(
     if t.all_reduce_max(&[outcome.stopped as u64])[0] == 0 {
         outcome.stopped |= env.run(t, p.clone(), groups, monitor, 2).stopped;
     }
-    let mut notes = Vec::new();
-    let abandoned = p.abandon_pending();
-    if abandoned > 0 {
-        notes.push(format!(
-            "rank {rank}: {abandoned} partly copied big files abandoned (temp files removed)"
-        ));
-    }
+    let notes = abandoned_note(&p, rank);
     PhasesDone::new(outcome, false, notes)
 }
 

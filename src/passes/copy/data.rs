@@ -155,13 +155,7 @@ impl CopyPass {
         s: &Stat,
     ) -> Res<()> {
         let target = on_src(fsops::readlink_at(sd, name))?;
-        match fsops::symlink_at(&target, dd, name) {
-            Err(e) if e.errno == libc::EEXIST => {
-                on_dst(fsops::unlink_at(dd, name))?;
-                on_dst(fsops::symlink_at(&target, dd, name))?;
-            }
-            r => on_dst(r)?,
-        }
+        create_over(dd, name, || fsops::symlink_at(&target, dd, name))?;
         self.finish_node(sd, dd, name, s)
     }
 
@@ -172,13 +166,7 @@ impl CopyPass {
         name: &[u8],
         s: &Stat,
     ) -> Res<()> {
-        match fsops::mknod_at(dd, name, s) {
-            Err(e) if e.errno == libc::EEXIST => {
-                on_dst(fsops::unlink_at(dd, name))?;
-                on_dst(fsops::mknod_at(dd, name, s))?;
-            }
-            r => on_dst(r)?,
-        }
+        create_over(dd, name, || fsops::mknod_at(dd, name, s))?;
         self.finish_node(sd, dd, name, s)
     }
 
@@ -203,5 +191,17 @@ impl CopyPass {
         on_dst(fsops::utimes_at(dd, name, s.atime, s.mtime))?;
         self.ctx.bump(&self.ctx.counters.files, 1);
         Ok(())
+    }
+}
+
+/// Create `name` in `dd` with `make`; if something is there already (made
+/// since we looked), unlink it and create again.
+fn create_over(dd: BorrowedFd, name: &[u8], make: impl Fn() -> Result<(), OsError>) -> Res<()> {
+    match make() {
+        Err(e) if e.errno == libc::EEXIST => {
+            on_dst(fsops::unlink_at(dd, name))?;
+            on_dst(make())
+        }
+        r => on_dst(r),
     }
 }
