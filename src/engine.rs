@@ -24,6 +24,7 @@ use crate::transport::Transport;
 
 mod msg;
 mod pool;
+mod queue;
 mod rank;
 mod safra;
 
@@ -34,6 +35,11 @@ pub trait Processor: Send + Sync + 'static {
     /// Travels between ranks (stolen, or sent to its owner) in `Msg::Work`.
     type Item: Serialize + DeserializeOwned + Send + 'static;
     fn process(&self, item: Self::Item, out: &mut Emitter<'_, Self::Item>);
+    /// True for an item that makes more work (a directory): it runs before
+    /// queued leaves, so the walk stays ahead of the copying.
+    fn is_branch(&self, _item: &Self::Item) -> bool {
+        false
+    }
     /// A short human label for `status` / `inspect active`.
     fn describe(&self, item: &Self::Item) -> String;
 }
@@ -134,6 +140,8 @@ pub struct RunOutcome {
     pub stopped: bool,
     /// Items dropped because of a stop.
     pub abandoned: u64,
+    /// Steal requests this rank sent (the balance benchmark's cost measure).
+    pub steals: u64,
 }
 
 /// Run one phase to global termination (or graceful stop) on this rank.

@@ -17,6 +17,6 @@ pub mod run;
 pub mod settings;
 pub mod signals;
 pub mod stats;
-pub mod status;
 pub mod statsd;
+pub mod status;
 pub mod transport;

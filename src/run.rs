@@ -49,7 +49,10 @@ fn open_roots(cfg: &Config) -> Result<Roots, String> {
         match fsops::pseudo_fs(fd.as_fd()) {
             Ok(None) => {}
             Ok(Some(fs)) => {
-                return Err(format!("{what} {}: on {fs}, not a real filesystem", shown()))
+                return Err(format!(
+                    "{what} {}: on {fs}, not a real filesystem",
+                    shown()
+                ))
             }
             Err(e) => return Err(format!("{what} {}", e.at(p.as_os_str().as_bytes()))),
         }

@@ -51,7 +51,6 @@ counters! {
     inflight => "inflight", "work items being processed by I/O threads (gauge)";
 }
 
-
 impl Snapshot {
     pub fn sum(&self, other: &Snapshot) -> Snapshot {
         let a = self.to_vec();

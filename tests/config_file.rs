@@ -31,11 +31,17 @@ fn numbers_are_range_checked() {
         ("newest_date = -1", "newest_date"),
         ("batch_size = 1000001", "batch_size"),
         ("chunk_size = 2147483648", "chunk_size"),
-        ("chunk_size = 8192\nchunk_threshold = 4096", "chunk_threshold"),
+        (
+            "chunk_size = 8192\nchunk_threshold = 4096",
+            "chunk_threshold",
+        ),
         ("chunk_threshold = 2251799813685248", "chunk_threshold"),
         ("max_threads_per_rank = 0", "max_threads_per_rank"),
         ("max_threads_per_rank = 1025", "max_threads_per_rank"),
-        ("max_threads_per_rank = 8\nthreads_per_rank = 9", "threads_per_rank"),
+        (
+            "max_threads_per_rank = 8\nthreads_per_rank = 9",
+            "threads_per_rank",
+        ),
         ("[control]\ntimeout_ms = 600001", "timeout_ms"),
     ] {
         let err = Config::parse(text, "/etc/x.toml")

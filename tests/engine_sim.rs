@@ -23,7 +23,6 @@ enum Node {
     Ack(u64),
 }
 
-
 struct Sim {
     shape: Shape,
     ranks: usize,

@@ -451,6 +451,9 @@ fn no_error_log_without_errors() {
         assert!(!text(&out).contains("error log"), "{}", text(&out));
         assert!(!elog.exists());
     }
-    let names: Vec<_> = std::fs::read_dir(&work).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(&work)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names.len(), 1, "{names:?}");
 }

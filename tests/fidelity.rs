@@ -36,7 +36,10 @@ fn build(src: &Path) {
 
 fn converged(src: &Path, dst: &Path, what: &str) {
     let diff = rsync_diff(src, dst);
-    assert!(diff.trim().is_empty(), "{what}: rsync -anicHAX says:\n{diff}");
+    assert!(
+        diff.trim().is_empty(),
+        "{what}: rsync -anicHAX says:\n{diff}"
+    );
     assert!(
         out(&format!("getcap {}/f", dst.display())).contains("cap_net_raw"),
         "{what}: capability lost"
@@ -47,7 +50,10 @@ fn converged(src: &Path, dst: &Path, what: &str) {
         "{what}: setuid lost"
     );
     let acl = out(&format!("getfacl -c {}/acl/fifo", dst.display()));
-    assert!(!acl.contains("user:1234"), "{what}: inherited ACL kept: {acl}");
+    assert!(
+        !acl.contains("user:1234"),
+        "{what}: inherited ACL kept: {acl}"
+    );
 }
 
 #[test]

@@ -80,7 +80,10 @@ fn a_slow_silent_or_garbled_memcached_never_holds_the_pass() {
         assert!(took < Duration::from_secs(15), "{peer:?}: {took:?}");
         assert_eq!(total(&r, "files"), 200);
         let notes = r["notes"].to_string();
-        assert!(notes.contains("stats could not be delivered"), "{peer:?}: {r}");
+        assert!(
+            notes.contains("stats could not be delivered"),
+            "{peer:?}: {r}"
+        );
     }
 }
 
@@ -149,7 +152,11 @@ fn a_hostile_broker_never_holds_the_pass() {
         );
         assert_eq!(code, 0, "{peer:?}: {}", text(&o));
         assert_eq!(total(&r, "files"), 50);
-        assert!(t0.elapsed() < Duration::from_secs(15), "{peer:?}: {:?}", t0.elapsed());
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "{peer:?}: {:?}",
+            t0.elapsed()
+        );
     }
 }
 
@@ -167,7 +174,16 @@ fn stats_graphite_against_a_hostile_memcached_ends_in_bounded_time() {
             .output()
             .unwrap();
         assert_eq!(o.status.code(), Some(1), "{peer:?}: {}", text(&o));
-        assert!(t0.elapsed() < Duration::from_secs(15), "{peer:?}: {:?}", t0.elapsed());
-        assert_eq!(String::from_utf8_lossy(&o.stderr).lines().count(), 1, "{}", text(&o));
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "{peer:?}: {:?}",
+            t0.elapsed()
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&o.stderr).lines().count(),
+            1,
+            "{}",
+            text(&o)
+        );
     }
 }

@@ -68,7 +68,11 @@ fn inode_flags_follow_the_source_and_never_block_a_later_copy() {
     ));
     let (code, _, o) = pass(Launch::Alone, "copy", &src, &dst, &[]);
     assert_eq!(code, 0, "{}", text(&o));
-    assert!(lsattr(&dst.join("imm")).contains('i'), "{}", lsattr(&dst.join("imm")));
+    assert!(
+        lsattr(&dst.join("imm")).contains('i'),
+        "{}",
+        lsattr(&dst.join("imm"))
+    );
     assert!(lsattr(&dst.join("app")).contains('a'));
     assert!(lsattr(&dst.join("nodump")).contains('d'));
     assert!(!lsattr(&dst.join("plain")).contains('i'));
@@ -86,7 +90,10 @@ fn inode_flags_follow_the_source_and_never_block_a_later_copy() {
     assert_eq!(code, 0, "{}", text(&o));
     assert_eq!(std::fs::read(dst.join("imm")).unwrap(), b"i\nmore\n");
     assert!(lsattr(&dst.join("imm")).contains('i'));
-    assert!(!lsattr(&dst.join("nodump")).contains('d'), "flag removed too");
+    assert!(
+        !lsattr(&dst.join("nodump")).contains('d'),
+        "flag removed too"
+    );
 
     // tmpfs holds these flags too since Linux 6.0; a target that refuses
     // them (ENOTTY, EOPNOTSUPP) gets one note per pass (not testable on

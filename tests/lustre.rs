@@ -237,7 +237,14 @@ fn the_final_pass_keeps_layouts_and_mdt_placement() {
     let files = tree(&src);
     std::fs::write(dst.join("only-on-target"), b"gone").unwrap();
     let cfg = "require_mountpoints = false\n[lustre]\nmode = \"require\"\nmdts = [0, 1]\n";
-    let out = run_pass("final", Launch::Mpirun(3), (&src, &dst), &lib, cfg, tmp.path());
+    let out = run_pass(
+        "final",
+        Launch::Mpirun(3),
+        (&src, &dst),
+        &lib,
+        cfg,
+        tmp.path(),
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     layouts_and_mdts_follow(&src, &dst, &files);
     assert!(!dst.join("only-on-target").exists());

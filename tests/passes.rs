@@ -89,7 +89,10 @@ fn changes_on_the_source_converge() {
     write_at(d, b"added", b"new file");
     std::fs::write(src.join("medium.bin"), b"rewritten with other content").unwrap();
     set_mtime(d, b"nanos", 1_700_000_000, 1);
-    fsops::pin_at(d, b"setuid", None).unwrap().chmod(0o700).unwrap();
+    fsops::pin_at(d, b"setuid", None)
+        .unwrap()
+        .chmod(0o700)
+        .unwrap();
     fsops::unlink_at(sub.as_fd(), b"plain.txt").unwrap();
     fsops::unlink_at(d, b"linked.2").unwrap();
     // A directory replaced by a file, and a file by a directory.
@@ -391,7 +394,10 @@ fn comparer_sees_differences() {
     assert!(compare_trees(&src, &dst, true).is_empty());
     let d = open(&dst);
     set_mtime(d.as_fd(), b"nanos", 1_600_000_000, 999_999_998);
-    fsops::pin_at(d.as_fd(), b"setuid", None).unwrap().chmod(0o755).unwrap();
+    fsops::pin_at(d.as_fd(), b"setuid", None)
+        .unwrap()
+        .chmod(0o755)
+        .unwrap();
     let sub = fsops::open_dir_at(d.as_fd(), b"dir").unwrap();
     let f = fsops::open_read_at(sub.as_fd(), b"plain.txt").unwrap();
     fsops::remove_xattr(Some(f.as_fd()), f.as_fd(), b"", b"user.note").unwrap();

@@ -73,7 +73,9 @@ fn a_second_job_on_the_same_target_refuses() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(
-        err.contains(".lmpi.lock") && err.contains("job first") && err.contains("--force-concurrent"),
+        err.contains(".lmpi.lock")
+            && err.contains("job first")
+            && err.contains("--force-concurrent"),
         "{err}"
     );
     // Other ranks of a job never refuse; a whole second job does.
@@ -89,7 +91,10 @@ fn a_second_job_on_the_same_target_refuses() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let st = first.wait().unwrap();
     assert_eq!(st.code(), Some(0));
-    assert!(!dst.join(".lmpi.lock").exists(), "the lock is removed at the end");
+    assert!(
+        !dst.join(".lmpi.lock").exists(),
+        "the lock is removed at the end"
+    );
     let diffs = compare_trees(&src, &dst, false);
     assert!(diffs.is_empty(), "{}", diffs.join("\n"));
 }
@@ -104,7 +109,11 @@ fn a_killed_holder_frees_the_target() {
     first.wait().unwrap();
     assert!(dst.join(".lmpi.lock").exists());
     for pass in ["copy", "delete", "dirtime"] {
-        let launch = if have("mpirun") { Launch::Mpirun(3) } else { Launch::Alone };
+        let launch = if have("mpirun") {
+            Launch::Mpirun(3)
+        } else {
+            Launch::Alone
+        };
         let out = lmpi(launch, &args(pass, &src, &dst));
         assert_eq!(out.status.code(), Some(0), "{pass}: {}", text(&out));
     }
@@ -129,7 +138,13 @@ fn the_lock_file_is_never_copied_deleted_or_followed() {
     std::os::unix::fs::symlink(&victim, dst.join(".lmpi.lock")).unwrap();
     let out = lmpi(Launch::Alone, &args("copy", &src, &dst));
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stderr).trim_end().lines().count(), 1);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr)
+            .trim_end()
+            .lines()
+            .count(),
+        1
+    );
     assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
     std::fs::remove_file(dst.join(".lmpi.lock")).unwrap();
     // --force-concurrent takes no lock at all.
@@ -168,7 +183,11 @@ fn count_entries(p: &Path) -> usize {
         .unwrap()
         .map(|e| {
             let e = e.unwrap();
-            1 + if e.file_type().unwrap().is_dir() { count_entries(&e.path()) } else { 0 }
+            1 + if e.file_type().unwrap().is_dir() {
+                count_entries(&e.path())
+            } else {
+                0
+            }
         })
         .sum()
 }
@@ -191,23 +210,50 @@ fn require_mountpoints_refuses_an_unmounted_root() {
         let (code, _, out) = pass(Launch::Alone, "copy", &src, &dst, &[]);
         assert_eq!(code, 0, "{}", text(&out));
         // Mounted: the delete runs.
-        let (code, _, out) = pass(Launch::Alone, "delete", &src, &dst, &["--require-mountpoints"]);
+        let (code, _, out) = pass(
+            Launch::Alone,
+            "delete",
+            &src,
+            &dst,
+            &["--require-mountpoints"],
+        );
         assert_eq!(code, 0, "{}", text(&out));
     }
     std::fs::write(src.join("stray"), b"s").unwrap();
     assert_eq!(count_entries(&dst), 210);
-    let (code, _, out) = pass(Launch::Alone, "delete", &src, &dst, &["--require-mountpoints"]);
+    let (code, _, out) = pass(
+        Launch::Alone,
+        "delete",
+        &src,
+        &dst,
+        &["--require-mountpoints"],
+    );
     assert_eq!(code, 3, "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not a mount point") && err.contains("src"), "{err}");
+    assert!(
+        err.contains("not a mount point") && err.contains("src"),
+        "{err}"
+    );
     assert_eq!(count_entries(&dst), 210);
     // The same from the config: the key, and `[lustre] mode = "require"`.
-    for cfg in ["require_mountpoints = true\n", "[lustre]\nmode = \"require\"\n"] {
+    for cfg in [
+        "require_mountpoints = true\n",
+        "[lustre]\nmode = \"require\"\n",
+    ] {
         let file = tmp.path().join("lmpi.toml");
         std::fs::write(&file, cfg).unwrap();
-        let launch = if have("mpirun") { Launch::Mpirun(2) } else { Launch::Alone };
-        let (code, _, out) =
-            pass(launch, "final", &src, &dst, &["--config", file.to_str().unwrap()]);
+        let launch = if have("mpirun") {
+            Launch::Mpirun(2)
+        } else {
+            Launch::Alone
+        };
+        let (code, _, out) = pass(
+            launch,
+            "final",
+            &src,
+            &dst,
+            &["--config", file.to_str().unwrap()],
+        );
         assert_eq!(code, 3, "{cfg}: {}", text(&out));
         assert_eq!(count_entries(&dst), 210);
     }
@@ -251,15 +297,23 @@ fn max_delete_is_one_global_cap() {
                 target_with_124_due(&src, &dst);
                 assert_eq!(count_entries(&dst), 2 + 124);
                 let n = cap.to_string();
-                let (code, rep, out) =
-                    pass_with(launch, pass, &src, &dst, &["--max-delete", &n, "--batch-size", "7"]);
+                let (code, rep, out) = pass_with(
+                    launch,
+                    pass,
+                    &src,
+                    &dst,
+                    &["--max-delete", &n, "--batch-size", "7"],
+                );
                 let what = format!("{pass} {launch:?} N={cap}: {}", text(&out));
                 if cap < 124 {
                     assert_eq!(code, 5, "{what}");
                     assert_eq!(total(&rep, "deleted"), 0, "{what}");
                     assert_eq!(count_entries(&dst), 2 + 124, "{what}");
                     let err = String::from_utf8_lossy(&out.stderr);
-                    assert!(err.contains("124 entries due") && err.contains("cap 123"), "{what}");
+                    assert!(
+                        err.contains("124 entries due") && err.contains("cap 123"),
+                        "{what}"
+                    );
                     if let Launch::Alone = launch {
                         assert_eq!(err.trim_end().lines().count(), 1, "{what}");
                     }

@@ -54,7 +54,11 @@ fn hardlink_split_on_the_source_converges_in_one_pass() {
     assert_eq!(nlink(&dst.join("a/x")), 1, "split name broken out");
     assert_eq!(mode(&dst.join("a/x")), 0o600);
     assert_eq!(nlink(&dst.join("b/x")), 29);
-    assert_eq!(mode(&dst.join("b/x")), 0o644, "the rest of the group untouched");
+    assert_eq!(
+        mode(&dst.join("b/x")),
+        0o644,
+        "the rest of the group untouched"
+    );
     assert!(compare_trees(&src, &dst, false).is_empty());
     assert_eq!(total(&r, "scanned"), 30, "each name counted once");
 
@@ -154,7 +158,10 @@ fn stale_temp_files_of_a_killed_job_are_removed_by_the_next_copy() {
     let d = dst.join("d");
     assert!(!d.join(".lmpi-0-1234-5.part").exists(), "{}", text(&o));
     assert!(!d.join(".lmpi-00000000000000aa-1-2.part").exists());
-    assert!(d.join(".lmpi-notours.part").exists(), "not our pattern: kept");
+    assert!(
+        d.join(".lmpi-notours.part").exists(),
+        "not our pattern: kept"
+    );
     assert_eq!(std::fs::read(d.join(".lmpi-0-9-9.part")).unwrap(), b"src\n");
     assert_eq!(std::fs::read(d.join("f")).unwrap(), b"real\n");
 }

@@ -154,7 +154,14 @@ fn final_sbatch_stops_at_the_first_failed_step() {
     let (src, _, work) = setup(tmp.path());
     let missing = tmp.path().join("no-such-target");
     let passes = [("LMPI_PASSES", "copy delete dirtime")];
-    let (out, log) = sbatch("final.sbatch", &src, &missing, &work, &passes, &["--ntasks=2"]);
+    let (out, log) = sbatch(
+        "final.sbatch",
+        &src,
+        &missing,
+        &work,
+        &passes,
+        &["--ntasks=2"],
+    );
     assert!(!out.status.success(), "{log}");
     assert!(log.contains("pass copy FAILED"), "{log}");
     assert!(

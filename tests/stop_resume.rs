@@ -265,7 +265,12 @@ fn a_stop_always_stops_after_the_grace_period() {
     };
     let mut err = String::new();
     use std::io::Read;
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     assert_eq!(status.code(), Some(4), "{err}");
     assert!(err.contains("still in flight"), "{err}");
     assert!(t0.elapsed().as_secs() < 10, "{:?}", t0.elapsed());

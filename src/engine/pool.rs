@@ -77,9 +77,13 @@ enum Pop<I> {
 }
 
 impl<I> Tasks<I> {
-    fn push(&self, item: I) {
+    fn push(&self, item: I, first: bool) {
         if let Ok(mut q) = self.queue.lock() {
-            q.0.push_back(item);
+            if first {
+                q.0.push_front(item);
+            } else {
+                q.0.push_back(item);
+            }
         }
         self.ready.notify_one();
     }
@@ -142,8 +146,10 @@ impl<I: Send + 'static> Pool<I> {
         }
     }
 
-    pub fn submit(&self, item: I) {
-        self.tasks.push(item);
+    /// `first`: ahead of what is already waiting (a branch, which makes
+    /// more work, must not wait behind prefetched leaves).
+    pub fn submit(&self, item: I, first: bool) {
+        self.tasks.push(item, first);
     }
 
     /// Sleep until a result arrives or `at_most` passes.
@@ -226,24 +232,60 @@ fn worker<P: Processor>(id: usize, proc: &P, ctl: &RunControl, ends: &Ends<P::It
                 return;
             }
         };
-        let label = proc.describe(&item);
-        if let Ok(mut a) = ends.active.lock() {
-            a.push((id, label));
-        }
-        let mut send = |m| {
-            let _ = ends.results.send(m);
-        };
-        proc.process(
-            item,
-            &mut Emitter {
-                sink: &mut send,
-                ctl,
-            },
-        );
-        if let Ok(mut a) = ends.active.lock() {
-            a.retain(|(i, _)| *i != id);
+        let mut next = Some(item);
+        while let Some(item) = next.take() {
+            next = run_one(id, proc, ctl, ends, item);
         }
         let _ = ends.results.send(PoolMsg::Done);
         ends.waker.unpark();
     }
+}
+
+/// Run one item; the last branch it made is kept and returned, to run next
+/// on this thread (depth-first, as ripgrep's walker pops its own stack): a
+/// deep tree is walked without a round trip through the rank's loop per
+/// level. Everything else goes back to the loop, where it can be stolen.
+fn run_one<P: Processor>(
+    id: usize,
+    proc: &P,
+    ctl: &RunControl,
+    ends: &Ends<P::Item>,
+    item: P::Item,
+) -> Option<P::Item> {
+    let label = proc.describe(&item);
+    if let Ok(mut a) = ends.active.lock() {
+        a.push((id, label));
+    }
+    let mut kept = None;
+    let mut send = |m| match m {
+        PoolMsg::Local(i) if proc.is_branch(&i) => {
+            if let Some(prev) = kept.replace(i) {
+                let _ = ends.results.send(PoolMsg::Local(prev));
+            }
+        }
+        m => {
+            let _ = ends.results.send(m);
+        }
+    };
+    proc.process(
+        item,
+        &mut Emitter {
+            sink: &mut send,
+            ctl,
+        },
+    );
+    if let Ok(mut a) = ends.active.lock() {
+        a.retain(|(i, _)| *i != id);
+    }
+    if ctl.stopping() {
+        // The loop counts it as abandoned.
+        if let Some(i) = kept.take() {
+            let _ = ends.results.send(PoolMsg::Local(i));
+        }
+    }
+    if kept.is_some() {
+        // Let the loop see (and offer thieves) what this item made meanwhile.
+        ends.waker.unpark();
+    }
+    kept
 }

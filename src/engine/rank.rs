@@ -14,6 +14,7 @@ use rand::{Rng, SeedableRng};
 
 use super::msg::{Envelope, Msg};
 use super::pool::{Pool, PoolMsg};
+use super::queue::WorkQueue;
 use super::safra::{Safra, Step};
 use super::{Monitor, Processor, RankReport, RunControl, RunOpts, RunOutcome};
 use crate::control::Command;
@@ -29,6 +30,13 @@ pub(crate) struct Env<'a, T: ?Sized> {
     pub opts: &'a RunOpts,
 }
 
+/// Leaves a rank may hold, per thread, before they run ahead of branches.
+const LEAF_HIGH_WATER: usize = 16;
+/// The longest a rank goes without looking at the transport.
+const MAX_POLL_GAP: Duration = Duration::from_millis(2);
+const MIN_STEAL_BACKOFF: Duration = Duration::from_micros(50);
+const MAX_STEAL_BACKOFF: Duration = Duration::from_millis(10);
+
 pub(crate) struct RankLoop<'a, T: Transport + ?Sized, P: Processor> {
     env: Env<'a, T>,
     proc: Arc<P>,
@@ -37,23 +45,33 @@ pub(crate) struct RankLoop<'a, T: Transport + ?Sized, P: Processor> {
     rng: SmallRng,
     pool: Pool<P::Item>,
     /// Stealable items; the newest is processed first (depth-first).
-    queue: VecDeque<P::Item>,
+    queue: WorkQueue<P::Item>,
     /// Items that must run here (sent to this rank by another).
     pinned: VecDeque<P::Item>,
     /// Items handed to I/O threads and not yet done.
     inflight: usize,
     /// Items dropped because of a stop.
     abandoned: u64,
+    steals: u64,
     safra: Safra,
     /// Seeds wait here until the start gate opens (rank 0 with --wait-for-start).
     held_seeds: Option<Vec<P::Item>>,
     gate_open: bool,
     steal_out: bool,
+    /// After a refused steal, the next waits this long (doubling up to
+    /// `MAX_STEAL_BACKOFF`): hundreds of idle ranks must not flood the
+    /// network and the busy ranks with requests while a narrow tree is walked.
+    steal_backoff: Duration,
+    next_steal: Instant,
+    /// The last rank that gave work: asked again before a random one.
+    last_victim: Option<Rank>,
     terminated: bool,
     was_stopping: bool,
     reports: Vec<Option<RankReport>>,
     next_report: Instant,
     idle_sleep: Duration,
+    /// How long a busy rank waits for results before it polls the transport.
+    poll_gap: Duration,
 }
 
 impl<'a, T: Transport + ?Sized, P: Processor> RankLoop<'a, T, P> {
@@ -65,19 +83,24 @@ impl<'a, T: Transport + ?Sized, P: Processor> RankLoop<'a, T, P> {
         RankLoop {
             rng: SmallRng::seed_from_u64(seed),
             pool: Pool::new(),
-            queue: VecDeque::new(),
+            queue: WorkQueue::new(),
             pinned: VecDeque::new(),
             inflight: 0,
             abandoned: 0,
+            steals: 0,
             safra: Safra::default(),
             held_seeds: Some(seeds),
             gate_open,
             steal_out: false,
+            steal_backoff: Duration::ZERO,
+            next_steal: Instant::now(),
+            last_victim: None,
             terminated: false,
             was_stopping: false,
             reports: vec![None; if me == 0 { n } else { 0 }],
             next_report,
             idle_sleep: Duration::from_micros(20),
+            poll_gap: Duration::from_micros(100),
             env,
             proc,
             me,
@@ -89,14 +112,17 @@ impl<'a, T: Transport + ?Sized, P: Processor> RankLoop<'a, T, P> {
     pub fn run(mut self) -> RunOutcome {
         self.pool.resize(&self.proc, self.env.ctl);
         while !self.terminated {
-            let mut progressed = self.on_messages();
+            // Results first: what the I/O threads made meanwhile is then
+            // queued for a thief's request. Progress is work moving; a
+            // message alone (a refusal, a token) does not reset the back-off.
+            let mut progressed = self.on_results();
+            let heard = self.on_messages();
             if self.terminated {
                 break;
             }
             self.on_commands();
             self.release_seeds();
             self.check_stop();
-            progressed |= self.on_results();
             progressed |= self.feed_pool();
             self.maybe_steal();
             if self.is_passive() {
@@ -104,7 +130,7 @@ impl<'a, T: Transport + ?Sized, P: Processor> RankLoop<'a, T, P> {
             }
             self.publish();
             if !self.terminated {
-                self.wait(progressed);
+                self.wait(progressed, heard);
             }
         }
         self.pool.shutdown();
@@ -113,6 +139,7 @@ impl<'a, T: Transport + ?Sized, P: Processor> RankLoop<'a, T, P> {
         RunOutcome {
             stopped: self.env.ctl.stopping(),
             abandoned: self.abandoned,
+            steals: self.steals,
         }
     }
 
@@ -145,9 +172,18 @@ impl<'a, T: Transport + ?Sized, P: Processor> RankLoop<'a, T, P> {
 
     fn on_message(&mut self, from: Rank, msg: Msg<P::Item>) {
         match msg {
-            Msg::Work { items, pinned } => self.on_work(items, pinned),
+            Msg::Work { items, pinned } => {
+                if !pinned {
+                    // It had surplus: ask it first next time.
+                    self.last_victim = Some(from);
+                }
+                self.on_work(items, pinned)
+            }
             Msg::Steal => self.on_steal(from),
-            Msg::NoWork => self.steal_out = false,
+            Msg::NoWork => {
+                self.last_victim = None;
+                self.refused()
+            }
             Msg::Token(t) => self.safra.got_token(t),
             Msg::Terminate => self.terminated = true,
             Msg::Report(r) => {
@@ -166,27 +202,26 @@ impl<'a, T: Transport + ?Sized, P: Processor> RankLoop<'a, T, P> {
             return;
         }
         self.steal_out = false;
+        self.steal_backoff = Duration::ZERO;
         if self.env.ctl.stopping() {
             self.abandoned += items.len() as u64;
         } else {
-            self.queue.extend(items);
+            self.enqueue(items);
         }
     }
 
     /// Give half of the oldest items (the big subtrees), or the last one if
     /// all threads are busy; nothing while stopping.
     fn on_steal(&mut self, from: Rank) {
-        let q = self.queue.len();
-        let give = match q {
-            0 => 0,
-            1 if self.inflight >= self.env.ctl.threads() => 1,
-            1 => 0,
-            _ => q / 2,
+        let busy = self.inflight >= self.env.ctl.threads();
+        let items = if self.env.ctl.stopping() {
+            Vec::new()
+        } else {
+            self.queue.steal(busy)
         };
-        if give == 0 || self.env.ctl.stopping() {
+        if items.is_empty() {
             return self.send(from, Msg::NoWork);
         }
-        let items: Vec<P::Item> = self.queue.drain(..give).collect();
         self.safra.sent_work();
         self.send(
             from,
@@ -195,6 +230,19 @@ impl<'a, T: Transport + ?Sized, P: Processor> RankLoop<'a, T, P> {
                 pinned: false,
             },
         );
+    }
+
+    fn refused(&mut self) {
+        self.steal_out = false;
+        self.steal_backoff = (self.steal_backoff * 2).clamp(MIN_STEAL_BACKOFF, MAX_STEAL_BACKOFF);
+        self.next_steal = Instant::now() + self.steal_backoff;
+    }
+
+    fn enqueue(&mut self, items: Vec<P::Item>) {
+        for item in items {
+            let branch = self.proc.is_branch(&item);
+            self.queue.push(item, branch);
+        }
     }
 
     fn apply(&mut self, cmd: Command) {
@@ -220,7 +268,7 @@ impl<'a, T: Transport + ?Sized, P: Processor> RankLoop<'a, T, P> {
     fn release_seeds(&mut self) {
         if self.gate_open {
             if let Some(seeds) = self.held_seeds.take() {
-                self.queue.extend(seeds);
+                self.enqueue(seeds);
             }
         }
     }
@@ -235,8 +283,7 @@ impl<'a, T: Transport + ?Sized, P: Processor> RankLoop<'a, T, P> {
             return;
         }
         self.was_stopping = true;
-        self.abandoned += self.queue.len() as u64;
-        self.queue.clear();
+        self.abandoned += self.queue.clear() as u64;
         if let Some(s) = self.held_seeds.take() {
             self.abandoned += s.len() as u64;
         }
@@ -254,7 +301,10 @@ impl<'a, T: Transport + ?Sized, P: Processor> RankLoop<'a, T, P> {
     fn on_result(&mut self, m: PoolMsg<P::Item>) {
         match m {
             PoolMsg::Local(_) if self.env.ctl.stopping() => self.abandoned += 1,
-            PoolMsg::Local(item) => self.queue.push_back(item),
+            PoolMsg::Local(item) => {
+                let branch = self.proc.is_branch(&item);
+                self.queue.push(item, branch);
+            }
             PoolMsg::Pinned(rank, item) if rank == self.me => self.pinned.push_back(item),
             PoolMsg::Pinned(rank, item) => {
                 self.safra.sent_work();
@@ -274,12 +324,16 @@ impl<'a, T: Transport + ?Sized, P: Processor> RankLoop<'a, T, P> {
     /// Pinned items first: they unblock other ranks' bookkeeping.
     fn feed_pool(&mut self) -> bool {
         self.pool.resize(&self.proc, self.env.ctl);
-        let cap = self.env.ctl.threads() + 2;
+        let threads = self.env.ctl.threads();
+        let cap = threads + 2;
         let mut any = false;
         while self.inflight < cap {
-            let next = self.pinned.pop_front().or_else(|| self.queue.pop_back());
-            let Some(item) = next else { break };
-            self.pool.submit(item);
+            let next = match self.pinned.pop_front() {
+                Some(item) => Some((item, false)),
+                None => self.queue.next(LEAF_HIGH_WATER * threads),
+            };
+            let Some((item, branch)) = next else { break };
+            self.pool.submit(item, branch);
             self.inflight += 1;
             any = true;
         }
@@ -292,15 +346,20 @@ impl<'a, T: Transport + ?Sized, P: Processor> RankLoop<'a, T, P> {
         if self.n < 2 || !idle || self.steal_out || stopping {
             return;
         }
-        if self.inflight >= self.env.ctl.threads() {
+        if self.inflight >= self.env.ctl.threads() || Instant::now() < self.next_steal {
             return;
         }
-        let mut victim = self.rng.gen_range(0..self.n - 1);
-        if victim >= self.me {
-            victim += 1;
-        }
+        let victim = self.last_victim.unwrap_or_else(|| {
+            let v = self.rng.gen_range(0..self.n - 1);
+            if v >= self.me {
+                v + 1
+            } else {
+                v
+            }
+        });
         self.send(victim, Msg::Steal);
         self.steal_out = true;
+        self.steals += 1;
     }
 
     fn is_passive(&self) -> bool {
@@ -351,17 +410,36 @@ impl<'a, T: Transport + ?Sized, P: Processor> RankLoop<'a, T, P> {
         self.env.monitor.tick(&self.reports, self.env.ctl);
     }
 
-    /// Wake as soon as an I/O thread reports, but keep polling the
-    /// transport; back off while nothing at all happens.
-    fn wait(&mut self, progressed: bool) {
+    /// Wake as soon as an I/O thread reports, and poll the transport (MPI
+    /// cannot wake a thread) more often while messages come in; back off
+    /// while nothing at all happens. Hundreds of ranks per node must not
+    /// spend the node's CPU on polling.
+    fn wait(&mut self, progressed: bool, heard: bool) {
+        // A transport that wakes us on arrival needs polling only as a backstop.
+        let most = if self.env.t.wakes_receiver() {
+            MAX_POLL_GAP * 10
+        } else {
+            MAX_POLL_GAP
+        };
         if progressed {
             self.idle_sleep = Duration::from_micros(20);
         }
+        self.poll_gap = if heard {
+            Duration::from_micros(100)
+        } else {
+            (self.poll_gap * 2).min(most)
+        };
         if self.inflight > 0 {
-            self.pool.wait_for_result(Duration::from_micros(500));
+            self.pool.wait_for_result(self.poll_gap);
         } else if !progressed {
-            std::thread::sleep(self.idle_sleep);
-            self.idle_sleep = (self.idle_sleep * 2).min(Duration::from_millis(2));
+            let steal_in = self.next_steal.saturating_duration_since(Instant::now());
+            let nap = if steal_in.is_zero() {
+                self.idle_sleep
+            } else {
+                self.idle_sleep.min(steal_in)
+            };
+            self.pool.wait_for_result(nap);
+            self.idle_sleep = (self.idle_sleep * 2).min(most);
         }
     }
 }

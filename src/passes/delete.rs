@@ -340,6 +340,9 @@ impl Processor for DeletePass {
             Item::PurgeBatch(b) => self.purge_batch(&b, out),
         }
     }
+    fn is_branch(&self, item: &Item) -> bool {
+        !matches!(item, Item::PurgeBatch(_))
+    }
     fn describe(&self, item: &Item) -> String {
         match item {
             Item::Dir { rel, .. } => format!("compare {}", fsops::show(rel)),

@@ -106,6 +106,9 @@ impl Processor for DirtimePass {
     fn process(&self, item: Item, out: &mut Emitter<'_, Item>) {
         self.dir(&item.rel, item.ids, out)
     }
+    fn is_branch(&self, _: &Item) -> bool {
+        true
+    }
     fn describe(&self, item: &Item) -> String {
         format!("dirtime {}", fsops::show(&item.rel))
     }

@@ -162,6 +162,13 @@ impl Processor for FinalPass {
         }
     }
 
+    fn is_branch(&self, item: &Item) -> bool {
+        match item {
+            Item::Dir { .. } => true,
+            Item::Copy(i) => self.copy.is_branch(i),
+            Item::Delete(i) => self.delete.is_branch(i),
+        }
+    }
     fn describe(&self, item: &Item) -> String {
         match item {
             Item::Dir { rel, .. } => format!("sync {}", fsops::show(rel)),

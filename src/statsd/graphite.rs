@@ -66,7 +66,8 @@ pub fn graphite(args: &GraphiteArgs, cfg: &StatsConfig) -> i32 {
 /// not bound a server that trickles bytes. A round still running at the
 /// deadline is abandoned (its thread ends with the process).
 fn round_within(cfg: &StatsConfig, dry_run: bool) -> Result<usize, String> {
-    let deadline = Duration::from_millis(cfg.timeout_ms.saturating_mul(10)) + Duration::from_secs(2);
+    let deadline =
+        Duration::from_millis(cfg.timeout_ms.saturating_mul(10)) + Duration::from_secs(2);
     let (tx, rx) = crossbeam_channel::bounded(1);
     let c = cfg.clone();
     std::thread::Builder::new()

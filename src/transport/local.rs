@@ -1,9 +1,16 @@
 //! N simulated ranks in one process. With a seed, delivery is delayed and
-//! reordered at random, so tests can try many schedules deterministically.
+//! reordered at random, so tests can try many schedules deterministically;
+//! with a latency, a courier thread hands every message over that long after
+//! it was sent (the balance benchmark's network hop). A delivered message
+//! wakes the receiving rank's thread, so ranks need not poll.
 
-use std::sync::{Arc, Barrier, Mutex};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::{Arc, Barrier, Mutex, OnceLock};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{unbounded, Receiver, Sender};
+use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -13,38 +20,92 @@ struct Shared {
     barrier: Barrier,
     reduce: Mutex<Vec<Vec<u64>>>,
     gather: Mutex<Vec<Vec<u8>>>,
+    inboxes: Vec<Sender<(Rank, Vec<u8>)>>,
+    /// Each rank's thread, known from its first receive: woken on delivery.
+    receivers: Vec<OnceLock<Thread>>,
 }
+
+impl Shared {
+    fn deliver(&self, from: Rank, to: Rank, msg: Vec<u8>) {
+        // A closed inbox means that rank's thread is gone (a test tearing down).
+        let _ = self.inboxes[to].send((from, msg));
+        if let Some(t) = self.receivers[to].get() {
+            t.unpark();
+        }
+    }
+}
+
+/// A message for the courier: when it is due, from, to, its bytes.
+type Parcel = (Instant, u64, Rank, Rank, Vec<u8>);
 
 pub struct LocalTransport {
     rank: Rank,
-    peers: Vec<Sender<(Rank, Vec<u8>)>>,
     inbox: Receiver<(Rank, Vec<u8>)>,
     pending: Vec<(Rank, Vec<u8>)>,
+    registered: bool,
     shared: Arc<Shared>,
     chaos: Option<SmallRng>,
+    /// With a latency: the courier's mailbox, and a sequence number that
+    /// keeps one sender's messages in order.
+    courier: Option<(Sender<Parcel>, Duration, u64)>,
 }
 
 /// Make `n` connected ranks. `seed`: randomise delivery order and delays.
 pub fn network(n: usize, seed: Option<u64>) -> Vec<LocalTransport> {
+    network_with_latency(n, seed, Duration::ZERO)
+}
+
+/// As `network`, and no message can be received before `latency` has
+/// passed since it was sent.
+pub fn network_with_latency(n: usize, seed: Option<u64>, latency: Duration) -> Vec<LocalTransport> {
     let (txs, rxs): (Vec<_>, Vec<_>) = (0..n).map(|_| unbounded()).unzip();
     let shared = Arc::new(Shared {
         barrier: Barrier::new(n),
         reduce: Mutex::new(vec![Vec::new(); n]),
         gather: Mutex::new(vec![Vec::new(); n]),
+        inboxes: txs,
+        receivers: (0..n).map(|_| OnceLock::new()).collect(),
     });
+    let courier = (!latency.is_zero()).then(|| start_courier(shared.clone()));
     rxs.into_iter()
         .enumerate()
         .map(|(rank, inbox)| LocalTransport {
             rank,
-            peers: txs.clone(),
             inbox,
             pending: Vec::new(),
+            registered: false,
             shared: shared.clone(),
             chaos: seed.map(|s| {
                 SmallRng::seed_from_u64(s.wrapping_mul(1000003).wrapping_add(rank as u64))
             }),
+            courier: courier.clone().map(|c| (c, latency, 0)),
         })
         .collect()
+}
+
+/// A thread that delivers each parcel when it is due; it ends when every
+/// rank has dropped its transport and nothing is left to deliver.
+fn start_courier(shared: Arc<Shared>) -> Sender<Parcel> {
+    let (tx, rx) = unbounded::<Parcel>();
+    std::thread::spawn(move || {
+        let mut due: BinaryHeap<Reverse<Parcel>> = BinaryHeap::new();
+        loop {
+            let now = Instant::now();
+            while due.peek().is_some_and(|p| p.0 .0 <= now) {
+                if let Some(Reverse((_, _, from, to, msg))) = due.pop() {
+                    shared.deliver(from, to, msg);
+                }
+            }
+            let wait = due.peek().map_or(Duration::from_secs(1), |p| p.0 .0 - now);
+            match rx.recv_timeout(wait) {
+                Ok(p) => due.push(Reverse(p)),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) if due.is_empty() => return,
+                Err(RecvTimeoutError::Disconnected) => std::thread::sleep(wait),
+            }
+        }
+    });
+    tx
 }
 
 impl LocalTransport {
@@ -72,13 +133,23 @@ impl Transport for LocalTransport {
         self.rank
     }
     fn size(&self) -> usize {
-        self.peers.len()
+        self.shared.inboxes.len()
     }
     fn send(&mut self, to: Rank, msg: Vec<u8>) {
-        // A closed inbox means that rank's thread is gone (a test tearing down).
-        let _ = self.peers[to].send((self.rank, msg));
+        match &mut self.courier {
+            Some((courier, latency, seq)) => {
+                *seq += 1;
+                let seq = *seq * self.shared.inboxes.len() as u64 + self.rank as u64;
+                let _ = courier.send((Instant::now() + *latency, seq, self.rank, to, msg));
+            }
+            None => self.shared.deliver(self.rank, to, msg),
+        }
     }
     fn try_recv(&mut self) -> Option<(Rank, Vec<u8>)> {
+        if !self.registered {
+            self.registered = true;
+            let _ = self.shared.receivers[self.rank].set(std::thread::current());
+        }
         self.pending.extend(self.inbox.try_iter());
         if self.pending.is_empty() {
             return None;
@@ -93,6 +164,9 @@ impl Transport for LocalTransport {
                 Some(self.pending.swap_remove(i))
             }
         }
+    }
+    fn wakes_receiver(&self) -> bool {
+        true
     }
     fn barrier(&mut self) {
         self.shared.barrier.wait();
@@ -148,5 +222,25 @@ mod tests {
                 assert!(first.is_empty() && second.is_empty());
             }
         }
+    }
+
+    #[test]
+    fn with_latency_a_message_arrives_no_sooner_and_in_order() {
+        let mut net = network_with_latency(2, None, Duration::from_millis(30));
+        let mut b = net.pop().expect("rank 1");
+        let mut a = net.pop().expect("rank 0");
+        assert_eq!(b.try_recv(), None); // registers rank 1's thread
+        let sent = Instant::now();
+        a.send(1, vec![1]);
+        a.send(1, vec![2]);
+        assert_eq!(b.try_recv(), None);
+        // Parked until the courier delivers (and unparks this thread).
+        let mut got = Vec::new();
+        while got.len() < 2 && sent.elapsed() < Duration::from_secs(5) {
+            std::thread::park_timeout(Duration::from_millis(100));
+            got.extend(std::iter::from_fn(|| b.try_recv()).map(|(_, m)| m[0]));
+        }
+        assert!(sent.elapsed() >= Duration::from_millis(30));
+        assert_eq!(got, vec![1, 2]);
     }
 }

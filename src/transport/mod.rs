@@ -24,6 +24,11 @@ pub trait Transport {
     /// A collective: every rank calls it, and it is apart from `send`/`try_recv`
     /// traffic, so a straggling work message can never be taken for a part.
     fn gather(&mut self, mine: Vec<u8>) -> Vec<Vec<u8>>;
+    /// True if an arriving message unparks the thread that receives (the
+    /// in-process transport): then a rank need not poll often. MPI cannot.
+    fn wakes_receiver(&self) -> bool {
+        false
+    }
 }
 
 impl<T: Transport + ?Sized> Transport for Box<T> {
@@ -50,5 +55,8 @@ impl<T: Transport + ?Sized> Transport for Box<T> {
     }
     fn gather(&mut self, mine: Vec<u8>) -> Vec<Vec<u8>> {
         (**self).gather(mine)
+    }
+    fn wakes_receiver(&self) -> bool {
+        (**self).wakes_receiver()
     }
 }

@@ -79,28 +79,35 @@ impl CopyPass {
         let mut both = Batcher::new(rel, ids, c.batch, Item::Batch);
         let mut new = Batcher::new(rel, ids, c.batch, Item::Batch).absent();
         let mut nth_dir = 0usize;
-        let listed = c.list_entries(&mut rd, rel, Side::Source, true, out, |rd, e, child, out| {
-            let absent = match names.as_deref_mut() {
-                Some(n) => n.remove(&e.name).is_none(),
-                None => false,
-            };
-            let kind = match rd.kind(&e) {
-                Ok(k) => k,
-                Err(err) if err.is_not_found() => return,
-                Err(err) => return c.err(Side::Source, &child, err),
-            };
-            match kind {
-                Kind::Dir => {}
-                Kind::File if absent => return new.push_listed(e.name, e.ino, out),
-                _ if absent => return new.push_listed(e.name, 0, out),
-                _ => return both.push(e.name, out),
-            }
-            let mdt = self.first_level_mdt(rel, nth_dir);
-            nth_dir += 1;
-            if let Some(ids) = self.make_child_dir(rd.fd(), dd, &e.name, &child, mdt, absent) {
-                out.push(Item::Dir { rel: child, ids });
-            }
-        });
+        let listed = c.list_entries(
+            &mut rd,
+            rel,
+            Side::Source,
+            true,
+            out,
+            |rd, e, child, out| {
+                let absent = match names.as_deref_mut() {
+                    Some(n) => n.remove(&e.name).is_none(),
+                    None => false,
+                };
+                let kind = match rd.kind(&e) {
+                    Ok(k) => k,
+                    Err(err) if err.is_not_found() => return,
+                    Err(err) => return c.err(Side::Source, &child, err),
+                };
+                match kind {
+                    Kind::Dir => {}
+                    Kind::File if absent => return new.push_listed(e.name, e.ino, out),
+                    _ if absent => return new.push_listed(e.name, 0, out),
+                    _ => return both.push(e.name, out),
+                }
+                let mdt = self.first_level_mdt(rel, nth_dir);
+                nth_dir += 1;
+                if let Some(ids) = self.make_child_dir(rd.fd(), dd, &e.name, &child, mdt, absent) {
+                    out.push(Item::Dir { rel: child, ids });
+                }
+            },
+        );
         if listed != Listed::Stopped {
             both.finish(out);
             new.finish(out);

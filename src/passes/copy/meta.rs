@@ -226,7 +226,8 @@ impl CopyPass {
             Ok(()) => Ok(()),
             Err(e) if matches!(e.errno, libc::EOPNOTSUPP | libc::ENOTTY | libc::EINVAL) => {
                 if want != 0 && !self.flags_noted.swap(true, Ordering::Relaxed) {
-                    let msg = format!("inode flags (chattr) not copied: the target refuses them ({e})");
+                    let msg =
+                        format!("inode flags (chattr) not copied: the target refuses them ({e})");
                     self.ctx.log.note(Side::Target, b"", &msg);
                 }
                 Ok(())
@@ -242,6 +243,9 @@ impl CopyPass {
             return Ok(());
         }
         let (fd, _) = on_dst(fsops::open_read_checked(dd, name, d.ident()))?;
-        on_dst(fsops::set_inode_flags(fd.as_fd(), d.flags & fsops::FLAG_NODUMP))
+        on_dst(fsops::set_inode_flags(
+            fd.as_fd(),
+            d.flags & fsops::FLAG_NODUMP,
+        ))
     }
 }

@@ -34,8 +34,8 @@ mod meta;
 mod temps;
 
 pub use chunked::ChunkJob;
-pub(crate) use join::Names;
 use chunked::PendingFile;
+pub(crate) use join::Names;
 use links::{mix, LinkGroups};
 use meta::{same_data, same_meta, At, Landing};
 
@@ -601,6 +601,9 @@ impl Processor for CopyPass {
         }
     }
 
+    fn is_branch(&self, item: &Item) -> bool {
+        matches!(item, Item::Dir { .. })
+    }
     fn describe(&self, item: &Item) -> String {
         match item {
             Item::Dir { rel, .. } => format!("dir {}", fsops::show(rel)),
