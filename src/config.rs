@@ -1,7 +1,6 @@
 //! `lmpi.toml`: the successor of the old `config.py`. Every key is documented in
 //! `config/lmpi.toml`; unknown keys and bad values are errors naming the key and file.
 
-use std::ffi::OsString;
 use std::io::Read;
 use std::ops::RangeInclusive;
 use std::os::unix::ffi::OsStringExt;
@@ -322,11 +321,6 @@ pub fn one_line(s: &str) -> String {
         .filter(|l| !l.is_empty() && !l.starts_with('|'))
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// Turn an `OsString` into its bytes; paths never go through `String`.
-pub fn os_bytes(s: OsString) -> Vec<u8> {
-    s.into_vec()
 }
 
 /// A parser for a whole number in `range` whose message names the config key

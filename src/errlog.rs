@@ -27,7 +27,6 @@ pub struct ErrorLog {
     /// Lines this rank wrote to the file.
     lines: Arc<AtomicU64>,
     counters: Arc<Counters>,
-    quiet: bool,
 }
 
 impl ErrorLog {
@@ -59,7 +58,6 @@ impl ErrorLog {
             created,
             lines: Arc::new(AtomicU64::new(0)),
             counters,
-            quiet: false,
         }
     }
 
@@ -77,11 +75,6 @@ impl ErrorLog {
     /// log has moved into the pass.
     pub fn lines(&self) -> Arc<AtomicU64> {
         self.lines.clone()
-    }
-
-    pub fn quiet(mut self, q: bool) -> Self {
-        self.quiet = q;
-        self
     }
 
     fn full(&self, side: Side, rel: &[u8]) -> Vec<u8> {
@@ -130,9 +123,7 @@ impl ErrorLog {
     }
 
     fn write(&self, line: &str) {
-        if !self.quiet {
-            eprintln!("{line}");
-        }
+        eprintln!("{line}");
         if let Some(mut f) = self.file.as_ref() {
             let mut buf = line.as_bytes().to_vec();
             buf.push(b'\n');

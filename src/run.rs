@@ -824,10 +824,7 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, settings: Result<&Settings, &s
     };
     let kind = args.pass;
     let pass = kind.name();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = unix_now();
     let job = job_id(t, now);
     // `_lock` (not `_`) keeps the target's lock for the whole pass.
     let Prepared {
@@ -840,12 +837,7 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, settings: Result<&Settings, &s
         Ok(v) => v,
         Err(code) => return code,
     };
-    let log_path = args.error_log.clone().unwrap_or_else(|| {
-        cfg.log_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("."))
-            .join(format!("lmpi-{pass}-{job}.errors"))
-    });
+    let log_path = error_log_path(args, &cfg, &job);
     let counters = Arc::new(Counters::default());
     let hist = Arc::new(Histograms::default());
     let log = ErrorLog::new(
@@ -855,8 +847,7 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, settings: Result<&Settings, &s
         Some(&log_path),
         counters.clone(),
     );
-    let log_missing = !log.has_file();
-    let (log_created, log_lines) = (log.created_it(), log.lines());
+    let log_state = (!log.has_file(), log.created_it(), log.lines());
     let ctx = make_ctx(t, args, (roots, filter), log, (&counters, &hist));
     let status = job_status(args, &job, size);
     let mut zero = (rank == 0).then(|| RankZero::start(args, &job, &status, &host, started));
@@ -870,7 +861,6 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, settings: Result<&Settings, &s
     let interval = Duration::from_secs(cfg.report_interval);
     let stats_pusher =
         crate::statsd::start_for_rank(&cfg.stats, pass, &host, rank, counters.clone(), interval);
-
     let env = Phases {
         args,
         cfg: &cfg,
@@ -886,29 +876,42 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, settings: Result<&Settings, &s
     } = env.run_pass(t, ctx, lustre, monitor);
 
     let stats_ok = stats_pusher.map(|p| p.finish());
+    let (missing, created, lines) = log_state;
     let end = End {
         started,
         host: &host,
         pass,
         log_path: &log_path,
         log: (
-            log_missing,
-            log_created,
-            log_lines.load(std::sync::atomic::Ordering::Relaxed),
+            missing,
+            created,
+            lines.load(std::sync::atomic::Ordering::Relaxed),
         ),
         stats_failed: stats_ok == Some(false),
     };
-    let code = end.conclude(
-        t,
-        (&counters, &hist),
-        (outcome, max_delete_hit, notes),
-        &ctl,
-        args,
-    );
+    let done = (outcome, max_delete_hit, notes);
+    let code = end.conclude(t, (&counters, &hist), done, &ctl, args);
     if let Ok(mut s) = status.lock() {
         s.state = RunState::Done;
     }
     code
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Where this job's error lines go: `--error-log`, else `<log_dir>/lmpi-<pass>-<job>.errors`.
+fn error_log_path(args: &Settings, cfg: &Config, job: &str) -> PathBuf {
+    args.error_log.clone().unwrap_or_else(|| {
+        cfg.log_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join(format!("lmpi-{}-{job}.errors", args.pass.name()))
+    })
 }
 
 /// What the end of a pass needs to know besides the counters.
@@ -936,12 +939,17 @@ impl End<'_> {
         let (log_missing, log_created, my_lines) = self.log;
         let mine = counters.snapshot();
         let mut sums = mine.to_vec();
-        sums.push(my_lines);
+        sums.extend([my_lines, outcome.abandoned]);
         let sums = t.all_reduce_sum(&sums);
-        let (totals, lines) = (
-            Snapshot::from_slice(&sums),
-            sums.last().copied().unwrap_or(0),
-        );
+        let (totals, lines, abandoned) = match sums.as_slice() {
+            [.., l, a] => (Snapshot::from_slice(&sums), *l, *a),
+            _ => (Snapshot::from_slice(&sums), 0, 0),
+        };
+        if abandoned > 0 {
+            notes.push(format!(
+                "{abandoned} queued work items were not started (stopped): the next pass does them"
+            ));
+        }
         let flags = t.all_reduce_max(&[
             outcome.stopped as u64,
             max_hit as u64,
