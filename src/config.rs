@@ -1,15 +1,15 @@
 //! `lmpi.toml`: the successor of the old `config.py`. Every key is documented in
 //! `config/lmpi.toml`; unknown keys and bad values are errors naming the key and file.
 
-use std::io::Read;
 use std::ops::RangeInclusive;
 use std::os::unix::ffi::OsStringExt;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use crate::bounded::{ranged, read_bounded, CONFIG_MAX_BYTES, EXCLUDE_FILE_MAX_BYTES};
 use crate::engine::THREADS_LIMIT;
+pub use crate::host::default_max_threads;
 
 // The accepted ranges, shared by the config checks and the command-line
 // parsers (and written out in `lmpi --help` and config/lmpi.toml).
@@ -26,62 +26,6 @@ pub const CHUNK_SIZE: RangeInclusive<u64> = 4096..=1 << 30;
 pub const CHUNK_THRESHOLD: RangeInclusive<u64> = 4096..=1 << 50;
 /// `max_threads_per_rank` (and the hard bound of `threads_per_rank`).
 pub const MAX_THREADS: RangeInclusive<u64> = 1..=THREADS_LIMIT as u64;
-/// Config files are a few KiB: anything bigger is the wrong file.
-pub const CONFIG_MAX_BYTES: u64 = 1 << 20;
-/// The old `exceptions` file: a few thousand lines at most in practice.
-pub const EXCLUDE_FILE_MAX_BYTES: u64 = 64 << 20;
-
-/// The default `max_threads_per_rank`: eight per core, at least 64, at most
-/// `THREADS_LIMIT`. The threads mostly wait on metadata round trips (0.1-1 ms
-/// on Lustre), so even a small node runs dozens well; beyond that they only
-/// add memory and contention.
-pub fn default_max_threads() -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    cores.saturating_mul(8).clamp(64, THREADS_LIMIT)
-}
-
-/// Read a regular file of at most `limit` bytes. The type is checked before
-/// opening (opening a FIFO would block; /dev/zero never ends) and again on
-/// the open file, and at most `limit + 1` bytes are read, so a file swapped or
-/// growing meanwhile is caught as well.
-pub fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::{Error, ErrorKind};
-    let regular = |m: &std::fs::Metadata| -> std::io::Result<()> {
-        let ft = m.file_type();
-        let what = if ft.is_file() {
-            return Ok(());
-        } else if ft.is_dir() {
-            "a directory"
-        } else if ft.is_char_device() || ft.is_block_device() {
-            "a device"
-        } else if ft.is_fifo() {
-            "a FIFO"
-        } else if ft.is_socket() {
-            "a socket"
-        } else {
-            "not a file"
-        };
-        Err(Error::new(
-            ErrorKind::InvalidInput,
-            format!("{what}, not a regular file"),
-        ))
-    };
-    regular(&std::fs::metadata(path)?)?;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)?;
-    regular(&f.metadata()?)?;
-    let mut data = Vec::new();
-    f.take(limit.saturating_add(1)).read_to_end(&mut data)?;
-    if data.len() as u64 > limit {
-        return Err(Error::new(
-            ErrorKind::InvalidData,
-            format!("larger than {} bytes", limit),
-        ));
-    }
-    Ok(data)
-}
 
 /// `Err((key, message))` unless `v` is in `r`.
 fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
@@ -321,21 +265,4 @@ pub fn one_line(s: &str) -> String {
         .filter(|l| !l.is_empty() && !l.starts_with('|'))
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// A parser for a whole number in `range` whose message names the config key
-/// the flag overrides (clap adds the flag and the value).
-pub fn ranged<T: TryFrom<u64> + Clone + Send + Sync + 'static>(
-    key: &'static str,
-    range: std::ops::RangeInclusive<u64>,
-) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static {
-    move |s: &str| {
-        let (lo, hi) = (*range.start(), *range.end());
-        let bad = || format!("`{key}` must be a whole number between {lo} and {hi}");
-        let v: u64 = s.trim().parse().map_err(|_| bad())?;
-        if !(lo..=hi).contains(&v) {
-            return Err(bad());
-        }
-        T::try_from(v).map_err(|_| bad())
-    }
 }

@@ -18,7 +18,6 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::control::Command;
 use crate::stats::{Counters, Snapshot};
 use crate::transport::Transport;
 
@@ -29,6 +28,19 @@ mod rank;
 mod safra;
 
 pub use pool::Emitter;
+
+/// A decision taken from the broker or `lmpi ctl`; rank 0 forwards it to
+/// every rank in `Msg::Control`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Graceful stop, the same as scancel/SIGTERM.
+    Stop,
+    /// Release a job started with `--wait-for-start`.
+    Start,
+    /// Change I/O threads per rank by +n / -n.
+    PoolGrow(usize),
+    PoolShrink(usize),
+}
 
 /// What a pass does with one item, on an I/O thread.
 pub trait Processor: Send + Sync + 'static {

@@ -1,6 +1,20 @@
 //! Every file-system syscall lmpi makes. Calls take a directory fd and a name
 //! (bytes), so depth is unlimited and no path is ever re-resolved from `/`.
 //! Errors are `OsError { op, errno }`; callers add the path with `.at(path)`.
+//!
+//! Most calls go through `libc`, not rustix, so that the tests' fault shim
+//! (`tests/faults/shim.c`, built by `tests/common` as `lmpi-fault-shim.so`
+//! and loaded with LD_PRELOAD; `bench/latency.sh` uses it for Lustre-like
+//! latency) can intercept them: it defines `statx`, `openat`, `mkdirat`,
+//! `unlinkat`, `fchownat`, `utimensat`, `readlinkat`, `mknodat`, `syscall`
+//! and others in front of glibc's. rustix's linux_raw backend, the one this
+//! crate builds with (the `use-libc` feature is not enabled), makes system
+//! calls itself with inline assembly, so no such shim can see them. The libc
+//! crate has no openat2 wrapper, so `openat2_dir` calls it through
+//! `libc::syscall`, which the shim catches for `SYS_openat2`. The rustix
+//! calls that remain (getdents64 in `DirReader`; the statx, flock, pread,
+//! pwrite and fstatfs of the run-level checks at the end) are invisible to
+//! the shim.
 
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -263,8 +277,14 @@ fn from_statx(s: &libc::statx) -> Stat {
 }
 
 fn statx_raw(dirfd: RawFd, name: &CStr, flags: libc::c_int) -> Res<Stat> {
+    // SAFETY: `libc::statx` is integers and arrays of integers only, for
+    // which all-zero bytes are a valid value.
     let mut sx: libc::statx = unsafe { std::mem::zeroed() };
-    // SAFETY: valid C string and out-pointer.
+    // SAFETY: `name` is a NUL-terminated C string borrowed for the whole call
+    // (statx only reads it); `&mut sx` is a live, exclusively borrowed
+    // `struct statx`, the type and size statx fills. `dirfd` is the raw fd of
+    // a `BorrowedFd` in both callers (`stat_at`, `fstat`), so it stays open
+    // for the call.
     let rc = unsafe {
         libc::statx(
             dirfd,
@@ -293,13 +313,18 @@ pub fn fstat(fd: BorrowedFd) -> Res<Stat> {
 
 fn open_raw(dirfd: RawFd, name: &CStr, flags: libc::c_int, mode: libc::mode_t) -> Res<OwnedFd> {
     let flags = flags | libc::O_CLOEXEC;
-    // SAFETY: valid C string; the fd returned is owned by us.
+    // SAFETY: `name` is a NUL-terminated C string borrowed for the call
+    // (openat only reads it). `dirfd` is AT_FDCWD (`open_root`) or the raw fd
+    // of a `BorrowedFd` every other caller holds across this function. The
+    // variadic mode goes as the `unsigned int` that openat reads (mode_t
+    // after promotion). A new fd is only returned, and owned below.
     let mut fd = unsafe { libc::openat(dirfd, name.as_ptr(), flags, mode as libc::c_uint) };
     if fd < 0
         && flags & libc::O_NOATIME != 0
         && std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
     {
         // O_NOATIME needs ownership or CAP_FOWNER; without it, reading updates atime.
+        // SAFETY: as for the first openat: the same live `name` and `dirfd`.
         fd = unsafe {
             libc::openat(
                 dirfd,
@@ -312,7 +337,9 @@ fn open_raw(dirfd: RawFd, name: &CStr, flags: libc::c_int, mode: libc::mode_t) -
     if fd < 0 {
         return Err(last("open"));
     }
-    // SAFETY: fd is a fresh, valid descriptor.
+    // SAFETY: `fd` is non-negative, so it is the descriptor openat just
+    // created; nothing else in the process holds it, so this OwnedFd is its
+    // only owner and closes it exactly once.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
@@ -441,12 +468,18 @@ fn openat2_dir(base: BorrowedFd, path: &[u8]) -> Res<OwnedFd> {
     let c = cstr("open", path)?;
     let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
     let call = |flags: libc::c_int| {
-        // SAFETY: open_how is plain data; zeroed is a valid start value.
+        // SAFETY: `open_how` is three u64s; all zero is a valid value, and
+        // the mode the kernel wants without O_CREAT (anything else: EINVAL).
         let mut how: libc::open_how = unsafe { std::mem::zeroed() };
         how.flags = flags as u64;
         how.resolve =
             libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
-        // SAFETY: valid fd, C string and open_how with its true size.
+        // SAFETY: openat2(int dirfd, const char *path, struct open_how *how,
+        // size_t size): `base` is borrowed, so open for the call; `c` (a
+        // NUL-terminated C string captured by reference) and `how` (a local)
+        // both outlive the call, which only reads them; `size` is exactly
+        // size_of::<open_how>(), so the kernel reads no more than `how` holds.
+        // Every argument is an int, pointer or usize, as syscall(2) expects.
         unsafe {
             libc::syscall(
                 libc::SYS_openat2,
@@ -465,7 +498,8 @@ fn openat2_dir(base: BorrowedFd, path: &[u8]) -> Res<OwnedFd> {
     if fd < 0 {
         return Err(last("open"));
     }
-    // SAFETY: a fresh descriptor that nothing else owns.
+    // SAFETY: `fd` is non-negative, so it is the descriptor openat2 just
+    // created (fds are ints, so the cast is exact); nothing else holds it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
@@ -555,7 +589,9 @@ pub fn pin_at(dir: BorrowedFd, name: &[u8], want: Option<Ident>) -> Res<Pinned> 
 
 impl Pinned {
     pub fn chown(&self, uid: u32, gid: u32) -> Res<()> {
-        // SAFETY: valid fd and an empty C string; AT_EMPTY_PATH acts on the fd's inode.
+        // SAFETY: `self.fd` is an O_PATH fd owned by `self`, so open for the
+        // call; `c""` is a static NUL-terminated empty string, read only, that
+        // AT_EMPTY_PATH makes fchownat apply to the fd's own inode.
         check("chown", unsafe {
             libc::fchownat(
                 self.fd.as_raw_fd(),
@@ -581,7 +617,9 @@ impl Pinned {
             "chmod",
             format!("/proc/self/fd/{}", self.fd.as_raw_fd()).as_bytes(),
         )?;
-        // SAFETY: valid C string.
+        // SAFETY: `p` is a NUL-terminated CString that outlives the call
+        // (chmod only reads it); the fd it names is `self.fd`, open while
+        // `self` is borrowed.
         check("chmod", unsafe { libc::chmod(p.as_ptr(), perm) }).map(drop)
     }
 }
@@ -612,6 +650,8 @@ pub fn open_read_at(dir: BorrowedFd, name: &[u8]) -> Res<OwnedFd> {
 
 pub fn mkdir_at(dir: BorrowedFd, name: &[u8], perm: u32) -> Res<()> {
     let c = cstr("mkdir", name)?;
+    // SAFETY: `c` is a NUL-terminated CString that outlives the call (read
+    // only); `dir` is borrowed, so it stays open for the call.
     check("mkdir", unsafe {
         libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), perm)
     })
@@ -620,6 +660,8 @@ pub fn mkdir_at(dir: BorrowedFd, name: &[u8], perm: u32) -> Res<()> {
 
 pub fn unlink_at(dir: BorrowedFd, name: &[u8]) -> Res<()> {
     let c = cstr("unlink", name)?;
+    // SAFETY: `c` is a NUL-terminated CString that outlives the call (read
+    // only); `dir` is borrowed, so it stays open for the call.
     check("unlink", unsafe {
         libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), 0)
     })
@@ -628,6 +670,8 @@ pub fn unlink_at(dir: BorrowedFd, name: &[u8]) -> Res<()> {
 
 pub fn rmdir_at(dir: BorrowedFd, name: &[u8]) -> Res<()> {
     let c = cstr("rmdir", name)?;
+    // SAFETY: `c` is a NUL-terminated CString that outlives the call (read
+    // only); `dir` is borrowed, so it stays open for the call.
     check("rmdir", unsafe {
         libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), libc::AT_REMOVEDIR)
     })
@@ -636,6 +680,8 @@ pub fn rmdir_at(dir: BorrowedFd, name: &[u8]) -> Res<()> {
 
 pub fn rename_at(dir: BorrowedFd, from: &[u8], to: &[u8]) -> Res<()> {
     let (a, b) = (cstr("rename", from)?, cstr("rename", to)?);
+    // SAFETY: `a` and `b` are NUL-terminated CStrings that outlive the call
+    // (read only); `dir`, used on both sides, is borrowed, so it stays open.
     check("rename", unsafe {
         libc::renameat(dir.as_raw_fd(), a.as_ptr(), dir.as_raw_fd(), b.as_ptr())
     })
@@ -644,6 +690,8 @@ pub fn rename_at(dir: BorrowedFd, from: &[u8], to: &[u8]) -> Res<()> {
 
 pub fn link_at(from_dir: BorrowedFd, from: &[u8], to_dir: BorrowedFd, to: &[u8]) -> Res<()> {
     let (a, b) = (cstr("link", from)?, cstr("link", to)?);
+    // SAFETY: `a` and `b` are NUL-terminated CStrings that outlive the call
+    // (read only); `from_dir` and `to_dir` are borrowed, so both stay open.
     check("link", unsafe {
         libc::linkat(
             from_dir.as_raw_fd(),
@@ -660,6 +708,10 @@ pub fn readlink_at(dir: BorrowedFd, name: &[u8]) -> Res<Vec<u8>> {
     let c = cstr("readlink", name)?;
     let mut buf = vec![0u8; 4096];
     loop {
+        // SAFETY: readlinkat writes at most `buf.len()` bytes (no NUL) to
+        // `buf`, an initialised Vec of exactly that length, mutably borrowed
+        // for the call; only the `n` bytes it reports are kept. `c` is a live
+        // C string it only reads; `dir` is borrowed, so open.
         let n = unsafe {
             libc::readlinkat(
                 dir.as_raw_fd(),
@@ -681,6 +733,8 @@ pub fn readlink_at(dir: BorrowedFd, name: &[u8]) -> Res<Vec<u8>> {
 
 pub fn symlink_at(target: &[u8], dir: BorrowedFd, name: &[u8]) -> Res<()> {
     let (t, c) = (cstr("symlink", target)?, cstr("symlink", name)?);
+    // SAFETY: `t` and `c` are NUL-terminated CStrings that outlive the call
+    // (read only; the target is stored, never resolved); `dir` is borrowed.
     check("symlink", unsafe {
         libc::symlinkat(t.as_ptr(), dir.as_raw_fd(), c.as_ptr())
     })
@@ -701,6 +755,8 @@ pub fn mknod_at(dir: BorrowedFd, name: &[u8], st: &Stat) -> Res<()> {
             })
         }
     };
+    // SAFETY: `c` is a NUL-terminated CString that outlives the call (read
+    // only); mode and dev are plain integers; `dir` is borrowed, so open.
     check("mknod", unsafe {
         libc::mknodat(dir.as_raw_fd(), c.as_ptr(), fmt | st.perm, st.rdev)
     })
@@ -710,6 +766,8 @@ pub fn mknod_at(dir: BorrowedFd, name: &[u8], st: &Stat) -> Res<()> {
 /// chown without following symlinks.
 pub fn chown_at(dir: BorrowedFd, name: &[u8], uid: u32, gid: u32) -> Res<()> {
     let c = cstr("chown", name)?;
+    // SAFETY: `c` is a NUL-terminated CString that outlives the call (read
+    // only); `dir` is borrowed, so it stays open for the call.
     check("chown", unsafe {
         libc::fchownat(
             dir.as_raw_fd(),
@@ -723,15 +781,19 @@ pub fn chown_at(dir: BorrowedFd, name: &[u8], uid: u32, gid: u32) -> Res<()> {
 }
 
 pub fn fchown(fd: BorrowedFd, uid: u32, gid: u32) -> Res<()> {
+    // SAFETY: no pointers; `fd` is borrowed, so it stays open for the call.
     check("chown", unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) }).map(drop)
 }
 
 pub fn fchmod(fd: BorrowedFd, perm: u32) -> Res<()> {
+    // SAFETY: no pointers; `fd` is borrowed, so it stays open for the call.
     check("chmod", unsafe { libc::fchmod(fd.as_raw_fd(), perm) }).map(drop)
 }
 
 pub fn futimes(fd: BorrowedFd, atime: Time, mtime: Time) -> Res<()> {
     let ts = [atime.ts(), mtime.ts()];
+    // SAFETY: futimens reads exactly two timespecs through its pointer and
+    // `ts` is a live local [timespec; 2]; `fd` is borrowed, so open.
     check("utimens", unsafe {
         libc::futimens(fd.as_raw_fd(), ts.as_ptr())
     })
@@ -742,6 +804,9 @@ pub fn futimes(fd: BorrowedFd, atime: Time, mtime: Time) -> Res<()> {
 pub fn utimes_at(dir: BorrowedFd, name: &[u8], atime: Time, mtime: Time) -> Res<()> {
     let c = cstr("utimens", name)?;
     let ts = [atime.ts(), mtime.ts()];
+    // SAFETY: utimensat reads exactly two timespecs through its pointer and
+    // `ts` is a live local [timespec; 2]; `c` is a live C string it only
+    // reads; `dir` is borrowed, so open.
     check("utimens", unsafe {
         libc::utimensat(
             dir.as_raw_fd(),
@@ -754,6 +819,7 @@ pub fn utimes_at(dir: BorrowedFd, name: &[u8], atime: Time, mtime: Time) -> Res<
 }
 
 pub fn ftruncate(fd: BorrowedFd, size: u64) -> Res<()> {
+    // SAFETY: no pointers; `fd` is borrowed, so it stays open for the call.
     check("truncate", unsafe {
         libc::ftruncate(fd.as_raw_fd(), size as libc::off_t)
     })
@@ -762,11 +828,13 @@ pub fn ftruncate(fd: BorrowedFd, size: u64) -> Res<()> {
 
 /// Tell the kernel we read once, front to back (as the old tool did).
 pub fn advise_sequential(fd: BorrowedFd) {
+    // SAFETY: no pointers, advice only; `fd` is borrowed, so open.
     unsafe { libc::posix_fadvise(fd.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
 }
 
 /// Drop the copied range from the page cache: a migration reads everything once.
 pub fn advise_dontneed(fd: BorrowedFd, off: u64, len: u64) {
+    // SAFETY: no pointers, advice only; `fd` is borrowed, so open.
     unsafe {
         libc::posix_fadvise(
             fd.as_raw_fd(),
@@ -790,6 +858,7 @@ pub fn data_segments(
     let mut segs = Vec::new();
     let mut pos = off;
     while pos < end {
+        // SAFETY: no pointers; `fd` is borrowed, so it stays open for the call.
         let d = unsafe { libc::lseek(fd.as_raw_fd(), pos as libc::off_t, libc::SEEK_DATA) };
         if d < 0 {
             let e = last("seek_data");
@@ -805,6 +874,7 @@ pub fn data_segments(
         if d >= end {
             break;
         }
+        // SAFETY: no pointers; `fd` is borrowed, so it stays open for the call.
         let h = unsafe { libc::lseek(fd.as_raw_fd(), d as libc::off_t, libc::SEEK_HOLE) };
         if h < 0 {
             return Err(last("seek_hole"));
@@ -830,79 +900,111 @@ pub fn copy_range(
     let mut use_cfr = true;
     while done < len {
         let want = (len - done).min(1 << 30) as usize;
-        if use_cfr {
-            let mut so = (off + done) as libc::loff_t;
-            let mut doff = so;
-            let n = unsafe {
-                libc::copy_file_range(
-                    src.as_raw_fd(),
-                    &mut so,
-                    dst.as_raw_fd(),
-                    &mut doff,
-                    want,
-                    0,
-                )
-            };
-            if n > 0 {
-                done += n as u64;
-                continue;
-            }
-            if n == 0 {
-                break; // source shrank under us; the caller's re-stat notices
-            }
-            let e = last("copy_file_range");
-            match e.errno {
-                libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL | libc::EBADF => {
-                    use_cfr = false
+        let at = off + done;
+        let n = match use_cfr {
+            true => match copy_file_range_at(src, dst, at, want)? {
+                Some(n) => n,
+                None => {
+                    use_cfr = false;
+                    continue;
                 }
-                libc::EINTR => continue,
-                _ => return Err(e),
+            },
+            false => read_write_at(src, dst, at, want, buf)?,
+        };
+        if n == 0 {
+            break; // source shrank under us; the caller's re-stat notices
+        }
+        done += n;
+    }
+    Ok(done)
+}
+
+/// One `copy_file_range` at `at` on both sides: bytes copied (0 at the
+/// source's end), or None where the kernel cannot do it for these files.
+fn copy_file_range_at(src: BorrowedFd, dst: BorrowedFd, at: u64, want: usize) -> Res<Option<u64>> {
+    loop {
+        let mut so = at as libc::loff_t;
+        let mut doff = so;
+        // SAFETY: both fds are borrowed, so open for the call; the offset
+        // pointers are to live locals the kernel updates and we then drop.
+        let n = unsafe {
+            libc::copy_file_range(
+                src.as_raw_fd(),
+                &mut so,
+                dst.as_raw_fd(),
+                &mut doff,
+                want,
+                0,
+            )
+        };
+        if n >= 0 {
+            return Ok(Some(n as u64));
+        }
+        let e = last("copy_file_range");
+        match e.errno {
+            libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL | libc::EBADF => {
+                return Ok(None)
             }
+            libc::EINTR => continue,
+            _ => return Err(e),
         }
-        if buf.is_empty() {
-            buf.resize(4 << 20, 0);
-        }
-        let chunk = want.min(buf.len());
+    }
+}
+
+/// Read up to `want` bytes at `at` into `buf` (4 MiB, allocated on first
+/// use) and write them all at the same offset: bytes copied, 0 at the end.
+fn read_write_at(
+    src: BorrowedFd,
+    dst: BorrowedFd,
+    at: u64,
+    want: usize,
+    buf: &mut Vec<u8>,
+) -> Res<u64> {
+    if buf.is_empty() {
+        buf.resize(4 << 20, 0);
+    }
+    let chunk = want.min(buf.len());
+    let n = loop {
+        // SAFETY: `buf` is a live, initialised allocation of at least
+        // `chunk` bytes, borrowed mutably for the call; `src` is open.
         let n = unsafe {
             libc::pread(
                 src.as_raw_fd(),
                 buf.as_mut_ptr().cast(),
                 chunk,
-                (off + done) as libc::off_t,
+                at as libc::off_t,
             )
         };
-        if n < 0 {
-            let e = last("read");
+        if n >= 0 {
+            break n as usize;
+        }
+        let e = last("read");
+        if e.errno != libc::EINTR {
+            return Err(e);
+        }
+    };
+    let mut w = 0usize;
+    while w < n {
+        // SAFETY: `buf[w..n]` is initialised (pread filled `n` bytes) and
+        // lives across the call; `dst` is open.
+        let m = unsafe {
+            libc::pwrite(
+                dst.as_raw_fd(),
+                buf[w..].as_ptr().cast(),
+                n - w,
+                (at + w as u64) as libc::off_t,
+            )
+        };
+        if m < 0 {
+            let e = last("write");
             if e.errno == libc::EINTR {
                 continue;
             }
             return Err(e);
         }
-        if n == 0 {
-            break;
-        }
-        let mut w = 0usize;
-        while w < n as usize {
-            let m = unsafe {
-                libc::pwrite(
-                    dst.as_raw_fd(),
-                    buf[w..].as_ptr().cast(),
-                    n as usize - w,
-                    (off + done) as libc::off_t + w as libc::off_t,
-                )
-            };
-            if m < 0 {
-                let e = last("write");
-                if e.errno == libc::EINTR {
-                    continue;
-                }
-                return Err(e);
-            }
-            w += m as usize;
-        }
-        done += n as u64;
+        w += m as usize;
     }
-    Ok(done)
+    Ok(n as u64)
 }
 
 /// Names of a file's extended attributes (`fd`), or of `name` in `dir` without
@@ -911,11 +1013,17 @@ pub fn list_xattrs(fd: Option<BorrowedFd>, dir: BorrowedFd, name: &[u8]) -> Res<
     let mut buf = vec![0u8; 1024];
     loop {
         let n = match fd {
+            // SAFETY: flistxattr writes at most `buf.len()` bytes to `buf`, an
+            // initialised Vec of that length mutably borrowed for the call
+            // (ERANGE if the list is longer); only the `n` written are kept.
+            // `fd` is borrowed, so open.
             Some(fd) => unsafe {
                 libc::flistxattr(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len())
             },
             None => {
                 let p = proc_path(dir, name)?;
+                // SAFETY: as for flistxattr on `buf`; `p` is a NUL-terminated
+                // CString that lives to the end of this arm, past the call.
                 unsafe { libc::llistxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) }
             }
         };
@@ -956,6 +1064,10 @@ pub fn get_xattr(fd: Option<BorrowedFd>, dir: BorrowedFd, name: &[u8], key: &[u8
     let mut buf = vec![0u8; 256];
     loop {
         let n = match (fd, &p) {
+            // SAFETY: fgetxattr writes at most `buf.len()` bytes to `buf`, an
+            // initialised Vec of that length mutably borrowed for the call
+            // (ERANGE if the value is longer); only the `n` written are kept.
+            // `k` is a live C string it only reads; `fd` is borrowed, so open.
             (Some(fd), _) => unsafe {
                 libc::fgetxattr(
                     fd.as_raw_fd(),
@@ -964,6 +1076,8 @@ pub fn get_xattr(fd: Option<BorrowedFd>, dir: BorrowedFd, name: &[u8], key: &[u8
                     buf.len(),
                 )
             },
+            // SAFETY: as for fgetxattr on `buf` and `k`; `p` is a CString owned
+            // by this function, alive past the call.
             (None, Some(p)) => unsafe {
                 libc::lgetxattr(p.as_ptr(), k.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
             },
@@ -991,6 +1105,10 @@ pub fn set_xattr(
 ) -> Res<()> {
     let k = cstr("setxattr", key)?;
     let rc = match fd {
+        // SAFETY: fsetxattr reads exactly `value.len()` bytes from `value`, a
+        // slice borrowed for the call (none when it is empty, so the dangling
+        // pointer of an empty slice is never read); `k` is a live C string;
+        // `fd` is borrowed, so open.
         Some(fd) => unsafe {
             libc::fsetxattr(
                 fd.as_raw_fd(),
@@ -1002,6 +1120,8 @@ pub fn set_xattr(
         },
         None => {
             let p = proc_path(dir, name)?;
+            // SAFETY: as for fsetxattr on `value` and `k`; `p` is a CString
+            // alive to the end of this arm, past the call.
             unsafe {
                 libc::lsetxattr(
                     p.as_ptr(),
@@ -1021,9 +1141,13 @@ pub fn set_xattr(
 pub fn remove_xattr(fd: Option<BorrowedFd>, dir: BorrowedFd, name: &[u8], key: &[u8]) -> Res<()> {
     let k = cstr("removexattr", key)?;
     let rc = match fd {
+        // SAFETY: `k` is a NUL-terminated CString alive past the call (read
+        // only); `fd` is borrowed, so open.
         Some(fd) => unsafe { libc::fremovexattr(fd.as_raw_fd(), k.as_ptr()) },
         None => {
             let p = proc_path(dir, name)?;
+            // SAFETY: `p` and `k` are NUL-terminated CStrings alive past the
+            // call, which only reads them.
             unsafe { libc::lremovexattr(p.as_ptr(), k.as_ptr()) }
         }
     };
@@ -1157,11 +1281,14 @@ pub fn remove_tree_at(dir: BorrowedFd, name: &[u8]) -> Res<u64> {
 }
 
 pub fn is_root() -> bool {
+    // SAFETY: geteuid takes no arguments, touches no memory and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
 
 /// Files we create must carry exactly the source's mode bits.
 pub fn clear_umask() {
+    // SAFETY: umask takes and returns a plain mode and cannot fail; it changes
+    // only the process's file-creation mask, which is the point.
     unsafe { libc::umask(0) };
 }
 
@@ -1275,19 +1402,27 @@ pub fn pseudo_fs(fd: BorrowedFd) -> Res<Option<&'static str>> {
 /// Set the copied inode flags of `fd` to exactly `want` (others untouched).
 /// Immutable and append-only forbid later changes: set them last.
 pub fn set_inode_flags(fd: BorrowedFd, want: u32) -> Res<()> {
-    let mut flags: libc::c_int = 0;
-    // SAFETY: FS_IOC_GETFLAGS writes one int (whatever its ioctl number
-    // says) to the valid pointer given.
+    // The flags are an int, but the ioctl numbers encode a long, and FUSE
+    // without the 2020 fix "fuse: Fix parameter for FS_IOC_{GET,SET}FLAGS"
+    // copies sizeof(long) bytes each way: room for that, the int first.
+    let mut got: [libc::c_int; 2] = [0; 2];
+    // SAFETY: FS_IOC_GETFLAGS writes an int (a long through an unfixed FUSE)
+    // to the pointer: `got` is a live local of 8 bytes, mutably borrowed for
+    // the call. `fd` is borrowed, so open.
     check("getflags", unsafe {
-        libc::ioctl(fd.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut flags)
+        libc::ioctl(fd.as_raw_fd(), libc::FS_IOC_GETFLAGS, got.as_mut_ptr())
     })?;
+    let flags = got[0];
     let new = (flags & !(FLAGS_COPIED as libc::c_int)) | want as libc::c_int;
     if new == flags {
         return Ok(());
     }
-    // SAFETY: FS_IOC_SETFLAGS reads one int from the valid pointer given.
+    let put: [libc::c_int; 2] = [new, 0];
+    // SAFETY: FS_IOC_SETFLAGS reads an int (a long through an unfixed FUSE)
+    // from the pointer: `put` is a live, initialised local of 8 bytes. `fd`
+    // is borrowed, so open.
     check("setflags", unsafe {
-        libc::ioctl(fd.as_raw_fd(), libc::FS_IOC_SETFLAGS, &new)
+        libc::ioctl(fd.as_raw_fd(), libc::FS_IOC_SETFLAGS, put.as_ptr())
     })
     .map(drop)
 }

@@ -3,6 +3,7 @@
 //! The binary is thin; everything lives here, one module per job. Only
 //! `transport::mpi` touches MPI; only `fsops` makes file-system syscalls.
 
+pub mod bounded;
 pub mod config;
 pub mod control;
 pub mod engine;

@@ -93,8 +93,10 @@ pub struct Lustre {
 
 /// statfs magic of a Lustre client mount.
 pub fn statfs_is_lustre(fd: BorrowedFd) -> bool {
+    // SAFETY: `libc::statfs` is integers only; all-zero is a valid value.
     let mut s: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: valid fd and out-pointer.
+    // SAFETY: fstatfs fills one `struct statfs` through the pointer, and `s`
+    // is a live, exclusively borrowed one; `fd` is borrowed, so open.
     let rc = unsafe { libc::fstatfs(fd.as_raw_fd(), &mut s) };
     rc == 0 && s.f_type as i64 == sys::LL_SUPER_MAGIC
 }
@@ -156,7 +158,9 @@ impl Lustre {
 
     pub fn dir_mdt(&self, fd: BorrowedFd) -> Result<u32, OsError> {
         let mut idx: libc::c_int = 0;
-        // SAFETY: valid fd and out-pointer.
+        // SAFETY: llapi_file_fget_mdtidx(int fd, int *mdtidx) writes one int
+        // through `&mut idx`, a live local; `fd` is borrowed, so open for the
+        // call. `self.api` keeps the library loaded while we call into it.
         let rc = unsafe { (self.api.file_fget_mdtidx)(fd.as_raw_fd(), &mut idx) };
         if rc < 0 {
             return Err(OsError {
@@ -204,7 +208,16 @@ impl Lustre {
                 .unwrap_or(libc::EIO),
         };
         let mut comps = Vec::new();
-        // SAFETY: l is a live layout from liblustreapi; every out-pointer is valid.
+        // SAFETY: `l` is the non-NULL layout of the `LlapiLayout` borrowed for
+        // this call, which frees it only when dropped; that type is neither
+        // Send nor Sync (a raw pointer), so no other thread touches the layout
+        // while comp_use moves its cursor. It borrows `self.api`, so the
+        // library stays loaded. Each getter writes one u64 (two for the
+        // extent) through pointers to the live locals `s`, `e`, `c`, `z` and
+        // `p`. `pool` is LOV_MAXPOOLNAME + 1 bytes and that length is passed,
+        // so the library writes no further (strncpy of at most n bytes); the
+        // name is then read only up to its NUL or the buffer's end, so
+        // nothing past `pool` is read even were the NUL missing.
         unsafe {
             if (self.api.layout_comp_use)(l, sys::LLAPI_LAYOUT_COMP_USE_FIRST) < 0 {
                 return Err(err("llapi_layout_comp_use"));
@@ -220,13 +233,12 @@ impl Lustre {
                 {
                     return Err(err("llapi_layout_get"));
                 }
-                let mut pool = [0 as libc::c_char; sys::LOV_MAXPOOLNAME + 1];
-                if (self.api.layout_pool_name_get)(l, pool.as_mut_ptr(), pool.len()) < 0 {
+                let mut pool = [0u8; sys::LOV_MAXPOOLNAME + 1];
+                if (self.api.layout_pool_name_get)(l, pool.as_mut_ptr().cast(), pool.len()) < 0 {
                     return Err(err("llapi_layout_pool_name_get"));
                 }
-                let pool = std::ffi::CStr::from_ptr(pool.as_ptr())
-                    .to_string_lossy()
-                    .into_owned();
+                let end = pool.iter().position(|&b| b == 0).unwrap_or(pool.len());
+                let pool = String::from_utf8_lossy(&pool[..end]).into_owned();
                 comps.push(Component {
                     start: s,
                     end: e,
@@ -253,13 +265,19 @@ impl Lustre {
                 .raw_os_error()
                 .unwrap_or(libc::EINVAL),
         };
-        // SAFETY: a plain allocation; ownership goes to `own` at once.
+        // SAFETY: llapi_layout_alloc takes nothing and returns a new layout
+        // or NULL; `own` takes it at once (NULL becomes an error), and
+        // `self.api` keeps the library loaded while it is called.
         let owned = self.own(unsafe { (self.api.layout_alloc)() }, "llapi_layout_alloc")?;
         let l = owned.ptr;
         for (i, c) in layout.components.iter().enumerate() {
             let many = layout.components.len() > 1;
             let pool = CString::new(c.pool.as_str()).ok();
-            // SAFETY: setters on a live layout we own; the pool C string outlives the call.
+            // SAFETY: every setter gets `l`, the non-NULL layout that `owned`
+            // frees only when dropped (after the loop), plus plain u64s; the
+            // pool name is a NUL-terminated CString in `pool`, which lives to
+            // the end of this iteration, after the call that only reads
+            // (copies) it. `&&` stops at the first failure.
             let ok = unsafe {
                 (i == 0 || (self.api.layout_comp_add)(l) == 0)
                     && (!many || (self.api.layout_comp_extent_set)(l, c.start, c.end) == 0)
@@ -289,7 +307,8 @@ impl Lustre {
     /// The layout of `name` in `dir` (a file's, or a directory's default).
     pub fn layout_of(&self, dir: BorrowedFd, name: &[u8]) -> Result<Layout, OsError> {
         let p = Self::path(dir, name)?;
-        // SAFETY: a valid C string; the result is owned at once.
+        // SAFETY: `p` is a NUL-terminated CString alive past the call, which
+        // only reads it; the layout returned (or NULL) is owned at once.
         let l = unsafe { (self.api.layout_get_by_path)(p.as_ptr(), 0) };
         self.read(&self.own(l, "llapi_layout_get_by_path")?)
     }
@@ -297,7 +316,8 @@ impl Lustre {
     /// The layout of the open file `fd` (checked by the caller to be the
     /// file the listing saw: a name could be a link by now).
     pub fn layout_of_fd(&self, fd: BorrowedFd) -> Result<Layout, OsError> {
-        // SAFETY: a valid open fd; the result is owned at once.
+        // SAFETY: `fd` is borrowed, so open for the call; the layout returned
+        // (or NULL) is owned at once.
         let l = unsafe { (self.api.layout_get_by_fd)(fd.as_raw_fd(), 0) };
         self.read(&self.own(l, "llapi_layout_get_by_fd")?)
     }
@@ -312,7 +332,9 @@ impl Lustre {
     ) -> Result<OwnedFd, OsError> {
         let p = Self::path(dir, name)?;
         let l = self.build(layout)?;
-        // SAFETY: valid path and layout; the fd returned is ours.
+        // SAFETY: `p` is a NUL-terminated CString and `l.ptr` a non-NULL
+        // layout held by `l`; both live past the call, which only reads them.
+        // The fd returned is opened by the library for us and not kept.
         let fd = unsafe {
             (self.api.layout_file_create)(
                 p.as_ptr(),
@@ -330,6 +352,9 @@ impl Lustre {
                 errno: e,
             });
         }
+        // SAFETY: `fd` is non-negative, so it is the descriptor the library
+        // just opened and returned to its caller (closing it is ours); nothing
+        // else holds it.
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 
@@ -342,7 +367,9 @@ impl Lustre {
     ) -> Result<(), OsError> {
         let p = Self::path(dir, name)?;
         let l = self.build(layout)?;
-        // SAFETY: valid path and layout; the fd returned is closed at once.
+        // SAFETY: `p` is a NUL-terminated CString and `l.ptr` a non-NULL
+        // layout held by `l`; both live past the call, which only reads them.
+        // The fd returned is opened by the library for us and not kept.
         let fd = unsafe {
             (self.api.layout_file_open)(p.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY, 0, l.ptr)
         };
@@ -355,6 +382,9 @@ impl Lustre {
                 errno: e,
             });
         }
+        // SAFETY: `fd` is non-negative, so it is the descriptor the library
+        // just opened for us; nothing else holds it, so closing it here (by
+        // dropping the OwnedFd) closes it exactly once.
         drop(unsafe { OwnedFd::from_raw_fd(fd) });
         Ok(())
     }
@@ -368,7 +398,9 @@ impl Lustre {
         mdt: u32,
     ) -> Result<(), OsError> {
         let p = Self::path(dir, name)?;
-        // SAFETY: valid path; NULL pool.
+        // SAFETY: `p` is a NUL-terminated CString alive past the call, which
+        // only reads it; the other arguments are ints, and the pool may be
+        // NULL (llapi_dir_create_pool then sets none).
         let rc = unsafe {
             (self.api.dir_create_pool)(
                 p.as_ptr(),
@@ -397,7 +429,10 @@ struct LlapiLayout<'a> {
 
 impl Drop for LlapiLayout<'_> {
     fn drop(&mut self) {
-        // SAFETY: `ptr` came non-NULL from the library and is freed only here.
+        // SAFETY: `ptr` came non-NULL from the library (`Lustre::own`), no
+        // other copy of it is kept, and it is freed only here, once; `api`
+        // is borrowed for the layout's whole life, so the library that
+        // allocated it is still loaded.
         unsafe { (self.api.layout_free)(self.ptr) };
     }
 }

@@ -33,24 +33,112 @@ pub const LOV_MAXPOOLNAME: usize = 15;
 /// statfs f_type of a Lustre client mount.
 pub const LL_SUPER_MAGIC: i64 = 0x0BD0_0BD0;
 
+// Each alias is the C prototype of one entry point (enums are 32-bit ints).
+// Besides what each alias's safety section says, every call needs the `Api`
+// the pointer was read from to be alive: dropping it unloads the library. A
+// "live layout" below is a non-NULL `llapi_layout` this library returned
+// (`layout_alloc`, `layout_get_by_*`), not yet freed, and not in use by
+// another thread during the call.
+
+/// `struct llapi_layout *llapi_layout_alloc(void)`.
+///
+/// # Safety
+/// Only the `Api` must be alive. The result, NULL with errno set on failure,
+/// is the caller's to free once with `layout_free`.
 pub type LayoutAllocFn = unsafe extern "C" fn() -> *mut llapi_layout;
+/// `void llapi_layout_free(struct llapi_layout *layout)`.
+///
+/// # Safety
+/// `layout` must be NULL or a live layout; it is dangling afterwards.
 pub type LayoutFreeFn = unsafe extern "C" fn(*mut llapi_layout);
+/// `struct llapi_layout *llapi_layout_get_by_fd(int fd, uint32_t flags)`.
+///
+/// # Safety
+/// `fd` must be open for the call. The result is as for [`LayoutAllocFn`].
 pub type LayoutGetByFdFn = unsafe extern "C" fn(c_int, u32) -> *mut llapi_layout;
+/// `struct llapi_layout *llapi_layout_get_by_path(const char *path, uint32_t flags)`.
+///
+/// # Safety
+/// `path` must be a NUL-terminated string, valid for the call (only read).
+/// The result is as for [`LayoutAllocFn`].
 pub type LayoutGetByPathFn = unsafe extern "C" fn(*const c_char, u32) -> *mut llapi_layout;
+/// `int llapi_layout_{stripe_count,stripe_size,pattern}_get(const struct
+/// llapi_layout *layout, uint64_t *value)`: 0, or -1 with errno.
+///
+/// # Safety
+/// `layout` must be live and `value` valid for writing one u64.
 pub type LayoutGetU64Fn = unsafe extern "C" fn(*const llapi_layout, *mut u64) -> c_int;
+/// `int llapi_layout_{stripe_count,stripe_size,pattern}_set(struct
+/// llapi_layout *layout, uint64_t value)`: 0, or -1 with errno.
+///
+/// # Safety
+/// `layout` must be live.
 pub type LayoutSetU64Fn = unsafe extern "C" fn(*mut llapi_layout, u64) -> c_int;
+/// `int llapi_layout_pool_name_get(const struct llapi_layout *layout, char
+/// *dest, size_t n)`: 0, or -1 with errno.
+///
+/// # Safety
+/// `layout` must be live and `dest` valid for writing `n` bytes. The name
+/// is copied with strncpy, so no NUL is written if it fills all `n` bytes:
+/// pass `LOV_MAXPOOLNAME + 1` and read no further than `n` bytes.
 pub type PoolNameGetFn = unsafe extern "C" fn(*const llapi_layout, *mut c_char, usize) -> c_int;
+/// `int llapi_layout_pool_name_set(struct llapi_layout *layout, const char
+/// *pool_name)`: 0, or -1 with errno (EINVAL past `LOV_MAXPOOLNAME`).
+///
+/// # Safety
+/// `layout` must be live and `pool_name` a NUL-terminated string valid for
+/// the call; the library copies it.
 pub type PoolNameSetFn = unsafe extern "C" fn(*mut llapi_layout, *const c_char) -> c_int;
+/// `int llapi_layout_comp_extent_get(const struct llapi_layout *layout,
+/// uint64_t *start, uint64_t *end)`: 0, or -1 with errno.
+///
+/// # Safety
+/// `layout` must be live; `start` and `end` valid for writing one u64 each.
 pub type CompExtentGetFn = unsafe extern "C" fn(*const llapi_layout, *mut u64, *mut u64) -> c_int;
+/// `int llapi_layout_comp_extent_set(struct llapi_layout *layout, uint64_t
+/// start, uint64_t end)`: 0, or -1 with errno.
+///
+/// # Safety
+/// `layout` must be live.
 pub type CompExtentSetFn = unsafe extern "C" fn(*mut llapi_layout, u64, u64) -> c_int;
+/// `int llapi_layout_comp_add(struct llapi_layout *layout)`: 0, or -1 with errno.
+///
+/// # Safety
+/// `layout` must be live.
 pub type CompAddFn = unsafe extern "C" fn(*mut llapi_layout) -> c_int;
+/// `int llapi_layout_comp_use(struct llapi_layout *layout, uint32_t pos)`:
+/// 0, 1 when there is no such component, or -1 with errno.
+///
+/// # Safety
+/// `layout` must be live; the call moves its current-component cursor.
 pub type CompUseFn = unsafe extern "C" fn(*mut llapi_layout, u32) -> c_int;
+/// `int llapi_layout_file_open(const char *path, int open_flags, mode_t
+/// mode, const struct llapi_layout *layout)`: an fd, or -1 with errno.
+///
+/// # Safety
+/// `path` must be a NUL-terminated string valid for the call, and `layout`
+/// NULL or live; both are only read. A returned fd is the caller's to close.
 pub type FileOpenFn =
     unsafe extern "C" fn(*const c_char, c_int, libc::mode_t, *const llapi_layout) -> c_int;
+/// `int llapi_layout_file_create(const char *path, int open_flags, int mode,
+/// const struct llapi_layout *layout)`: `layout_file_open` with O_CREAT|O_EXCL.
+///
+/// # Safety
+/// As for [`FileOpenFn`].
 pub type FileCreateFn =
     unsafe extern "C" fn(*const c_char, c_int, c_int, *const llapi_layout) -> c_int;
+/// `int llapi_dir_create_pool(const char *name, int mode, int stripe_offset,
+/// int stripe_count, int stripe_pattern, const char *pool_name)`: 0 or -errno.
+///
+/// # Safety
+/// `name` must be a NUL-terminated string valid for the call, and
+/// `pool_name` NULL or one; both are only read.
 pub type DirCreatePoolFn =
     unsafe extern "C" fn(*const c_char, c_int, c_int, c_int, c_int, *const c_char) -> c_int;
+/// `int llapi_file_fget_mdtidx(int fd, int *mdtidx)`: 0 or -errno.
+///
+/// # Safety
+/// `fd` must be open for the call and `mdtidx` valid for writing one int.
 pub type FileFgetMdtidxFn = unsafe extern "C" fn(c_int, *mut c_int) -> c_int;
 
 /// The resolved entry points. The library stays loaded as long as this lives.
@@ -124,7 +212,12 @@ impl Api {
         }
         let mut tried = Vec::new();
         for c in candidates {
-            // SAFETY: loading a library runs its initialisers; liblustreapi's are benign.
+            // SAFETY: dlopen runs the library's initialisers now (and its
+            // finalisers when the `Api` drops it). The candidates are
+            // liblustreapi, whose initialisers set up only its own state, or a
+            // stand-in the user named (`explicit`, $LMPI_LUSTREAPI), trusted as
+            // LD_PRELOAD would be. glibc's dlopen is safe with other threads
+            // running.
             match unsafe { libloading::Library::new(&c) } {
                 Ok(lib) => return Self::resolve(lib, PathBuf::from(&c)),
                 Err(e) => tried.push((c, e.to_string())),
@@ -136,7 +229,12 @@ impl Api {
     fn resolve(lib: libloading::Library, path: PathBuf) -> Result<Api, LoadError> {
         macro_rules! sym {
             ($name:literal) => {{
-                // SAFETY: the type is the documented signature of this symbol.
+                // SAFETY: the symbol's type is the `Api` field it is stored in,
+                // whose alias above is the C prototype of this symbol in
+                // lustreapi.h. `*s` copies the fn pointer out of the borrow of
+                // `lib`; it stays valid because `lib` moves into `_lib` of the
+                // same `Api`, so the library stays loaded as long as the
+                // pointers can be reached through it.
                 match unsafe { lib.get(concat!($name, "\0").as_bytes()) } {
                     Ok(s) => *s,
                     Err(_) => {
@@ -175,6 +273,12 @@ impl Api {
     }
 }
 
-// The function pointers are plain C entry points, callable from any thread.
+// SAFETY: these claim nothing the fields do not already give: fn pointers,
+// a PathBuf and a libloading::Library are each Send and Sync, so the
+// compiler derives both for `Api` anyway. Every call through the pointers
+// is justified where it is made, and whether liblustreapi allows concurrent
+// calls is for those call sites (lmpi's I/O threads share one `Api`, with
+// every layout private to one thread).
 unsafe impl Send for Api {}
+// SAFETY: as for `Send` just above.
 unsafe impl Sync for Api {}

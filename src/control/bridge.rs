@@ -102,8 +102,7 @@ async fn session(
     down_said: &mut bool,
     connected: &mut bool,
 ) -> Result<(), String> {
-    let url = cfg.broker_url()?;
-    let conn = Connection::connect(&url, ConnectionProperties::default())
+    let conn = Connection::connect_uri(cfg.broker_uri()?, ConnectionProperties::default())
         .await
         .map_err(|e| e.to_string())?;
     let ch = conn.create_channel().await.map_err(|e| e.to_string())?;

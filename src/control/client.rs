@@ -11,9 +11,9 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::{json, Value};
+use uuid::Uuid;
 
 use super::bridge::{declare_exchanges, header_str, now, PIDBOX, REPLY_EXCHANGE};
-use super::message::uuid;
 use super::ControlConfig;
 
 #[derive(Debug, clap::Args)]
@@ -53,7 +53,7 @@ pub enum CtlCmd {
 }
 
 fn pool_count(s: &str) -> Result<usize, String> {
-    crate::config::ranged::<usize>("n", 1..=crate::engine::THREADS_LIMIT as u64)(s)
+    crate::bounded::ranged::<usize>("n", 1..=crate::engine::THREADS_LIMIT as u64)(s)
 }
 
 /// A finite number of seconds in 0.05..=600: `Duration::from_secs_f64`
@@ -101,6 +101,19 @@ pub fn run_ctl(args: &CtlArgs, cfg: &ControlConfig) -> i32 {
     }
 }
 
+/// Why `lmpi ctl` got no answer at all.
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Broker(#[from] lapin::Error),
+    #[error("cannot start the I/O runtime: {0}")]
+    Runtime(#[from] std::io::Error),
+    #[error("cannot encode the request: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
 /// Publish one pidbox request and collect the replies that carry its ticket.
 pub fn request(
     cfg: &ControlConfig,
@@ -108,54 +121,17 @@ pub fn request(
     arguments: Value,
     destination: Option<Vec<String>>,
     timeout: Duration,
-) -> Result<Vec<Value>, String> {
+) -> Result<Vec<Value>, CtlError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+        .build()?;
     rt.block_on(async {
-        let url = cfg.broker_url()?;
-        let conn = Connection::connect(&url, ConnectionProperties::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
-        declare_exchanges(&ch).await.map_err(|e| e.to_string())?;
-        let ticket = uuid();
-        let reply_key = uuid();
-        let q = ch
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        let qname = q.name().as_str().to_string();
-        ch.queue_bind(
-            qname.as_str().into(),
-            REPLY_EXCHANGE.into(),
-            reply_key.as_str().into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        let mut consumer = ch
-            .basic_consume(
-                qname.as_str().into(),
-                "lmpi-ctl".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
+        let uri = cfg.broker_uri().map_err(CtlError::Config)?;
+        let conn = Connection::connect_uri(uri, ConnectionProperties::default()).await?;
+        let ch = conn.create_channel().await?;
+        declare_exchanges(&ch).await?;
+        let (ticket, reply_key) = (new_id(), new_id());
+        let consumer = reply_queue(&ch, &reply_key).await?;
         let body = json!({
             "method": method,
             "arguments": arguments,
@@ -165,41 +141,87 @@ pub fn request(
             "ticket": ticket,
             "reply_to": {"exchange": REPLY_EXCHANGE, "routing_key": reply_key},
         });
-        let mut h = FieldTable::default();
-        h.insert("clock".into(), AMQPValue::LongLongInt(1));
-        h.insert(
-            "expires".into(),
-            AMQPValue::Double(now() + timeout.as_secs_f64()),
-        );
-        let props = BasicProperties::default()
-            .with_content_type(ShortString::from("application/json"))
-            .with_content_encoding(ShortString::from("utf-8"))
-            .with_delivery_mode(1)
-            .with_headers(h);
-        let payload = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
-        ch.basic_publish(
-            PIDBOX.into(),
-            "".into(),
-            BasicPublishOptions::default(),
-            &payload,
-            props,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        let mut replies = Vec::new();
-        let deadline = tokio::time::Instant::now() + timeout;
-        while let Ok(Some(d)) = tokio::time::timeout_at(deadline, consumer.next()).await {
-            let Ok(d) = d else { break };
-            if header_str(&d.properties, "ticket").as_deref() != Some(ticket.as_str()) {
-                continue;
-            }
-            if let Ok(v) = serde_json::from_slice::<Value>(&d.data) {
-                replies.push(v);
-            }
-        }
+        publish(&ch, &body, timeout).await?;
+        let replies = collect(consumer, &ticket, timeout).await;
         let _ = conn.close(0, "bye".into()).await;
         Ok(replies)
     })
+}
+
+/// An exclusive queue bound to the reply exchange under `reply_key`.
+async fn reply_queue(ch: &lapin::Channel, reply_key: &str) -> Result<lapin::Consumer, CtlError> {
+    let opts = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..Default::default()
+    };
+    let q = ch
+        .queue_declare("".into(), opts, FieldTable::default())
+        .await?;
+    let qname = q.name().as_str().to_string();
+    ch.queue_bind(
+        qname.as_str().into(),
+        REPLY_EXCHANGE.into(),
+        reply_key.into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    let opts = BasicConsumeOptions {
+        no_ack: true,
+        ..Default::default()
+    };
+    let consumer = ch
+        .basic_consume(
+            qname.as_str().into(),
+            "lmpi-ctl".into(),
+            opts,
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(consumer)
+}
+
+/// The request on the pidbox exchange, with the headers kombu sends.
+async fn publish(ch: &lapin::Channel, body: &Value, timeout: Duration) -> Result<(), CtlError> {
+    let mut h = FieldTable::default();
+    h.insert("clock".into(), AMQPValue::LongLongInt(1));
+    h.insert(
+        "expires".into(),
+        AMQPValue::Double(now() + timeout.as_secs_f64()),
+    );
+    let props = BasicProperties::default()
+        .with_content_type(ShortString::from("application/json"))
+        .with_content_encoding(ShortString::from("utf-8"))
+        .with_delivery_mode(1)
+        .with_headers(h);
+    let payload = serde_json::to_vec(body)?;
+    let opts = BasicPublishOptions::default();
+    ch.basic_publish(PIDBOX.into(), "".into(), opts, &payload, props)
+        .await?;
+    Ok(())
+}
+
+/// Replies that carry `ticket`, until `timeout`.
+async fn collect(mut consumer: lapin::Consumer, ticket: &str, timeout: Duration) -> Vec<Value> {
+    let mut replies = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while let Ok(Some(d)) = tokio::time::timeout_at(deadline, consumer.next()).await {
+        let Ok(d) = d else { break };
+        if header_str(&d.properties, "ticket").as_deref() != Some(ticket) {
+            continue;
+        }
+        if let Ok(v) = serde_json::from_slice::<Value>(&d.data) {
+            replies.push(v);
+        }
+    }
+    replies
+}
+
+/// A ticket or reply routing key as kombu makes them: a random v4 UUID,
+/// hyphenated lowercase.
+fn new_id() -> String {
+    Uuid::new_v4().to_string()
 }
 
 fn print_reply(method: &str, reply: &Value) {
@@ -270,5 +292,28 @@ fn print_status(node: &str, v: &Value) {
                 active.join("; ")
             }
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_look_like_kombus() {
+        let (a, b) = (new_id(), new_id());
+        assert_ne!(a, b);
+        // As in the captures: 8-4-4-4-12 lowercase hex, version 4, RFC 4122 variant.
+        let parts: Vec<&str> = a.split('-').collect();
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12]
+        );
+        assert!(parts
+            .concat()
+            .bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)));
+        assert!(parts[2].starts_with('4'));
+        assert!(matches!(parts[3].as_bytes()[0], b'8' | b'9' | b'a' | b'b'));
     }
 }

@@ -2,6 +2,7 @@
 //! out. Pure functions over bytes, so the parser can be fuzzed; nothing here
 //! panics on any input.
 
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::{Command, JobStatus};
@@ -19,7 +20,7 @@ pub struct Request {
     pub reply_to: Option<ReplyTo>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct ReplyTo {
     pub exchange: String,
     pub routing_key: String,
@@ -50,12 +51,11 @@ pub fn parse_request(body: &[u8]) -> Result<Request, String> {
         _ => None,
     };
     let s = |k: &str| o.get(k).and_then(Value::as_str).map(String::from);
-    let reply_to = o.get("reply_to").and_then(Value::as_object).and_then(|r| {
-        Some(ReplyTo {
-            exchange: r.get("exchange")?.as_str()?.to_string(),
-            routing_key: r.get("routing_key")?.as_str()?.to_string(),
-        })
-    });
+    // Only an object with both names as strings; anything else means no reply.
+    let reply_to = o
+        .get("reply_to")
+        .filter(|r| r.is_object())
+        .and_then(|r| ReplyTo::deserialize(r).ok());
     Ok(Request {
         method,
         arguments,
@@ -253,24 +253,6 @@ pub fn is_start_task(header_task: Option<&str>, body: &[u8]) -> bool {
         .unwrap_or(false)
 }
 
-/// A random UUID (v4 layout) for tickets and reply routing keys.
-pub fn uuid() -> String {
-    use rand::RngCore;
-    let mut b = [0u8; 16];
-    rand::thread_rng().fill_bytes(&mut b);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,6 +273,31 @@ mod tests {
             Some(Command::Stop)
         );
         assert!(s.reply_to.is_none());
+    }
+
+    #[test]
+    fn reply_to_is_an_object_of_two_strings_or_nothing() {
+        let reply_to = |r: &str| {
+            parse_request(format!(r#"{{"method":"ping","reply_to":{r}}}"#).as_bytes())
+                .unwrap()
+                .reply_to
+        };
+        assert_eq!(
+            reply_to(r#"{"exchange":"x","routing_key":"k","extra":1}"#),
+            Some(ReplyTo {
+                exchange: "x".into(),
+                routing_key: "k".into()
+            })
+        );
+        for r in [
+            r#"["x","k"]"#,
+            r#"{"exchange":"x"}"#,
+            r#"{"exchange":"x","routing_key":1}"#,
+            r#""x""#,
+            "null",
+        ] {
+            assert_eq!(reply_to(r), None, "{r}");
+        }
     }
 
     #[test]
@@ -326,7 +333,6 @@ mod tests {
             br#"{"task":"cmover.procDir","args":[]}"#
         ));
         assert!(!is_start_task(Some("other"), b"[]"));
-        assert_eq!(uuid().len(), 36);
     }
 
     fn pool_req(method: &str, n: Value) -> Request {

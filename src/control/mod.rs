@@ -15,22 +15,13 @@ pub mod message;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use amq_protocol_uri::{AMQPAuthority, AMQPUri, AMQPUserInfo};
 use serde::{Deserialize, Serialize};
 
 use crate::stats::Snapshot;
 use crate::status::RunState;
 
-/// A decision taken from the broker; rank 0 forwards it to every rank over MPI.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Command {
-    /// Graceful stop, the same as scancel/SIGTERM.
-    Stop,
-    /// Release a job started with `--wait-for-start`.
-    Start,
-    /// Change I/O threads per rank by +n / -n.
-    PoolGrow(usize),
-    PoolShrink(usize),
-}
+pub use crate::engine::Command;
 
 /// What `lmpi ctl status` and `celery inspect active` show. Rank 0's main loop
 /// refreshes it every `report_interval` from the ranks' periodic reports.
@@ -98,7 +89,7 @@ impl Default for ControlConfig {
             rabbitmq_dir: None,
             node_name: None,
             timeout_ms: 2000,
-            max_threads_per_rank: crate::config::default_max_threads(),
+            max_threads_per_rank: crate::host::default_max_threads(),
         }
     }
 }
@@ -130,17 +121,27 @@ impl ControlConfig {
         Ok(())
     }
 
-    /// The broker URL, resolved as documented; the error names the file it needed.
-    pub fn broker_url(&self) -> Result<String, String> {
+    /// The broker, resolved as documented; the error names the file it needed.
+    /// A struct, not a URL: lapin connects to it as it is, so no password has
+    /// to survive being percent-encoded and parsed back.
+    pub fn broker_uri(&self) -> Result<AMQPUri, String> {
         if let Some(u) = &self.url {
-            return Ok(u.clone());
+            // The same parser lapin's `Connection::connect(&str)` uses. Some of
+            // its errors quote the whole URL: never print the password.
+            return u.parse().map_err(|e: String| {
+                if e.contains(u.as_str()) {
+                    "url is not a valid amqp:// URL".to_string()
+                } else {
+                    format!("url: {e}")
+                }
+            });
         }
         let old_file = |name: &str| -> Result<Option<String>, String> {
             let Some(dir) = &self.rabbitmq_dir else {
                 return Ok(None);
             };
             let p = dir.join(name);
-            let text = crate::config::read_bounded(&p, crate::config::CONFIG_MAX_BYTES)
+            let text = crate::bounded::read_bounded(&p, crate::bounded::CONFIG_MAX_BYTES)
                 .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other));
             match text {
                 Ok(s) => Ok(Some(s.trim().to_string())),
@@ -170,24 +171,28 @@ impl ControlConfig {
                 )
             })?,
         };
-        let vhost = self.vhost.clone().unwrap_or_else(|| self.username.clone());
-        Ok(format!(
-            "amqp://{}:{}@{}:{}/{}",
-            pct(&self.username),
-            pct(&password),
-            host,
-            self.port,
-            pct(&vhost)
-        ))
+        Ok(AMQPUri {
+            authority: AMQPAuthority {
+                userinfo: AMQPUserInfo {
+                    username: self.username.clone(),
+                    password,
+                },
+                host,
+                port: self.port,
+            },
+            vhost: self.vhost.clone().unwrap_or_else(|| self.username.clone()),
+            ..Default::default()
+        })
     }
 
-    /// The URL without its password, for messages.
+    /// The broker without user and password, for messages:
+    /// `amqp://<host>:<port>/<vhost>`.
     pub fn shown_url(&self) -> String {
-        match self.broker_url() {
-            Ok(u) => match (u.find("://"), u.rfind('@')) {
-                (Some(a), Some(b)) if b > a => format!("amqp://{}", &u[b + 1..]),
-                _ => u,
-            },
+        match self.broker_uri() {
+            Ok(u) => format!(
+                "{}://{}:{}/{}",
+                u.scheme, u.authority.host, u.authority.port, u.vhost
+            ),
             Err(e) => e,
         }
     }
@@ -197,17 +202,6 @@ impl ControlConfig {
             .clone()
             .unwrap_or_else(|| format!("celery@file_{}", crate::host::hostname()))
     }
-}
-
-fn pct(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// Start the bridge on rank 0 when `[control] enabled`. Returns the receiving
@@ -247,9 +241,15 @@ mod tests {
             rabbitmq_dir: Some(d.path().to_path_buf()),
             ..Default::default()
         };
+        let u = c.broker_uri().unwrap();
+        assert_eq!(u.authority.userinfo.username, "data_move");
+        assert_eq!(u.authority.userinfo.password, "s3cr/t@x");
+        assert_eq!(u.authority.host, "broker.example");
+        assert_eq!(u.authority.port, 5672);
+        assert_eq!(u.vhost, "data_move");
         assert_eq!(
-            c.broker_url().unwrap(),
-            "amqp://data_move:s3cr%2Ft%40x@broker.example:5672/data_move"
+            u.to_string(),
+            "amqp://data%5Fmove:s3cr%2Ft%40x@broker.example:5672/data%5Fmove"
         );
         assert_eq!(c.shown_url(), "amqp://broker.example:5672/data_move");
         let c = ControlConfig {
@@ -257,7 +257,7 @@ mod tests {
             ..Default::default()
         };
         assert!(c
-            .broker_url()
+            .broker_uri()
             .unwrap_err()
             .contains("rabbitmq_data_move.conf"));
         assert!(ControlConfig {
@@ -266,5 +266,73 @@ mod tests {
         }
         .validate()
         .is_err());
+    }
+
+    /// Any password reaches the broker as it is, also where a URL would need
+    /// escapes; none is ever shown.
+    #[test]
+    fn hostile_passwords_survive_and_are_never_shown() {
+        for pw in [
+            "s3cr/t@x",
+            "a:b@c/d",
+            "100%",
+            "%41%zz",
+            " two  spaces ",
+            "pässwörd€🙂",
+            "#?[]&=+;,",
+            "@",
+            // Held as it is; as a URL it would not survive (`u:@host` parses
+            // back with amq-protocol-uri's default password), one more reason
+            // lapin gets the struct.
+            "",
+        ] {
+            let c = ControlConfig {
+                password: Some(pw.into()),
+                vhost: Some("/".into()),
+                host: Some("broker.example".into()),
+                ..Default::default()
+            };
+            let u = c.broker_uri().unwrap();
+            assert_eq!(u.authority.userinfo.password, pw);
+            assert_eq!(u.vhost, "/");
+            // Rendered as a URL it parses back to the same broker, as lapin
+            // would parse it.
+            let back: AMQPUri = u.to_string().parse().unwrap();
+            assert!(pw.is_empty() || back == u, "{pw:?} rendered as {u}");
+            assert_eq!(c.shown_url(), "amqp://broker.example:5672//");
+        }
+    }
+
+    #[test]
+    fn given_url_is_parsed_and_shown_without_credentials() {
+        let c = ControlConfig {
+            url: Some("amqp://u%40x:p%2Fw%40rd@127.0.0.1:1/v%2Fh".into()),
+            ..Default::default()
+        };
+        let u = c.broker_uri().unwrap();
+        assert_eq!(u.authority.userinfo.username, "u@x");
+        assert_eq!(u.authority.userinfo.password, "p/w@rd");
+        assert_eq!(
+            (u.authority.host.as_str(), u.authority.port),
+            ("127.0.0.1", 1)
+        );
+        assert_eq!(u.vhost, "v/h");
+        assert_eq!(c.shown_url(), "amqp://127.0.0.1:1/v/h");
+        // A bad URL is an error that does not repeat the password.
+        for bad in [
+            "amqp:secret",
+            "amqp://u:secret@h:99999/v",
+            "amqp://u:secret@/v",
+        ] {
+            let c = ControlConfig {
+                url: Some(bad.into()),
+                ..Default::default()
+            };
+            let e = c.broker_uri().unwrap_err();
+            assert!(
+                !e.contains("secret") && !c.shown_url().contains("secret"),
+                "{e}"
+            );
+        }
     }
 }

@@ -5,8 +5,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::safra::Token;
+use super::Command;
 use super::RankReport;
-use crate::control::Command;
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(bound(deserialize = "I: DeserializeOwned"))]

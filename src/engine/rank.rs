@@ -16,8 +16,8 @@ use super::msg::{Envelope, Msg};
 use super::pool::{Pool, PoolMsg};
 use super::queue::WorkQueue;
 use super::safra::{Safra, Step};
+use super::Command;
 use super::{Monitor, Processor, RankReport, RunControl, RunOpts, RunOutcome};
-use crate::control::Command;
 use crate::stats::Counters;
 use crate::transport::{Rank, Transport};
 

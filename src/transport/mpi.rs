@@ -45,7 +45,14 @@ impl MpiTransport {
         // Sends complete in order often enough; test from the front until one is still busy.
         while let Some(p) = self.pending.front_mut() {
             let mut flag: c_int = 0;
-            // SAFETY: req is a live request created by MPI_Isend; status ignored.
+            // SAFETY: MPI is initialised while `self._universe` lives, and this
+            // type is used only on the thread that initialised it, as Funneled
+            // requires (main.rs; with Open MPI's pointer MPI_Request it is not
+            // even Send). `&mut p.req` and `&mut flag` are live for the call,
+            // which writes the flag and, on completion, sets the request to
+            // MPI_REQUEST_NULL; only then is the entry (and its buffer)
+            // dropped. RSMPI_STATUS_IGNORE is a constant set up by rsmpi's C
+            // shim: MPI_STATUS_IGNORE, what MPI_Test takes for no status.
             unsafe { ffi::MPI_Test(&mut p.req, &mut flag, ffi::RSMPI_STATUS_IGNORE) };
             if flag == 0 {
                 break;
@@ -63,9 +70,19 @@ impl Transport for MpiTransport {
         self.world.size() as usize
     }
     fn send(&mut self, to: Rank, msg: Vec<u8>) {
+        // SAFETY: RSMPI_REQUEST_NULL is a `const MPI_Request` defined in
+        // rsmpi's C shim; reading it is reading an initialised, never-written
+        // handle value.
         let mut req: ffi::MPI_Request = unsafe { ffi::RSMPI_REQUEST_NULL };
-        // SAFETY: the buffer is moved into `pending` and kept until MPI_Test says the
-        // send is complete; moving a Vec does not move its heap allocation.
+        // SAFETY: MPI reads `count` bytes from `msg` until the send completes:
+        // `msg` is moved into `pending` below and dropped only after MPI_Test
+        // reports completion (`reap`, also run by `drop` until empty); moving
+        // a Vec does not move its heap buffer. `count` is `msg.len()` as an
+        // int: never more than the buffer holds (a length past i32::MAX would
+        // give a smaller or negative count, so MPI would read less or fail,
+        // never past the end). The datatype is MPI's uint8, `world` is live,
+        // `&mut req` is a live local MPI writes the handle to, and we are on
+        // the thread that initialised MPI.
         unsafe {
             ffi::MPI_Isend(
                 msg.as_ptr() as *const c_void,

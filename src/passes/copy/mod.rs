@@ -120,6 +120,8 @@ pub struct CopyPass {
 
 impl CopyPass {
     pub fn new(ctx: Arc<Ctx>, opts: CopyOpts, lustre: Option<crate::lustre::Lustre>) -> CopyPass {
+        // SAFETY: geteuid and getegid take no arguments, read and write no
+        // memory of ours and cannot fail.
         let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
         CopyPass {
             ctx,
