@@ -10,7 +10,7 @@ say() { echo "setup-deps: $*"; }
 pkgs=(
     build-essential pkg-config clang libclang-dev curl ca-certificates
     openmpi-bin libopenmpi-dev
-    rsync fpart attr acl libcap2-bin bc time procps util-linux iproute2
+    rsync fpart attr acl libcap2-bin bc time procps util-linux iproute2 xfsprogs
     memcached munge slurm-wlm rabbitmq-server graphite-carbon python3-whisper
     python3-venv
 )

@@ -95,6 +95,17 @@ pub struct PassArgs {
     /// copy: also compare and fix the xattrs and ACLs of up-to-date files (`check_xattrs`).
     #[arg(long)]
     pub check_xattrs: bool,
+    /// verify: also compare file data, read on both sides (`verify_content`).
+    #[arg(long)]
+    pub content: bool,
+    /// verify --content: compare the data of this fraction of the files only, the same files
+    /// every run (`verify_sample`; 0 to 1).
+    #[arg(long, value_name = "FRACTION")]
+    pub sample: Option<f64>,
+    /// verify: check only the entries these manifests name (of the passes since the last full
+    /// verify), content included with --content; repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub from_manifest: Vec<PathBuf>,
     /// delete/final: count first; if more than N entries are due (doomed subtrees counted whole),
     /// delete nothing and exit with status 5, else delete them all (any N from 0 to 2^64-1).
     #[arg(long, value_name = "N")]
@@ -118,6 +129,10 @@ pub struct PassArgs {
     /// Error log file (default: <log_dir>/lmpi-<pass>-<job>.errors).
     #[arg(long, value_name = "FILE")]
     pub error_log: Option<PathBuf>,
+    /// Write every action (created, copied, fixed, linked, removed, failed, skipped; in a dry
+    /// run, what would be done) to FILE, one record per line (`manifest`; see docs/manifest.md).
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
     /// Print no progress lines, only errors and the summary.
     #[arg(long, short)]
     pub quiet: bool,

@@ -99,8 +99,21 @@ pub struct Config {
     /// otherwise up to date, and fix them. Costs xattr reads on both sides for
     /// every file; off by default, like rsync without -X.
     pub check_xattrs: bool,
+    /// copy/final: copy project IDs (and directories' project-inherit flag)
+    /// and count a different one as a metadata difference, where the source
+    /// filesystem has them (FS_IOC_FSGETXATTR). Costs an open and an ioctl
+    /// on each side for every up-to-date file.
+    pub copy_project_ids: bool,
+    /// verify: also compare file data, read on both sides (--content).
+    pub verify_content: bool,
+    /// verify with content: the fraction of files whose data is compared,
+    /// the same files every run (0 to 1; --sample).
+    pub verify_sample: f64,
     /// Directory for the per-run error log; default: the current directory.
     pub log_dir: Option<PathBuf>,
+    /// Write every action of the pass (or, in a dry run, every action it
+    /// would take) to this file, one record per line (docs/manifest.md).
+    pub manifest: Option<PathBuf>,
     /// delete/final refuse unless both roots are mount points; unset: on
     /// with `[lustre] mode = "require"`, else off.
     pub require_mountpoints: Option<bool>,
@@ -126,7 +139,11 @@ impl Default for Config {
             chunk_threshold: 64 << 20,
             chunk_size: 16 << 20,
             check_xattrs: false,
+            copy_project_ids: true,
+            verify_content: false,
+            verify_sample: 1.0,
             log_dir: None,
+            manifest: None,
             require_mountpoints: None,
             lustre: Default::default(),
             stats: Default::default(),
@@ -179,6 +196,10 @@ impl Config {
     pub fn check(&self) -> Result<(), (String, String)> {
         let max = self.max_threads_per_rank as u64;
         in_range("max_threads_per_rank", max, &MAX_THREADS)?;
+        if !(0.0..=1.0).contains(&self.verify_sample) {
+            let msg = "must be a fraction from 0 to 1".to_string();
+            return Err(("verify_sample".into(), msg));
+        }
         if !(1..=max).contains(&(self.threads_per_rank as u64)) {
             return Err((
                 "threads_per_rank".into(),

@@ -12,6 +12,7 @@ pub mod filter;
 pub mod fsops;
 pub mod host;
 pub mod lustre;
+pub mod manifest;
 pub mod passes;
 pub mod report;
 pub mod run;

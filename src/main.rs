@@ -132,6 +132,10 @@ fn load_config(args: &PassArgs) -> Result<Config, String> {
         cfg.threads_per_rank = v;
     }
     cfg.check_xattrs |= args.check_xattrs;
+    cfg.verify_content |= args.content;
+    if let Some(f) = args.sample {
+        cfg.verify_sample = f;
+    }
     cfg.exclude.extend(args.exclude.iter().cloned());
     cfg.validate(&shown).map_err(|e| e.to_string())?;
     cfg.control.max_threads_per_rank = cfg.max_threads_per_rank;
@@ -142,7 +146,7 @@ fn load_config(args: &PassArgs) -> Result<Config, String> {
 fn settings(args: &PassArgs) -> Result<Settings, String> {
     let pass = args
         .pass
-        .ok_or("--pass is required (copy, delete, dirtime or final)")?;
+        .ok_or("--pass is required (copy, delete, dirtime, final or verify)")?;
     let cfg = load_config(args)?;
     let mut s = Settings::new(pass, cfg);
     s.dry_run = args.dry_run;
@@ -153,6 +157,10 @@ fn settings(args: &PassArgs) -> Result<Settings, String> {
     s.wait_for_start = args.wait_for_start;
     s.report = args.report.clone();
     s.error_log = args.error_log.clone();
+    if let Some(m) = &args.manifest {
+        s.manifest = Some(m.clone());
+    }
     s.quiet = args.quiet;
+    s.from_manifest = args.from_manifest.clone();
     Ok(s)
 }

@@ -13,10 +13,11 @@ use hdrhistogram::Histogram;
 use crate::config::Config;
 use crate::control::{self, Command, JobStatus, RankStatus, SharedStatus};
 use crate::engine::{self, Monitor, RankReport, RunControl, RunOpts, RunOutcome};
-use crate::errlog::ErrorLog;
+use crate::errlog::{ErrorLog, Side};
 use crate::filter::Filter;
 use crate::fsops;
-use crate::passes::{self, copy, delete, dirtime, final_pass, Ctx, RootIds};
+use crate::passes::sink::Sink;
+use crate::passes::{self, copy, delete, dirtime, final_pass, verify, Ctx, RootIds};
 use crate::report::{self, Percentiles, RankFigures, Summary};
 use crate::settings::{PassKind, Settings};
 use crate::stats::{Counters, Histograms, Snapshot};
@@ -470,7 +471,11 @@ fn prepare<T: Transport + ?Sized>(
     let setup = roots_and_filter(args, now);
     let elsewhere = "setup failed on another rank (see its message)";
     let (roots, filter) = all_agree(t, setup, ExitStatus::Usage, elsewhere, host)?;
-    let lock = lock_target(t, args, &roots, job, host)?;
+    // Verify writes nothing, so it may run beside a job (and takes no lock).
+    let lock = match kind {
+        PassKind::Verify => None,
+        _ => lock_target(t, args, &roots, job, host)?,
+    };
     if matches!(kind, PassKind::Delete | PassKind::Final) {
         let require = args.require_mountpoints;
         let pre = if require { mount_check(&roots) } else { Ok(()) };
@@ -548,6 +553,7 @@ impl Phases<'_> {
             PassKind::Delete => run_delete(t, ctx, self, monitor),
             PassKind::Dirtime => run_dirtime(t, ctx, self, monitor),
             PassKind::Final => run_final(t, ctx, lustre, self, monitor),
+            PassKind::Verify => run_verify(t, ctx, self, monitor),
         }
     }
 
@@ -576,6 +582,7 @@ fn copy_opts<T: Transport + ?Sized>(t: &mut T, env: &Phases<'_>) -> copy::CopyOp
         chunk_threshold: env.cfg.chunk_threshold,
         chunk_size: env.cfg.chunk_size,
         check_xattrs: env.cfg.check_xattrs,
+        copy_project_ids: env.cfg.copy_project_ids,
         // Rank 0's random draw, the same on every rank.
         token: t.all_reduce_max(&[if rank == 0 { rand::random::<u64>() } else { 0 }])[0],
     }
@@ -757,6 +764,40 @@ fn run_dirtime<T: Transport + ?Sized>(
     PhasesDone::new(env.run(t, p, seeds, monitor, 1), false, Vec::new())
 }
 
+fn run_verify<T: Transport + ?Sized>(
+    t: &mut T,
+    ctx: Ctx,
+    env: &Phases<'_>,
+    monitor: &mut dyn Monitor,
+) -> PhasesDone {
+    let seeds = if env.args.from_manifest.is_empty() {
+        let root = verify::Item::Dir {
+            rel: Vec::new(),
+            ids: Default::default(),
+        };
+        root_seed(ctx.rank, root)
+    } else {
+        // Every rank reads the manifests and takes its share of the names.
+        match verify::named_in(&env.args.from_manifest, ctx.rank, ctx.size) {
+            Ok(items) => items,
+            Err(e) => {
+                ctx.log
+                    .error_msg(Side::Source, b"", &format!("--from-manifest: {e}"));
+                Vec::new()
+            }
+        }
+    };
+    let cfg = env.cfg;
+    let opts = verify::VerifyOpts {
+        content: cfg.verify_content,
+        sample: cfg.verify_sample,
+        chunk_threshold: cfg.chunk_threshold,
+        chunk_size: cfg.chunk_size,
+    };
+    let p = Arc::new(verify::VerifyPass { ctx, opts });
+    PhasesDone::new(env.run(t, p, seeds, monitor, 1), false, Vec::new())
+}
+
 /// What every pass of this rank shares.
 fn make_ctx<T: Transport + ?Sized>(
     t: &T,
@@ -764,6 +805,7 @@ fn make_ctx<T: Transport + ?Sized>(
     (roots, filter): (Roots, Filter),
     log: ErrorLog,
     (counters, hist): (&Arc<Counters>, &Arc<Histograms>),
+    sink: &Arc<Sink>,
 ) -> Ctx {
     Ctx {
         // open_roots has already fstat'ed both; a failure here leaves an identity nothing matches.
@@ -777,6 +819,7 @@ fn make_ctx<T: Transport + ?Sized>(
         log,
         filter,
         dry_run: args.dry_run,
+        sink: sink.clone(),
         batch: args.cfg.batch_size,
         is_root: fsops::is_root(),
     }
@@ -837,6 +880,11 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, settings: Result<&Settings, &s
         Ok(v) => v,
         Err(code) => return code,
     };
+    let sink = open_sink(args, rank);
+    let sink = match all_agree(t, sink, ExitStatus::Usage, elsewhere, &host) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
     let log_path = error_log_path(args, &cfg, &job);
     let counters = Arc::new(Counters::default());
     let hist = Arc::new(Histograms::default());
@@ -848,7 +896,7 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, settings: Result<&Settings, &s
         counters.clone(),
     );
     let log_state = (!log.has_file(), log.created_it(), log.lines());
-    let ctx = make_ctx(t, args, (roots, filter), log, (&counters, &hist));
+    let ctx = make_ctx(t, args, (roots, filter), log, (&counters, &hist), &sink);
     let status = job_status(args, &job, size);
     let mut zero = (rank == 0).then(|| RankZero::start(args, &job, &status, &host, started));
     let mut quiet_monitor = engine::NoMonitor;
@@ -874,6 +922,12 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, settings: Result<&Settings, &s
         over_cap: max_delete_hit,
         notes,
     } = env.run_pass(t, ctx, lustre, monitor);
+    if let Err(e) = sink.finish() {
+        eprintln!("lmpi[{host}:{rank}]: error: manifest: {e}");
+        counters
+            .errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 
     let stats_ok = stats_pusher.map(|p| p.finish());
     let (missing, created, lines) = log_state;
@@ -888,6 +942,7 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, settings: Result<&Settings, &s
             lines.load(std::sync::atomic::Ordering::Relaxed),
         ),
         stats_failed: stats_ok == Some(false),
+        manifest: args.manifest.as_deref(),
     };
     let done = (outcome, max_delete_hit, notes);
     let code = end.conclude(t, (&counters, &hist), done, &ctl, args);
@@ -895,6 +950,29 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, settings: Result<&Settings, &s
         s.state = RunState::Done;
     }
     code
+}
+
+/// The action sink: with `--manifest`, recording into this rank's part
+/// (opened now, so a manifest that cannot be written stops the pass before
+/// it starts); flushed too if the stop watchdog ends the process.
+fn open_sink(args: &Settings, rank: usize) -> Result<Arc<Sink>, String> {
+    let sink = match &args.manifest {
+        None => Sink::new(args.dry_run),
+        Some(m) => {
+            let part = crate::manifest::part_path(m, rank);
+            Sink::with_manifest(args.dry_run, &part).map_err(|e| format!("manifest: {e}"))?
+        }
+    };
+    let sink = Arc::new(sink);
+    if sink.records() {
+        let weak = Arc::downgrade(&sink);
+        crate::signals::on_hard_exit(Box::new(move || {
+            if let Some(s) = weak.upgrade() {
+                s.flush_now();
+            }
+        }));
+    }
+    Ok(sink)
 }
 
 fn unix_now() -> u64 {
@@ -923,6 +1001,8 @@ struct End<'a> {
     /// The error log: could not be opened, this job created it, lines written.
     log: (bool, bool, u64),
     stats_failed: bool,
+    /// `--manifest`: rank 0 merges the ranks' parts into it.
+    manifest: Option<&'a Path>,
 }
 
 impl End<'_> {
@@ -979,6 +1059,7 @@ impl End<'_> {
         if t.rank() != 0 {
             return code;
         }
+        let code = self.merge_manifest(t.size(), code, &mut notes);
         // Every rank has written its last line (the reductions above came after).
         if flags[4] != 0 {
             crate::errlog::remove_if_unused(self.log_path, lines);
@@ -997,6 +1078,28 @@ impl End<'_> {
         };
         report_on_rank_zero(summary, &all, args.report.as_deref());
         code
+    }
+}
+
+impl End<'_> {
+    /// Rank 0, after the reductions (every rank flushed its part of the
+    /// manifest before them): merge the parts. A failed merge is an error.
+    fn merge_manifest(
+        &self,
+        ranks: usize,
+        code: ExitStatus,
+        notes: &mut Vec<String>,
+    ) -> ExitStatus {
+        let Some(Err(e)) = self.manifest.map(|m| crate::manifest::merge(m, ranks)) else {
+            return code;
+        };
+        eprintln!("lmpi: error: manifest not merged (its parts stay): {e}");
+        notes.push(format!("manifest not merged (its parts stay): {e}"));
+        if code == ExitStatus::Done {
+            ExitStatus::Errors
+        } else {
+            code
+        }
     }
 }
 

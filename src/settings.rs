@@ -13,6 +13,8 @@ pub enum PassKind {
     Dirtime,
     /// The downtime pass: copy, delete and dirtime in one walk.
     Final,
+    /// Read-only: compare the target with the source, report differences.
+    Verify,
 }
 
 impl PassKind {
@@ -22,6 +24,7 @@ impl PassKind {
             PassKind::Delete => "delete",
             PassKind::Dirtime => "dirtime",
             PassKind::Final => "final",
+            PassKind::Verify => "verify",
         }
     }
 }
@@ -47,14 +50,20 @@ pub struct Settings {
     pub report: Option<PathBuf>,
     /// The error log (default: <log_dir>/lmpi-<pass>-<job>.errors).
     pub error_log: Option<PathBuf>,
+    /// Record every action here (each rank writes `FILE.rank<N>`, rank 0
+    /// merges them into FILE at the end; docs/manifest.md).
+    pub manifest: Option<PathBuf>,
     /// No progress lines.
     pub quiet: bool,
+    /// verify: only the entries these manifests name.
+    pub from_manifest: Vec<PathBuf>,
 }
 
 impl Settings {
     /// The pass with `cfg` and every switch at its default.
     pub fn new(pass: PassKind, cfg: Config) -> Settings {
         let require_mountpoints = cfg.require_mountpoints_default();
+        let manifest = cfg.manifest.clone();
         Settings {
             pass,
             cfg,
@@ -66,7 +75,9 @@ impl Settings {
             wait_for_start: false,
             report: None,
             error_log: None,
+            manifest,
             quiet: false,
+            from_manifest: Vec::new(),
         }
     }
 }

@@ -2,12 +2,22 @@
 //! stop; a watchdog makes sure a stop always stops.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 /// A stop of any kind (signal or control command) has begun.
 static STOPPING: AtomicBool = AtomicBool::new(false);
 static GRACE_SECS: AtomicU64 = AtomicU64::new(30);
+/// What the watchdog runs before it ends the process (see `on_hard_exit`).
+type LastWords = Box<dyn Fn() + Send>;
+static LAST_WORDS: Mutex<Vec<LastWords>> = Mutex::new(Vec::new());
+
+/// Run `f` (on the watchdog's thread) just before a stop that overran its
+/// grace ends the process: it must never block (try_lock, not lock).
+pub fn on_hard_exit(f: LastWords) {
+    LAST_WORDS.lock().unwrap_or_else(|p| p.into_inner()).push(f);
+}
 
 extern "C" fn on_signal(_: libc::c_int) {
     // Only atomic stores: async-signal-safe.
@@ -74,6 +84,10 @@ fn watch() {
          interrupt?); ending now, status 4 (stopped); partial files never look complete",
         grace.as_secs()
     );
+    // Buffered records (the manifest) out first; never waiting on a lock.
+    if let Ok(words) = LAST_WORDS.try_lock() {
+        words.iter().for_each(|f| f());
+    }
     // SAFETY: _exit takes an int and never returns: it ends the process at
     // once, running no destructors or atexit handlers and flushing no stdio
     // (the line above went to unbuffered stderr), so no Rust state is

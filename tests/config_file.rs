@@ -12,6 +12,7 @@ fn shipped_config_parses_to_the_defaults() {
     assert_eq!(cfg.batch_size, def.batch_size);
     assert_eq!(cfg.chunk_threshold, def.chunk_threshold);
     assert_eq!(cfg.chunk_size, def.chunk_size);
+    assert_eq!(cfg.copy_project_ids, def.copy_project_ids);
     assert_eq!(cfg.oldest_date, 0);
     assert_eq!(cfg.newest_date, 0);
     assert_eq!(cfg.lustre.mode, def.lustre.mode);

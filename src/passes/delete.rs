@@ -21,6 +21,7 @@ use super::{Batch, Batcher, Ctx, DirIds};
 use crate::engine::{Emitter, Processor};
 use crate::errlog::Side;
 use crate::fsops::{self, Ident, Kind, Stat};
+use crate::manifest::Action;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -205,8 +206,7 @@ impl DeletePass {
         };
         let is_dir = st.is_some_and(|s| s.kind == Kind::Dir);
         if c.dry_run {
-            let slash = if is_dir { "/" } else { "" };
-            crate::report::say(&format!("would delete: {}{slash}", fsops::show(rel)));
+            c.act(rel, Action::Removed { dir: is_dir });
             c.bump(&c.counters.deleted, 1);
             return;
         }
@@ -226,7 +226,10 @@ impl DeletePass {
             return;
         }
         match fsops::unlink_at(dd, name) {
-            Ok(()) => c.bump(&c.counters.deleted, 1),
+            Ok(()) => {
+                c.bump(&c.counters.deleted, 1);
+                c.act(rel, Action::Removed { dir: false });
+            }
             Err(e) if e.is_not_found() => {}
             Err(e) => c.err(Side::Target, rel, e),
         }
@@ -295,10 +298,14 @@ impl DeletePass {
             if out.stopping() {
                 return;
             }
+            let rel = || fsops::join(&b.dir, name);
             match fsops::unlink_at(dd.as_fd(), name) {
-                Ok(()) => c.bump(&c.counters.deleted, 1),
+                Ok(()) => {
+                    c.bump(&c.counters.deleted, 1);
+                    c.act(&rel(), Action::Removed { dir: false });
+                }
                 Err(e) if e.is_not_found() => {}
-                Err(e) => c.err(Side::Target, &fsops::join(&b.dir, name), e),
+                Err(e) => c.err(Side::Target, &rel(), e),
             }
         }
     }
@@ -319,7 +326,10 @@ impl DeletePass {
                 .open_dst_dir(parent, *pid)
                 .and_then(|(dd, _)| fsops::rmdir_at(dd.as_fd(), name));
             match r {
-                Ok(()) => c.bump(&c.counters.deleted, 1),
+                Ok(()) => {
+                    c.bump(&c.counters.deleted, 1);
+                    c.act(rel, Action::Removed { dir: true });
+                }
                 Err(e) if e.is_not_found() => {}
                 Err(e) => c.err(Side::Target, rel, e),
             }

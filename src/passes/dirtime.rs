@@ -7,6 +7,7 @@ use super::{Ctx, DirIds};
 use crate::engine::{Emitter, Processor};
 use crate::errlog::Side;
 use crate::fsops::{self, Kind, OsError, Stat};
+use crate::manifest::{Action, Fix};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -43,6 +44,8 @@ impl DirtimePass {
             }
             Err(e) if e.is_not_found() || e.errno == libc::ENOTDIR => {
                 // Reported, never created: creating is the copy pass's job.
+                let (errno, call) = (e.errno, e.op.into());
+                c.act(rel, Action::Failed { errno, call });
                 c.log.error_msg(
                     Side::Target,
                     rel,
@@ -117,18 +120,25 @@ impl Processor for DirtimePass {
 /// Give target directory `dd` (fstat `d`) the mode (an unprivileged copy
 /// kept it writable) and then the times of source directory `s`.
 pub(crate) fn set_dir(c: &Ctx, dd: BorrowedFd, rel: &[u8], s: &Stat, d: &Stat) {
-    if d.perm != s.perm && !c.dry_run {
-        if let Err(e) = fsops::fchmod(dd, s.perm) {
-            c.err(Side::Target, rel, e);
+    if d.perm != s.perm {
+        let r = if c.dry_run {
+            Ok(())
+        } else {
+            fsops::fchmod(dd, s.perm)
+        };
+        match r {
+            Ok(()) => c.act(rel, Action::Fixed(Fix::OwnerMode)),
+            Err(e) => c.err(Side::Target, rel, e),
         }
     }
     if d.atime == s.atime && d.mtime == s.mtime {
         c.bump(&c.counters.uptodate, 1);
     } else if c.dry_run {
-        crate::report::say(&format!("would set times: {}", fsops::show(rel)));
+        c.act(rel, Action::Fixed(Fix::Times));
     } else if let Err(e) = fsops::futimes(dd, s.atime, s.mtime) {
         c.err(Side::Target, rel, e);
     } else {
         c.bump(&c.counters.dirtimes, 1);
+        c.act(rel, Action::Fixed(Fix::Times));
     }
 }

@@ -18,6 +18,7 @@ use super::{copy, delete, dirtime, Ctx, DirIds, Listed};
 use crate::engine::{Emitter, Processor};
 use crate::errlog::Side;
 use crate::fsops::{self, Ident, Stat};
+use crate::manifest::{Action, Skip};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Item {
@@ -119,6 +120,7 @@ impl FinalPass {
             let child = fsops::join(rel, &name);
             if c.filter.has_excludes() && c.filter.excluded(&child) {
                 c.bump(&c.counters.skipped, 1);
+                c.act(&child, Action::Skipped(Skip::Exclude));
                 continue;
             }
             c.bump(&c.counters.scanned, 1);

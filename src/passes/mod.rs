@@ -6,6 +6,8 @@ pub mod delete;
 pub mod dirtime;
 pub mod final_pass;
 pub mod one_writer;
+pub mod sink;
+pub mod verify;
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use crate::engine::Emitter;
 use crate::errlog::{ErrorLog, Side};
 use crate::filter::Filter;
 use crate::fsops::{self, Ident, OsError, Stat};
+use crate::manifest::{Action, Skip};
 use crate::stats::{Counters, Histograms};
 use serde::{Deserialize, Serialize};
 
@@ -76,7 +79,10 @@ pub struct Ctx {
     pub hist: Arc<Histograms>,
     pub log: ErrorLog,
     pub filter: Filter,
+    /// Only decides whether to act: what is done, or would be, goes to `act`.
     pub dry_run: bool,
+    /// Where every action goes (see `act`).
+    pub sink: Arc<sink::Sink>,
     pub batch: usize,
     pub is_root: bool,
 }
@@ -140,6 +146,7 @@ impl Ctx {
             Side::Target => "is the source root (a bind or nested mount): not walked",
         };
         self.log.error_msg(side, rel, what);
+        self.failed_msg(rel, "walk");
     }
     /// The listing loop every pass shares: read `rd` to the end, report a
     /// read error (naming `side` and `rel`) and end there, skip excluded
@@ -171,6 +178,7 @@ impl Ctx {
             let child = fsops::join(rel, &e.name);
             if filtered && self.filter.has_excludes() && self.filter.excluded(&child) {
                 self.bump(&self.counters.skipped, 1);
+                self.act(&child, Action::Skipped(Skip::Exclude));
                 continue;
             }
             each(rd, e, child, out);
@@ -182,7 +190,30 @@ impl Ctx {
         c.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
     pub fn err(&self, side: Side, rel: &[u8], e: OsError) {
+        self.act(
+            rel,
+            Action::Failed {
+                errno: e.errno,
+                call: e.op.into(),
+            },
+        );
         self.log.error(side, rel, e)
+    }
+    /// A failure without an errno (said by the caller, in words): recorded
+    /// as errno 0 and `what`.
+    pub fn failed_msg(&self, rel: &[u8], what: &str) {
+        self.act(
+            rel,
+            Action::Failed {
+                errno: 0,
+                call: what.into(),
+            },
+        );
+    }
+    /// Report an action taken on `rel` (or, in a dry run, one that would
+    /// be): the dry run's line and the manifest record come from here.
+    pub fn act(&self, rel: &[u8], a: Action) {
+        self.sink.act(rel, &a)
     }
 }
 

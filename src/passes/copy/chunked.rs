@@ -187,6 +187,7 @@ impl CopyPass {
                 c.bump(&c.counters.data, f.bytes);
                 c.hist
                     .record(f.st.size, f.started.elapsed().as_micros() as u64);
+                c.act(&rel, crate::manifest::Action::copied(&f.st));
             }
             Ok(()) => {}
             Err(e) => self.report(&rel, e),
@@ -210,6 +211,7 @@ impl CopyPass {
             }
             self.finish_file(src.as_fd(), dst.as_fd(), &f.st, Landing::UNKNOWN)?;
             on_dst(fsops::rename_at(dd.as_fd(), &f.tmp, &f.name))?;
+            self.land_project(src.as_fd(), dst.as_fd(), None)?;
             if f.st.flags != 0 {
                 self.set_flags(dst.as_fd(), f.st.flags)?;
             }

@@ -31,6 +31,7 @@ impl CopyPass {
         let lay = match l.layout_of_fd(src) {
             Ok(lay) => lay,
             Err(e) => {
+                self.ctx.failed_msg(rel, "layout-read");
                 self.ctx.log.error_msg(
                     Side::Source,
                     rel,
@@ -43,6 +44,7 @@ impl CopyPass {
             Ok(f) => Ok((f, Some(lay))),
             Err(e) if e.errno == libc::EEXIST => Err(e),
             Err(e) => {
+                self.ctx.failed_msg(rel, "layout-apply");
                 self.ctx.log.error_msg(
                     Side::Target,
                     rel,
@@ -97,6 +99,7 @@ impl CopyPass {
             if let Some(t) = &tmp {
                 on_dst(fsops::rename_at(dd, t, name))?;
             }
+            self.land_project(src.as_fd(), dst.as_fd(), landing.projid)?;
             if s.flags != 0 {
                 self.set_flags(dst.as_fd(), s.flags)?;
             }
@@ -108,6 +111,7 @@ impl CopyPass {
                 c.bump(&c.counters.files, 1);
                 c.bump(&c.counters.data, bytes);
                 c.hist.record(s.size, t0.elapsed().as_micros() as u64);
+                c.act(rel, crate::manifest::Action::copied(s));
                 Ok(())
             }
             Err(f) => {

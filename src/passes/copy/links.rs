@@ -38,7 +38,7 @@ impl CopyPass {
             Err(f) => return self.report(&first.rel, f),
         };
         for other in &names[1..] {
-            if let Err(f) = self.link_one(pdd.as_fd(), pname, &pst, other) {
+            if let Err(f) = self.link_one((pdd.as_fd(), pname, &pst), &first.rel, other) {
                 self.report(&other.rel, f);
             }
         }
@@ -70,11 +70,9 @@ impl CopyPass {
         let (sdf, ddf) = (sd.as_fd(), dd.as_fd());
         match &d {
             Some(d) if same_data(&s, d) && !self.shared_beyond(d, others)? => {
-                self.settle_in_place(sdf, ddf, pname, &first.rel, &s, d)?
+                self.settle_in_place(sdf, ddf, pname, &first.rel, (&s, d), true)?
             }
-            _ if c.dry_run => {
-                crate::report::say(&format!("would copy: {}", fsops::show(&first.rel)))
-            }
+            _ if c.dry_run => c.act(&first.rel, Action::copied(&s)),
             _ => {
                 // A directory in the way goes; a file in the way is replaced atomically.
                 let replace = match &d {
@@ -116,9 +114,16 @@ impl CopyPass {
         Ok(d.nlink as usize > members)
     }
 
-    /// Make `other` a name of the group's target inode `pst` (`pname` in `pdd`).
-    fn link_one(&self, pdd: BorrowedFd, pname: &[u8], pst: &Stat, other: &LinkName) -> Res<()> {
+    /// Make `other` a name of the group's target inode `pst` (`pname` in
+    /// `pdd`), which is `first` (relative to the root).
+    fn link_one(
+        &self,
+        (pdd, pname, pst): (BorrowedFd, &[u8], &Stat),
+        first: &[u8],
+        other: &LinkName,
+    ) -> Res<()> {
         let c = &self.ctx;
+        let linked = || Action::Linked { to: first.to_vec() };
         let (odir, oname) = fsops::parent_and_name(&other.rel);
         let (dd, _) = on_dst(c.open_dst_dir(odir, other.ids.dst))?;
         let dd = dd.as_fd();
@@ -128,7 +133,7 @@ impl CopyPass {
                 return Ok(());
             }
             Ok(_) if c.dry_run => {
-                crate::report::say(&format!("would link: {}", fsops::show(&other.rel)));
+                c.act(&other.rel, linked());
                 return Ok(());
             }
             Ok(d) if d.kind == Kind::Dir => on_dst(fsops::remove_tree_at(dd, oname).map(drop))?,
@@ -141,17 +146,19 @@ impl CopyPass {
                     return Err(Fail::Os(Side::Target, e));
                 }
                 c.bump(&c.counters.files, 1);
+                c.act(&other.rel, linked());
                 return Ok(());
             }
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(Fail::Os(Side::Target, e)),
         }
         if c.dry_run {
-            crate::report::say(&format!("would link: {}", fsops::show(&other.rel)));
+            c.act(&other.rel, linked());
             return Ok(());
         }
         on_dst(fsops::link_at(pdd, pname, dd, oname))?;
         c.bump(&c.counters.files, 1);
+        c.act(&other.rel, linked());
         Ok(())
     }
 }

@@ -1,5 +1,6 @@
 //! Everything about a target entry except its data: owner, mode, xattrs
-//! (ACLs included) and times, and what a new file inherits from its directory.
+//! (ACLs included), project IDs, inode flags and times, and what a new file
+//! inherits from its directory.
 
 use super::*;
 
@@ -37,6 +38,15 @@ pub(super) struct Landing {
     pub(super) gid: u32,
     /// The directory has a default ACL, which new files inherit.
     pub(super) inherits_acl: bool,
+    /// The project ID a new file gets here (the directory's if it has the
+    /// project-inherit flag, else 0); None: not known, or not asked.
+    pub(super) projid: Option<u32>,
+    /// The source directory has a project ID or the inherit flag: the
+    /// project IDs of its up-to-date files are compared. Where it has
+    /// neither, only with `check_xattrs` (an open and an ioctl per file on
+    /// each side are too dear for the trees, by far the most, that have no
+    /// project IDs; a new file's is always read, on the fd already open).
+    pub(super) src_projects: bool,
 }
 
 impl Landing {
@@ -44,7 +54,57 @@ impl Landing {
     pub(super) const UNKNOWN: Landing = Landing {
         gid: u32::MAX,
         inherits_acl: true,
+        projid: None,
+        src_projects: true,
     };
+}
+
+/// An entry's project ID and project-inherit flag (which only directories
+/// use: a file's is never compared or set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Project {
+    pub(super) id: u32,
+    pub(super) inherit: bool,
+}
+
+impl Project {
+    fn of(x: &fsops::FsXattr) -> Project {
+        Project {
+            id: x.fsx_projid,
+            inherit: x.fsx_xflags & fsops::XFLAG_PROJINHERIT != 0,
+        }
+    }
+
+    /// Worth copying to a new entry, whatever the target does by default.
+    fn is_set(self) -> bool {
+        self.id != 0 || self.inherit
+    }
+}
+
+/// What one pass learnt about project IDs (an ioctl per entry and side, so
+/// asked only while both sides answer): the source has none (never asked
+/// again); the target refused them (its errno; the target is not asked
+/// again, the source only until an entry with a project ID shows that the
+/// one note is due); the note was given (nothing is asked any more).
+#[derive(Default)]
+pub(super) struct Projects {
+    src_none: std::sync::atomic::AtomicBool,
+    dst_refused: std::sync::atomic::AtomicI32,
+    noted: std::sync::atomic::AtomicBool,
+}
+
+/// The answers of a filesystem (or a kernel) without project IDs.
+fn no_projects(errno: i32) -> bool {
+    matches!(errno, libc::ENOTTY | libc::EOPNOTSUPP | libc::EINVAL)
+}
+
+/// Errors that leave an up-to-date entry's project ID for the next pass:
+/// it is gone, changed, or not ours to open.
+fn project_later(errno: i32) -> bool {
+    matches!(
+        errno,
+        libc::ENOENT | libc::EACCES | libc::EPERM | libc::ELOOP | fsops::ECHANGED
+    )
 }
 
 pub(super) fn same_data(s: &Stat, d: &Stat) -> bool {
@@ -61,7 +121,7 @@ pub(super) fn same_meta(s: &Stat, d: &Stat) -> bool {
 /// Lustre's own attributes: layouts (`lustre.lov`, `trusted.lov`, `trusted.lmv`,
 /// `trusted.dmv`) are the Lustre layer's job, and FIDs, link EAs, SOM, HSM
 /// state belong to the inode. Never copied, never removed.
-pub(super) const LUSTRE_INTERNAL: &[&[u8]] = &[
+pub(crate) const LUSTRE_INTERNAL: &[&[u8]] = &[
     b"trusted.lov",
     b"trusted.lma",
     b"trusted.link",
@@ -140,7 +200,7 @@ impl CopyPass {
 
     /// What a file created in target directory `dd` starts with. One fstat and
     /// one getxattr per batch save an fchown and an xattr sync per file.
-    pub(super) fn landing(&self, dd: BorrowedFd, st: &Stat) -> Landing {
+    pub(super) fn landing(&self, sd: BorrowedFd, dd: BorrowedFd, st: &Stat) -> Landing {
         let gid = if st.perm & 0o2000 != 0 {
             st.gid
         } else {
@@ -150,7 +210,24 @@ impl CopyPass {
             fsops::get_xattr(Some(dd), dd, b"", b"system.posix_acl_default"),
             Err(e) if e.errno == libc::ENODATA || e.errno == libc::ENOTSUP
         );
-        Landing { gid, inherits_acl }
+        let projid = match self.projects_on() && self.target_takes_projects() {
+            true => fsops::get_fsxattr(dd).ok().map(|x| match Project::of(&x) {
+                p if p.inherit => p.id,
+                _ => 0,
+            }),
+            false => None,
+        };
+        let src_projects = self.projects_on()
+            && fsops::get_fsxattr(sd).map_or(true, |x| {
+                let p = Project::of(&x);
+                p.id != 0 || p.inherit
+            });
+        Landing {
+            gid,
+            inherits_acl,
+            projid,
+            src_projects,
+        }
     }
 
     pub(super) fn xattr_map(
@@ -234,6 +311,156 @@ impl CopyPass {
             }
             Err(e) => Err(Fail::Os(Side::Target, e)),
         }
+    }
+
+    /// Whether this pass reads project IDs: `copy_project_ids` is on, the
+    /// source has them (as far as seen) and a refusing target has not been
+    /// noted yet.
+    pub(super) fn projects_on(&self) -> bool {
+        let p = &self.projects;
+        self.opts.copy_project_ids
+            && !p.src_none.load(Ordering::Relaxed)
+            && !p.noted.load(Ordering::Relaxed)
+    }
+
+    fn target_takes_projects(&self) -> bool {
+        self.projects.dst_refused.load(Ordering::Relaxed) == 0
+    }
+
+    /// The source's project (open file or directory `sfd`), if this pass
+    /// reads them and the target can take them. A source without them
+    /// is not asked again.
+    pub(super) fn src_project(&self, sfd: BorrowedFd) -> Res<Option<Project>> {
+        if !self.projects_on() {
+            return Ok(None);
+        }
+        match fsops::get_fsxattr(sfd) {
+            Ok(x) if self.target_takes_projects() => Ok(Some(Project::of(&x))),
+            Ok(x) => {
+                self.target_refuses(Project::of(&x), 0);
+                Ok(None)
+            }
+            Err(e) if no_projects(e.errno) => {
+                self.projects.src_none.store(true, Ordering::Relaxed);
+                Ok(None)
+            }
+            Err(e) => Err(Fail::Os(Side::Source, e)),
+        }
+    }
+
+    /// The target's project (open `dfd`); None if the target has none,
+    /// which is then noted once if `want` needs them.
+    fn dst_project(&self, dfd: BorrowedFd, want: Project) -> Res<Option<Project>> {
+        match fsops::get_fsxattr(dfd) {
+            Ok(x) => Ok(Some(Project::of(&x))),
+            Err(e) if no_projects(e.errno) => {
+                self.target_refuses(want, e.errno);
+                Ok(None)
+            }
+            Err(e) => Err(Fail::Os(Side::Target, e)),
+        }
+    }
+
+    /// Give target `dfd` project `want` (with the inherit flag for a
+    /// directory), read-modify-write; true if it changed. A target that
+    /// cannot hold project IDs gets one note per pass, not an error per entry.
+    pub(super) fn put_project(&self, dfd: BorrowedFd, want: Project, dir: bool) -> Res<bool> {
+        if !self.target_takes_projects() {
+            self.target_refuses(want, 0);
+            return Ok(false);
+        }
+        match fsops::set_project(dfd, want.id, dir.then_some(want.inherit)) {
+            Ok(changed) => Ok(changed),
+            Err(e) if no_projects(e.errno) => {
+                self.target_refuses(want, e.errno);
+                Ok(false)
+            }
+            Err(e) => Err(Fail::Os(Side::Target, e)),
+        }
+    }
+
+    /// The target said `errno` (0: said before) to project IDs: not asked
+    /// again; noted once, when an entry has one to copy (`want`).
+    fn target_refuses(&self, want: Project, errno: i32) {
+        let p = &self.projects;
+        if errno != 0 {
+            let _ = p
+                .dst_refused
+                .compare_exchange(0, errno, Ordering::Relaxed, Ordering::Relaxed);
+        }
+        if want.is_set() && !p.noted.swap(true, Ordering::Relaxed) {
+            let why = fsops::strerror(p.dst_refused.load(Ordering::Relaxed));
+            let msg = format!("project IDs not copied: the target refuses them ({why})");
+            self.ctx.log.note(Side::Target, b"", &msg);
+        }
+    }
+
+    /// A new file's project ID (open source `sfd`, target `dfd`): the
+    /// source's, unless the file got it from its directory (`expect`).
+    /// After the rename into place: a directory with the project-inherit
+    /// flag takes (by rename or link) only entries of its own project.
+    pub(super) fn land_project(
+        &self,
+        sfd: BorrowedFd,
+        dfd: BorrowedFd,
+        expect: Option<u32>,
+    ) -> Res<()> {
+        match self.src_project(sfd)? {
+            Some(want) if expect != Some(want.id) => self.put_project(dfd, want, false).map(drop),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether up-to-date files in this batch's directory get their project
+    /// IDs compared (see `Landing::src_projects`).
+    pub(super) fn files_projects(&self, l: &Landing) -> bool {
+        self.opts.check_xattrs || l.src_projects || l.projid.is_some_and(|p| p != 0)
+    }
+
+    /// A directory's project ID and inherit flag to the source's (in a dry
+    /// run only compared); true if they differ(ed).
+    pub(super) fn dir_project(&self, sd: BorrowedFd, dd: BorrowedFd) -> Res<bool> {
+        let Some(want) = self.src_project(sd)? else {
+            return Ok(false);
+        };
+        if self.ctx.dry_run {
+            return Ok(self.dst_project(dd, want)?.is_some_and(|got| got != want));
+        }
+        self.put_project(dd, want, true)
+    }
+
+    /// For regular file `name` whose data are up to date (lstat `s`, target
+    /// `d`): the open target and the source's project, if the target's
+    /// project ID differs. One that cannot be opened now (gone, changed,
+    /// not ours) is left for the next pass.
+    pub(super) fn project_due(
+        &self,
+        sd: BorrowedFd,
+        dd: BorrowedFd,
+        name: &[u8],
+        s: &Stat,
+        d: &Stat,
+    ) -> Res<Option<(OwnedFd, Project)>> {
+        if s.kind != Kind::File || d.kind != Kind::File || !self.projects_on() {
+            return Ok(None);
+        }
+        let sfd = match fsops::open_read_checked(sd, name, s.ident()) {
+            Ok((fd, _)) => fd,
+            Err(e) if project_later(e.errno) => return Ok(None),
+            Err(e) => return Err(Fail::Os(Side::Source, e)),
+        };
+        let Some(want) = self.src_project(sfd.as_fd())? else {
+            return Ok(None);
+        };
+        let dfd = match fsops::open_read_checked(dd, name, d.ident()) {
+            Ok((fd, _)) => fd,
+            Err(e) if project_later(e.errno) => return Ok(None),
+            Err(e) => return Err(Fail::Os(Side::Target, e)),
+        };
+        Ok(match self.dst_project(dfd.as_fd(), want)? {
+            Some(got) if got.id != want.id => Some((dfd, want)),
+            _ => None,
+        })
     }
 
     /// Lift immutable/append-only from target `name` (stat `d`) so it can be

@@ -24,7 +24,14 @@ use super::{Batch, Batcher, Ctx, DirIds};
 use crate::engine::{Emitter, Processor};
 use crate::errlog::Side;
 use crate::fsops::{self, Kind, OsError, Stat};
+use crate::manifest::{Action, Fix, Skip};
 use serde::{Deserialize, Serialize};
+
+/// An attribute of Lustre's own (layouts, FIDs, link EAs): never copied,
+/// never compared.
+pub(crate) fn is_lustre_internal(key: &[u8]) -> bool {
+    meta::LUSTRE_INTERNAL.contains(&key)
+}
 
 mod chunked;
 mod data;
@@ -97,6 +104,8 @@ pub struct CopyOpts {
     pub chunk_size: u64,
     /// Compare xattrs of files that are otherwise up to date.
     pub check_xattrs: bool,
+    /// Copy project IDs and compare them where the source has them.
+    pub copy_project_ids: bool,
     /// Agreed by all ranks of this job; names its temp files, so a temp file
     /// of another (killed) job can be told from a live one.
     pub token: u64,
@@ -116,6 +125,8 @@ pub struct CopyPass {
     egid: u32,
     /// The target refused inode flags once: said once.
     flags_noted: std::sync::atomic::AtomicBool,
+    /// Project IDs: what this pass learnt about both sides (see `meta`).
+    projects: meta::Projects,
 }
 
 impl CopyPass {
@@ -134,17 +145,21 @@ impl CopyPass {
             euid,
             egid,
             flags_noted: Default::default(),
+            projects: Default::default(),
         }
     }
 
     fn report(&self, rel: &[u8], f: Fail) {
         match f {
             Fail::Os(side, e) => self.ctx.err(side, rel, e),
-            Fail::Changed => self.ctx.log.error_msg(
-                Side::Source,
-                rel,
-                "changed while being copied; target left out of date",
-            ),
+            Fail::Changed => {
+                self.ctx.failed_msg(rel, "changed");
+                self.ctx.log.error_msg(
+                    Side::Source,
+                    rel,
+                    "changed while being copied; target left out of date",
+                )
+            }
         }
     }
 
@@ -181,8 +196,24 @@ impl CopyPass {
         s: &Stat,
         d: &Stat,
     ) {
-        if let Err(f) = self.sync_dir_meta(sd, dd, s, d) {
-            self.report(rel, f);
+        // What sync_dir_meta changes besides xattrs (only those are recorded).
+        let keep = if self.ctx.is_root { 0 } else { 0o700 };
+        let due = s.uid != d.uid || s.gid != d.gid || d.perm != s.perm | keep;
+        match self.sync_dir_meta(sd, dd, s, d) {
+            Ok(()) if due => self.ctx.act(rel, Action::Fixed(Fix::OwnerMode)),
+            Ok(()) => {}
+            Err(f) => self.report(rel, f),
+        }
+        // Project ID and project-inherit: recorded as a flags fix.
+        match self.dir_project(sd, dd) {
+            Ok(true) => {
+                if !due && !self.ctx.dry_run {
+                    self.ctx.bump(&self.ctx.counters.meta, 1);
+                }
+                self.ctx.act(rel, Action::Fixed(Fix::Flags));
+            }
+            Ok(false) => {}
+            Err(f) => self.report(rel, f),
         }
     }
 
@@ -271,26 +302,25 @@ impl CopyPass {
         } else {
             fsops::stat_at(dd, name)
         };
+        let replaced = there.is_ok();
         match there {
             Ok(d) if d.kind == Kind::Dir && c.is_other_root(Side::Target, &d) => {
                 return Err(fsops::changed("stat"));
             }
             Ok(d) if d.kind == Kind::Dir => return Ok(Some(d.ident())),
-            Ok(_) if c.dry_run => {
-                crate::report::say(&format!(
-                    "would replace with a directory: {}",
-                    fsops::show(rel)
-                ));
-                return Ok(None);
-            }
-            Ok(_) => {
+            Ok(_) if !c.dry_run => {
                 fsops::remove_tree_at(dd, name)?;
             }
+            Ok(_) => {}
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),
         }
+        let created = Action::Created {
+            kind: Kind::Dir,
+            replaced,
+        };
         if c.dry_run {
-            crate::report::say(&format!("would create directory: {}", fsops::show(rel)));
+            c.act(rel, created);
             return Ok(None);
         }
         // Without root, keep the directory writable for us; the dirtime pass sets the final mode.
@@ -300,8 +330,8 @@ impl CopyPass {
             _ => fsops::mkdir_at(dd, name, perm),
         };
         match made {
-            Ok(())
-            | Err(OsError {
+            Ok(()) => c.act(rel, created),
+            Err(OsError {
                 errno: libc::EEXIST,
                 ..
             }) => {}
@@ -340,7 +370,7 @@ impl CopyPass {
         };
         let landing = dd
             .as_ref()
-            .map(|(d, st)| self.landing(d.as_fd(), st))
+            .map(|(d, st)| self.landing(sd.as_fd(), d.as_fd(), st))
             .unwrap_or(Landing::UNKNOWN);
         let here = Here {
             sd: sd.as_fd(),
@@ -415,6 +445,7 @@ impl CopyPass {
         c.bump(&c.counters.scanned, 1);
         if c.filter.skip(&s) {
             c.bump(&c.counters.skipped, 1);
+            c.act(rel, Action::Skipped(Skip::Age));
             return Ok(());
         }
         if s.kind == Kind::File && s.nlink > 1 {
@@ -434,7 +465,7 @@ impl CopyPass {
             return Ok(());
         }
         let Some(dd) = h.dd else {
-            crate::report::say(&format!("would copy: {}", fsops::show(rel)));
+            c.act(rel, Action::of_new(&s));
             return Ok(());
         };
         // Absent from the target's listing: no stat. Created since? Then
@@ -455,11 +486,12 @@ impl CopyPass {
                 && !split
                 && (s.kind != Kind::Symlink || self.same_link(h.sd, dd, name)?)
             {
-                return self.settle_in_place(h.sd, dd, name, rel, &s, d);
+                let projects = self.files_projects(&h.landing);
+                return self.settle_in_place(h.sd, dd, name, rel, (&s, d), projects);
             }
         }
         if c.dry_run {
-            crate::report::say(&format!("would copy: {}", fsops::show(rel)));
+            c.act(rel, Action::of_new(&s));
             return Ok(());
         }
         self.replace_entry(h, dd, (name, rel), (&s, opened), d.as_ref(), out)
@@ -491,22 +523,38 @@ impl CopyPass {
             Kind::File => self.copy_file(h.sd, dd, (rel, name), (s, opened), exists, h.landing),
             Kind::Symlink => self.make_symlink(h.sd, dd, name, s),
             _ => self.make_special(h.sd, dd, name, s),
+        }?;
+        if s.kind != Kind::File {
+            let (kind, replaced) = (s.kind, d.is_some());
+            self.ctx.act(rel, Action::Created { kind, replaced });
         }
+        Ok(())
     }
 
-    /// `d` already holds `s`'s data: fix owner, mode and (with `check_xattrs`)
-    /// xattrs in place, never copying; count it as up to date or metadata-only.
+    /// `d` already holds `s`'s data: fix owner, mode, (with `check_xattrs`)
+    /// xattrs, the project ID and inode flags in place, never copying; count
+    /// it as up to date or metadata-only.
     fn settle_in_place(
         &self,
         sd: BorrowedFd,
         dd: BorrowedFd,
         name: &[u8],
         rel: &[u8],
-        s: &Stat,
-        d: &Stat,
+        (s, d): (&Stat, &Stat),
+        projects: bool,
     ) -> Res<()> {
         let c = &self.ctx;
         let (src, dst) = (At::name(sd, name), At::name(dd, name));
+        // A project ID that differs (read only where it is cheap enough).
+        let project = match projects {
+            true => self.project_due(sd, dd, name, s, d)?,
+            false => None,
+        };
+        // True if fixed (or, in a dry run, due); false if the target refused.
+        let fix_project = || match &project {
+            Some((fd, want)) if !c.dry_run => self.put_project(fd.as_fd(), *want, false),
+            p => Ok(p.is_some()),
+        };
         if s.flags != d.flags && s.kind == Kind::File && !c.dry_run {
             // Lift the target's flags, fix owner/mode/xattrs, set the source's last.
             self.unlock(dd, name, d)?;
@@ -514,14 +562,16 @@ impl CopyPass {
             if self.opts.check_xattrs || s.uid != d.uid || s.gid != d.gid {
                 self.sync_xattrs(src, dst, true)?;
             }
+            let _ = fix_project()?;
             let (fd, _) = on_dst(fsops::open_read_checked(dd, name, d.ident()))?;
             self.set_flags(fd.as_fd(), s.flags)?;
             c.bump(&c.counters.meta, 1);
+            c.act(rel, Action::Fixed(Fix::Flags));
             return Ok(());
         }
         if !same_meta(s, d) {
             if c.dry_run {
-                crate::report::say(&format!("would fix owner/mode: {}", fsops::show(rel)));
+                c.act(rel, Action::Fixed(Fix::OwnerMode));
                 return Ok(());
             }
             self.fix_owner_mode(dd, name, s, d)?;
@@ -532,17 +582,26 @@ impl CopyPass {
             if self.opts.check_xattrs || chowned {
                 self.sync_xattrs(src, dst, true)?;
             }
+            let _ = fix_project()?;
             c.bump(&c.counters.meta, 1);
+            c.act(rel, Action::Fixed(Fix::OwnerMode));
             return Ok(());
         }
         // Owner and mode match: only xattrs can differ, and only if asked to
         // look. One read of each side both compares and fixes.
         if self.opts.check_xattrs && self.sync_xattrs(src, dst, !c.dry_run)? {
-            if c.dry_run {
-                crate::report::say(&format!("would fix xattrs: {}", fsops::show(rel)));
-            } else {
+            let _ = fix_project()?;
+            if !c.dry_run {
                 c.bump(&c.counters.meta, 1);
             }
+            c.act(rel, Action::Fixed(Fix::Xattrs));
+            return Ok(());
+        }
+        if fix_project()? {
+            if !c.dry_run {
+                c.bump(&c.counters.meta, 1);
+            }
+            c.act(rel, Action::Fixed(Fix::Flags));
             return Ok(());
         }
         c.bump(&c.counters.uptodate, 1);

@@ -1,0 +1,703 @@
+//! Verify pass: proof that the target holds the source. Read-only on both
+//! sides: every directory is listed on both, every entry compared (type,
+//! size, mtime in ns, mode, owner, symlink target, device numbers, xattrs and
+//! ACLs, hardlink count, inode flags, directory times), names only the target
+//! has are reported, and with `--content` the data of every (or a sampled)
+//! regular file is read on both sides and compared, big files in chunks that
+//! any rank may take. Each difference is one line in the error log naming
+//! the path and what differs; the exit status is 0 only if nothing differs.
+//!
+//! Content is compared byte for byte rather than by hash: both sides are
+//! read by the same thread, so a hash would only add CPU time and a (tiny)
+//! chance of a collision.
+
+use std::collections::{BTreeMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Batch, Batcher, Ctx, DirIds};
+use crate::engine::{Emitter, Processor};
+use crate::errlog::Side;
+use crate::fsops::{self, Ident, Kind, Stat};
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Item {
+    Dir {
+        rel: Vec<u8>,
+        ids: DirIds,
+    },
+    /// Non-directories both listings have.
+    Batch(Batch),
+    /// One entry a manifest names (`--from-manifest`); `removed`: its last
+    /// record says it was removed, so it must be gone from the target.
+    Named {
+        rel: Vec<u8>,
+        removed: bool,
+    },
+    /// Bytes `off..off + len` of big file `rel` (identities on both sides).
+    Chunk {
+        rel: Vec<u8>,
+        ids: (Ident, Ident),
+        off: u64,
+        len: u64,
+    },
+}
+
+/// What the verify pass reads besides metadata.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifyOpts {
+    /// Compare file data.
+    pub content: bool,
+    /// Of the files, the fraction whose data is compared (1.0: all),
+    /// chosen by a hash of the path, so the same files every run.
+    pub sample: f64,
+    pub chunk_threshold: u64,
+    pub chunk_size: u64,
+}
+
+pub struct VerifyPass {
+    pub ctx: Ctx,
+    pub opts: VerifyOpts,
+}
+
+/// Kernel-maintained attributes that differ between any two filesystems.
+const NOT_COMPARED: &[&[u8]] = &[b"security.selinux"];
+
+impl VerifyPass {
+    /// One difference: a line naming the path (counted as an error).
+    fn differs(&self, rel: &[u8], what: &str) {
+        self.ctx.log.error_msg(Side::Target, rel, what);
+    }
+
+    fn dir(&self, rel: &[u8], ids: DirIds, out: &mut Emitter<'_, Item>) {
+        let c = &self.ctx;
+        let (sd, s) = match c.open_src_dir(rel, ids.src) {
+            Ok(v) => v,
+            Err(e) => return c.err(Side::Source, rel, e),
+        };
+        c.bump(&c.counters.dirs, 1);
+        let (dd, d) = match c.open_dst_dir(rel, ids.dst) {
+            Ok(v) => v,
+            Err(e) if e.is_not_found() || e.errno == libc::ENOTDIR => {
+                return self.differs(rel, "directory missing on the target");
+            }
+            Err(e) => return c.err(Side::Target, rel, e),
+        };
+        let mut diffs = self.meta_diffs(&s, &d);
+        if s.mtime != d.mtime {
+            diffs.push(format!("mtime {} vs {}", show_time(&s), show_time(&d)));
+        }
+        diffs.extend(self.xattr_diffs(At::Fd(sd.as_fd()), At::Fd(dd.as_fd()), rel));
+        diffs.extend(project_diff(sd.as_fd(), dd.as_fd()));
+        self.judge(rel, diffs);
+        let Some(mut only_target) = self.target_names(rel, &dd) else {
+            return;
+        };
+        let ids = DirIds {
+            src: Some(s.ident()),
+            dst: Some(d.ident()),
+        };
+        let listed = self.source_names(rel, (sd, dd.as_fd(), ids), &mut only_target, out);
+        if listed {
+            for name in only_target {
+                self.differs(&fsops::join(rel, &name), "only on the target");
+            }
+        }
+    }
+
+    /// The target directory's names (the job's lock file left out), or
+    /// None if it cannot be read to its end (reported).
+    fn target_names(&self, rel: &[u8], dd: &OwnedFd) -> Option<HashSet<Vec<u8>>> {
+        let fd = match fsops::open_dir_at(dd.as_fd(), b".") {
+            Ok(fd) => fd,
+            Err(e) => {
+                self.ctx.err(Side::Target, rel, e);
+                return None;
+            }
+        };
+        let mut rd = fsops::DirReader::new(fd);
+        let mut names = HashSet::new();
+        while let Some(e) = rd.next_entry() {
+            match e {
+                Ok(e) if super::is_job_lock(rel, &e.name) => {}
+                Ok(e) => {
+                    names.insert(e.name);
+                }
+                Err(err) => {
+                    self.ctx.err(Side::Target, rel, err);
+                    return None;
+                }
+            }
+        }
+        Some(names)
+    }
+
+    /// Walk the source listing: subdirectories become items, other names
+    /// go out in batches; names the target lacks are differences. True if
+    /// the listing was read to its end.
+    fn source_names(
+        &self,
+        rel: &[u8],
+        (sd, dd, ids): (OwnedFd, BorrowedFd, DirIds),
+        only_target: &mut HashSet<Vec<u8>>,
+        out: &mut Emitter<'_, Item>,
+    ) -> bool {
+        let c = &self.ctx;
+        let mut batch = Batcher::new(rel, ids, c.batch, Item::Batch);
+        let mut rd = fsops::DirReader::new(sd);
+        let listed = c.list_entries(
+            &mut rd,
+            rel,
+            Side::Source,
+            true,
+            out,
+            |rd, e, child, out| {
+                if !only_target.remove(&e.name) {
+                    return self.differs(&child, "missing on the target");
+                }
+                if rd.kind(&e).ok() == Some(Kind::Dir) {
+                    self.subdir(rd.fd(), dd, &e.name, child, out);
+                } else {
+                    batch.push(e.name, out);
+                }
+            },
+        );
+        batch.finish(out);
+        listed == super::Listed::Complete
+    }
+
+    /// A source directory: walked if the target has a directory there.
+    fn subdir(
+        &self,
+        sd: BorrowedFd,
+        dd: BorrowedFd,
+        name: &[u8],
+        child: Vec<u8>,
+        out: &mut Emitter<'_, Item>,
+    ) {
+        let c = &self.ctx;
+        let s = match fsops::stat_at(sd, name) {
+            Ok(s) if s.kind == Kind::Dir => s,
+            Ok(_) => return, // replaced since the listing: not judged now
+            Err(e) if e.is_not_found() => return,
+            Err(e) => return c.err(Side::Source, &child, e),
+        };
+        if c.is_other_root(Side::Source, &s) {
+            return c.report_other_root(Side::Source, &child);
+        }
+        match fsops::stat_at(dd, name) {
+            Ok(d) if d.kind == Kind::Dir && !c.is_other_root(Side::Target, &d) => {
+                let ids = DirIds {
+                    src: Some(s.ident()),
+                    dst: Some(d.ident()),
+                };
+                out.push(Item::Dir { rel: child, ids });
+            }
+            Ok(d) => self.differs(&child, &format!("type dir vs {}", kind_name(d.kind))),
+            Err(e) if e.is_not_found() => self.differs(&child, "missing on the target"),
+            Err(e) => c.err(Side::Target, &child, e),
+        }
+    }
+
+    fn batch(&self, b: Batch, out: &mut Emitter<'_, Item>) {
+        let c = &self.ctx;
+        let opened = (
+            c.open_src_dir(&b.dir, b.ids.src),
+            c.open_dst_dir(&b.dir, b.ids.dst),
+        );
+        let (sd, dd) = match opened {
+            (Ok((sd, _)), Ok((dd, _))) => (sd, dd),
+            (Err(e), _) => return c.err(Side::Source, &b.dir, e),
+            (_, Err(e)) => return c.err(Side::Target, &b.dir, e),
+        };
+        // Files' project IDs cost an open per side: compared where the
+        // directory has projects on either side (as the copy decides).
+        let projects = has_projects(sd.as_fd()) || has_projects(dd.as_fd());
+        for name in b.names {
+            if out.stopping() {
+                return;
+            }
+            let rel = fsops::join(&b.dir, &name);
+            self.entry(sd.as_fd(), dd.as_fd(), &name, &rel, out);
+            if projects {
+                self.file_project(sd.as_fd(), dd.as_fd(), &name, &rel);
+            }
+        }
+    }
+
+    /// Compare one non-directory both sides list.
+    fn entry(
+        &self,
+        sd: BorrowedFd,
+        dd: BorrowedFd,
+        name: &[u8],
+        rel: &[u8],
+        out: &mut Emitter<'_, Item>,
+    ) {
+        let c = &self.ctx;
+        let s = match fsops::stat_at(sd, name) {
+            Ok(s) => s,
+            Err(e) if e.is_not_found() => return, // gone since the listing
+            Err(e) => return c.err(Side::Source, rel, e),
+        };
+        c.bump(&c.counters.scanned, 1);
+        if c.filter.skip(&s) {
+            return c.bump(&c.counters.skipped, 1);
+        }
+        let d = match fsops::stat_at(dd, name) {
+            Ok(d) => d,
+            Err(e) if e.is_not_found() => return self.differs(rel, "missing on the target"),
+            Err(e) => return c.err(Side::Target, rel, e),
+        };
+        let mut diffs = self.entry_diffs(sd, dd, name, &s, &d);
+        if diffs.is_empty() {
+            let at = (At::Name(sd, name), At::Name(dd, name));
+            diffs.extend(self.xattr_diffs(at.0, at.1, rel));
+        }
+        let clean = diffs.is_empty();
+        self.judge(rel, diffs);
+        if clean && s.kind == Kind::File && self.wants_content(rel) {
+            self.content(sd, dd, name, rel, (&s, &d), out);
+        }
+    }
+
+    /// Metadata differences of two entries of the same name.
+    fn entry_diffs(
+        &self,
+        sd: BorrowedFd,
+        dd: BorrowedFd,
+        name: &[u8],
+        s: &Stat,
+        d: &Stat,
+    ) -> Vec<String> {
+        if s.kind != d.kind {
+            let kinds = (kind_name(s.kind), kind_name(d.kind));
+            return vec![format!("type {} vs {}", kinds.0, kinds.1)];
+        }
+        let mut diffs = self.meta_diffs(s, d);
+        match s.kind {
+            Kind::File => {
+                if s.size != d.size {
+                    diffs.push(format!("size {} vs {}", s.size, d.size));
+                }
+                if s.nlink != d.nlink {
+                    diffs.push(format!("hard links {} vs {}", s.nlink, d.nlink));
+                }
+                if s.flags != d.flags {
+                    diffs.push(format!("inode flags {:#x} vs {:#x}", s.flags, d.flags));
+                }
+            }
+            Kind::Symlink => match (fsops::readlink_at(sd, name), fsops::readlink_at(dd, name)) {
+                (Ok(a), Ok(b)) if a != b => diffs.push(format!(
+                    "symlink target {} vs {}",
+                    fsops::show(&a),
+                    fsops::show(&b)
+                )),
+                (Ok(_), Ok(_)) => {}
+                _ => diffs.push("symlink target unreadable".into()),
+            },
+            Kind::Char | Kind::Block if s.rdev != d.rdev => {
+                diffs.push(format!("device {:#x} vs {:#x}", s.rdev, d.rdev));
+            }
+            _ => {}
+        }
+        if s.kind != Kind::Symlink && s.mtime != d.mtime {
+            diffs.push(format!("mtime {} vs {}", show_time(s), show_time(d)));
+        }
+        diffs
+    }
+
+    /// Mode and owner, for every kind.
+    fn meta_diffs(&self, s: &Stat, d: &Stat) -> Vec<String> {
+        let mut diffs = Vec::new();
+        if s.perm != d.perm && s.kind != Kind::Symlink {
+            diffs.push(format!("mode {:o} vs {:o}", s.perm, d.perm));
+        }
+        if (s.uid, s.gid) != (d.uid, d.gid) {
+            diffs.push(format!("owner {}:{} vs {}:{}", s.uid, s.gid, d.uid, d.gid));
+        }
+        diffs
+    }
+
+    /// Extended attributes (ACLs are `system.posix_acl_*` among them).
+    fn xattr_diffs(&self, s: At, d: At, rel: &[u8]) -> Vec<String> {
+        let (a, b) = match (xattrs(s), xattrs(d)) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) => {
+                self.ctx.err(Side::Source, rel, e);
+                return Vec::new();
+            }
+            (_, Err(e)) => {
+                self.ctx.err(Side::Target, rel, e);
+                return Vec::new();
+            }
+        };
+        let keys: std::collections::BTreeSet<&Vec<u8>> = a.keys().chain(b.keys()).collect();
+        keys.into_iter()
+            .filter(|k| a.get(*k) != b.get(*k))
+            .map(|k| format!("xattr {}", fsops::show(k)))
+            .collect()
+    }
+
+    fn judge(&self, rel: &[u8], diffs: Vec<String>) {
+        let c = &self.ctx;
+        if diffs.is_empty() {
+            c.bump(&c.counters.uptodate, 1);
+        } else {
+            self.differs(rel, &format!("differs: {}", diffs.join(", ")));
+        }
+    }
+
+    fn wants_content(&self, rel: &[u8]) -> bool {
+        if !self.opts.content || self.opts.sample <= 0.0 {
+            return false;
+        }
+        if self.opts.sample >= 1.0 {
+            return true;
+        }
+        // A fixed-key hash: the same files are sampled on every rank and run.
+        let mut h = std::hash::DefaultHasher::new();
+        rel.hash(&mut h);
+        (h.finish() as f64 / u64::MAX as f64) < self.opts.sample
+    }
+
+    /// Compare the data of a file whose metadata matched: here if small,
+    /// else as chunks for any rank.
+    fn content(
+        &self,
+        sd: BorrowedFd,
+        dd: BorrowedFd,
+        name: &[u8],
+        rel: &[u8],
+        (s, d): (&Stat, &Stat),
+        out: &mut Emitter<'_, Item>,
+    ) {
+        if s.size < self.opts.chunk_threshold.max(1) {
+            return self.compare_range(sd, dd, name, rel, (s.ident(), d.ident()), (0, s.size));
+        }
+        let step = self.opts.chunk_size.max(4096);
+        let mut off = 0;
+        while off < s.size {
+            let len = step.min(s.size - off);
+            out.push(Item::Chunk {
+                rel: rel.to_vec(),
+                ids: (s.ident(), d.ident()),
+                off,
+                len,
+            });
+            off += len;
+        }
+    }
+
+    fn chunk(&self, rel: &[u8], ids: (Ident, Ident), off: u64, len: u64) {
+        let c = &self.ctx;
+        let (dir, name) = fsops::parent_and_name(rel);
+        let (sd, dd) = match (c.open_src_dir(dir, None), c.open_dst_dir(dir, None)) {
+            (Ok((sd, _)), Ok((dd, _))) => (sd, dd),
+            (Err(e), _) => return c.err(Side::Source, dir, e),
+            (_, Err(e)) => return c.err(Side::Target, dir, e),
+        };
+        self.compare_range(sd.as_fd(), dd.as_fd(), name, rel, ids, (off, len));
+    }
+
+    /// Read `off..off + len` of both files (checked to be the listed
+    /// inodes) and compare; the first differing byte is named.
+    fn compare_range(
+        &self,
+        sd: BorrowedFd,
+        dd: BorrowedFd,
+        name: &[u8],
+        rel: &[u8],
+        ids: (Ident, Ident),
+        (off, len): (u64, u64),
+    ) {
+        let c = &self.ctx;
+        let sf = match fsops::open_read_checked(sd, name, ids.0) {
+            Ok((fd, _)) => fd,
+            Err(e) => return c.err(Side::Source, rel, e),
+        };
+        let df = match fsops::open_read_checked(dd, name, ids.1) {
+            Ok((fd, _)) => fd,
+            Err(e) => return c.err(Side::Target, rel, e),
+        };
+        if len >= 1 << 20 {
+            fsops::advise_sequential(sf.as_fd());
+            fsops::advise_sequential(df.as_fd());
+        }
+        match first_difference(sf.as_fd(), df.as_fd(), off, len, &c.counters.data) {
+            Ok(None) => {}
+            Ok(Some(at)) => self.differs(rel, &format!("differs: content at byte {at}")),
+            Err((side, e)) => c.err(side, rel, e),
+        }
+    }
+}
+
+impl VerifyPass {
+    /// One entry from a manifest: compared alone (a directory's own
+    /// metadata, not its subtree), or checked gone if it was removed.
+    fn named(&self, rel: &[u8], removed: bool, out: &mut Emitter<'_, Item>) {
+        let c = &self.ctx;
+        if rel.is_empty() {
+            return; // the roots: their times move with every pass
+        }
+        let (dir, name) = fsops::parent_and_name(rel);
+        let opened = (c.open_src_dir(dir, None), c.open_dst_dir(dir, None));
+        let (sd, dd) = match opened {
+            (Ok((sd, _)), Ok((dd, _))) => (sd, dd),
+            (Err(e), _) if removed && e.is_not_found() => return self.gone(c, rel, dir),
+            (Err(e), _) => return c.err(Side::Source, dir, e),
+            (_, Err(e)) if removed && e.is_not_found() => return,
+            (_, Err(e)) => return c.err(Side::Target, dir, e),
+        };
+        let (sd, dd) = (sd.as_fd(), dd.as_fd());
+        match fsops::stat_at(sd, name) {
+            Ok(s) if s.kind == Kind::Dir => self.named_dir(sd, dd, name, rel),
+            Ok(_) => self.entry(sd, dd, name, rel, out),
+            Err(e) if e.is_not_found() => match fsops::stat_at(dd, name) {
+                Err(e) if e.is_not_found() => {}
+                Ok(_) => self.differs(rel, "only on the target"),
+                Err(e) => c.err(Side::Target, rel, e),
+            },
+            Err(e) => c.err(Side::Source, rel, e),
+        }
+    }
+
+    /// A removed entry whose source parent is gone too: the target must
+    /// not have it.
+    fn gone(&self, c: &Ctx, rel: &[u8], dir: &[u8]) {
+        match c.open_dst_dir(dir, None) {
+            Err(e) if e.is_not_found() => {}
+            Err(e) => c.err(Side::Target, dir, e),
+            Ok((dd, _)) => {
+                let (_, name) = fsops::parent_and_name(rel);
+                if fsops::stat_at(dd.as_fd(), name).is_ok() {
+                    self.differs(rel, "only on the target");
+                }
+            }
+        }
+    }
+
+    fn named_dir(&self, sd: BorrowedFd, dd: BorrowedFd, name: &[u8], rel: &[u8]) {
+        let c = &self.ctx;
+        let opened = (fsops::open_dir_at(sd, name), fsops::open_dir_at(dd, name));
+        let (s, d) = match opened {
+            (Ok(s), Ok(d)) => (s, d),
+            (Err(e), _) => return c.err(Side::Source, rel, e),
+            (_, Err(e)) if e.is_not_found() || e.errno == libc::ENOTDIR => {
+                return self.differs(rel, "directory missing on the target");
+            }
+            (_, Err(e)) => return c.err(Side::Target, rel, e),
+        };
+        let (st, dt) = match (fsops::fstat(s.as_fd()), fsops::fstat(d.as_fd())) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) => return c.err(Side::Source, rel, e),
+            (_, Err(e)) => return c.err(Side::Target, rel, e),
+        };
+        let mut diffs = self.meta_diffs(&st, &dt);
+        if st.mtime != dt.mtime {
+            diffs.push(format!("mtime {} vs {}", show_time(&st), show_time(&dt)));
+        }
+        diffs.extend(self.xattr_diffs(At::Fd(s.as_fd()), At::Fd(d.as_fd()), rel));
+        self.judge(rel, diffs);
+    }
+}
+
+/// This rank's share of the entries `manifests` name, each once: its last
+/// record decides whether it must be gone. Records of filtered entries are
+/// left out.
+pub fn named_in(
+    manifests: &[std::path::PathBuf],
+    rank: usize,
+    size: usize,
+) -> Result<Vec<Item>, crate::manifest::ManifestError> {
+    use crate::manifest::Action;
+    let mut last: std::collections::HashMap<Vec<u8>, bool> = Default::default();
+    for m in manifests {
+        for r in crate::manifest::read(m)? {
+            let (action, rel) = r?;
+            if matches!(action, Action::Skipped(_)) || !mine(&rel, rank, size) {
+                continue;
+            }
+            last.insert(rel, matches!(action, Action::Removed { .. }));
+        }
+    }
+    let items = last
+        .into_iter()
+        .map(|(rel, removed)| Item::Named { rel, removed });
+    Ok(items.collect())
+}
+
+/// Which rank takes `rel`: by a fixed hash of the path.
+fn mine(rel: &[u8], rank: usize, size: usize) -> bool {
+    let mut h = std::hash::DefaultHasher::new();
+    rel.hash(&mut h);
+    (h.finish() % size.max(1) as u64) as usize == rank
+}
+
+impl VerifyPass {
+    /// A regular file's project ID on both sides (files only: a symlink
+    /// cannot be opened, a fifo is not worth it).
+    fn file_project(&self, sd: BorrowedFd, dd: BorrowedFd, name: &[u8], rel: &[u8]) {
+        let Ok(s) = fsops::stat_at(sd, name) else {
+            return;
+        };
+        if s.kind != Kind::File {
+            return;
+        }
+        let Ok(d) = fsops::stat_at(dd, name) else {
+            return;
+        };
+        let opened = (
+            fsops::open_read_checked(sd, name, s.ident()),
+            fsops::open_read_checked(dd, name, d.ident()),
+        );
+        if let (Ok((a, _)), Ok((b, _))) = opened {
+            if let Some(diff) = project_diff(a.as_fd(), b.as_fd()) {
+                self.differs(rel, &format!("differs: {diff}"));
+            }
+        }
+    }
+}
+
+/// A directory with a project ID or the inherit flag.
+fn has_projects(fd: BorrowedFd) -> bool {
+    fsops::get_fsxattr(fd)
+        .is_ok_and(|x| x.fsx_projid != 0 || x.fsx_xflags & fsops::XFLAG_PROJINHERIT != 0)
+}
+
+/// The project ID and inherit flag of two open entries, where both sides
+/// have project IDs at all.
+fn project_diff(s: BorrowedFd, d: BorrowedFd) -> Option<String> {
+    let (a, b) = (fsops::get_fsxattr(s).ok()?, fsops::get_fsxattr(d).ok()?);
+    let inherit = |x: &fsops::FsXattr| x.fsx_xflags & fsops::XFLAG_PROJINHERIT != 0;
+    if a.fsx_projid != b.fsx_projid {
+        return Some(format!("project {} vs {}", a.fsx_projid, b.fsx_projid));
+    }
+    (inherit(&a) != inherit(&b)).then(|| "project-inherit flag".to_string())
+}
+
+/// Where an xattr list is read: an open fd, or a name in a directory (a
+/// symlink's own attributes, without following it).
+#[derive(Clone, Copy)]
+enum At<'a> {
+    Fd(BorrowedFd<'a>),
+    Name(BorrowedFd<'a>, &'a [u8]),
+}
+
+fn xattrs(at: At) -> fsops::Res<BTreeMap<Vec<u8>, Vec<u8>>> {
+    let (fd, dir, name): (Option<BorrowedFd>, BorrowedFd, &[u8]) = match at {
+        At::Fd(fd) => (Some(fd), fd, b""),
+        At::Name(dir, name) => (None, dir, name),
+    };
+    let mut map = BTreeMap::new();
+    for key in fsops::list_xattrs(fd, dir, name)? {
+        if NOT_COMPARED.contains(&key.as_slice()) || super::copy::is_lustre_internal(&key) {
+            continue;
+        }
+        match fsops::get_xattr(fd, dir, name, &key) {
+            Ok(v) => {
+                map.insert(key, v);
+            }
+            Err(e) if e.errno == libc::ENODATA => {} // removed meanwhile
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(map)
+}
+
+/// Compare both files' bytes in `off..off + len`: the offset of the first
+/// difference (a shorter side differs where it ends), or the failing side.
+fn first_difference(
+    s: BorrowedFd,
+    d: BorrowedFd,
+    off: u64,
+    len: u64,
+    read: &std::sync::atomic::AtomicU64,
+) -> Result<Option<u64>, (Side, fsops::OsError)> {
+    const BUF: usize = 128 << 10;
+    thread_local! {
+        // Reused: a fresh megabyte per file would cost an mmap and page faults.
+        static BUFS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = const {
+            std::cell::RefCell::new((Vec::new(), Vec::new()))
+        };
+    }
+    BUFS.with_borrow_mut(|(a, b)| {
+        let want = len.min(BUF as u64) as usize;
+        if a.len() < want {
+            a.resize(want, 0);
+            b.resize(want, 0);
+        }
+        compare_with(s, d, (off, len), (a, b), read)
+    })
+}
+
+fn compare_with(
+    s: BorrowedFd,
+    d: BorrowedFd,
+    (off, len): (u64, u64),
+    (a, b): (&mut [u8], &mut [u8]),
+    read: &std::sync::atomic::AtomicU64,
+) -> Result<Option<u64>, (Side, fsops::OsError)> {
+    let mut done = 0u64;
+    while done < len {
+        let want = (len - done).min(a.len() as u64) as usize;
+        let n = fsops::read_at(s, &mut a[..want], off + done).map_err(|e| (Side::Source, e))?;
+        let m = fsops::read_at(d, &mut b[..want], off + done).map_err(|e| (Side::Target, e))?;
+        read.fetch_add((n + m) as u64, std::sync::atomic::Ordering::Relaxed);
+        let k = n.min(m);
+        // memcmp first; the byte loop only on the rare block that differs.
+        if a[..k] != b[..k] {
+            let i = a[..k].iter().zip(&b[..k]).position(|(x, y)| x != y);
+            return Ok(Some(off + done + i.unwrap_or(0) as u64));
+        }
+        if n != m {
+            return Ok(Some(off + done + n.min(m) as u64));
+        }
+        if n == 0 {
+            break; // both shrank meanwhile: the next run judges the new size
+        }
+        done += n as u64;
+    }
+    Ok(None)
+}
+
+fn kind_name(k: Kind) -> &'static str {
+    match k {
+        Kind::File => "file",
+        Kind::Dir => "dir",
+        Kind::Symlink => "symlink",
+        Kind::Fifo => "fifo",
+        Kind::Socket => "socket",
+        Kind::Char => "char device",
+        Kind::Block => "block device",
+    }
+}
+
+fn show_time(s: &Stat) -> String {
+    format!("{}.{:09}", s.mtime.sec, s.mtime.nsec)
+}
+
+impl Processor for VerifyPass {
+    type Item = Item;
+    fn process(&self, item: Item, out: &mut Emitter<'_, Item>) {
+        match item {
+            Item::Dir { rel, ids } => self.dir(&rel, ids, out),
+            Item::Batch(b) => self.batch(b, out),
+            Item::Chunk { rel, ids, off, len } => self.chunk(&rel, ids, off, len),
+            Item::Named { rel, removed } => self.named(&rel, removed, out),
+        }
+    }
+    fn is_branch(&self, item: &Item) -> bool {
+        matches!(item, Item::Dir { .. })
+    }
+    fn describe(&self, item: &Item) -> String {
+        match item {
+            Item::Dir { rel, .. } => format!("verify dir {}", fsops::show(rel)),
+            Item::Batch(b) => format!("verify {} in {}", b.names.len(), fsops::show(&b.dir)),
+            Item::Chunk { rel, off, .. } => format!("verify {} @{off}", fsops::show(rel)),
+            Item::Named { rel, .. } => format!("verify {}", fsops::show(rel)),
+        }
+    }
+}
