@@ -138,7 +138,8 @@ impl ErrorLog {
 /// O_EXCL first so the rank that made the file knows it did.
 fn open_log(p: &Path) -> std::io::Result<(File, bool)> {
     let mut o = std::fs::OpenOptions::new();
-    o.append(true).mode(0o644);
+    // Root writes it: a symlink planted at the name is refused.
+    o.append(true).mode(0o644).custom_flags(libc::O_NOFOLLOW);
     match o.clone().create_new(true).open(p) {
         Ok(f) => Ok((f, true)),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok((o.open(p)?, false)),

@@ -365,7 +365,14 @@ pub fn merge(file: &Path, ranks: usize) -> Result<(), ManifestError> {
     tmp.push(".merging");
     let tmp = PathBuf::from(tmp);
     let res = (|| {
-        let f = File::create(&tmp).map_err(|e| ManifestError::io(&tmp, e))?;
+        // Root writes it: a symlink planted at the name is refused.
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new();
+        f.write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_NOFOLLOW);
+        let f = f.open(&tmp).map_err(|e| ManifestError::io(&tmp, e))?;
         let mut w = BufWriter::new(f);
         for rank in 0..ranks {
             let part = part_path(file, rank);

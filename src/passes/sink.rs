@@ -44,6 +44,8 @@ impl Sink {
             .create(true)
             .truncate(true)
             .mode(0o644)
+            // Root writes it: a symlink planted at the name is refused.
+            .custom_flags(libc::O_NOFOLLOW)
             .open(part)
             .map_err(|e| ManifestError::io(part, e))?;
         Ok(Sink {
