@@ -162,6 +162,19 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// One word per type, as manifests and verify's lines write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::File => "file",
+            Kind::Dir => "dir",
+            Kind::Symlink => "symlink",
+            Kind::Fifo => "fifo",
+            Kind::Socket => "socket",
+            Kind::Char => "char",
+            Kind::Block => "block",
+        }
+    }
+
     fn from_mode(mode: u32) -> Kind {
         match mode & libc::S_IFMT {
             libc::S_IFDIR => Kind::Dir,

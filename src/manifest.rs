@@ -113,7 +113,7 @@ impl Action {
     fn fields(&self) -> Vec<String> {
         match self {
             Action::Created { kind, replaced } => vec![
-                kind_name(*kind).into(),
+                (*kind).name().into(),
                 if *replaced { "replaced" } else { "new" }.into(),
             ],
             Action::Copied { size, mtime_ns } => vec![size.to_string(), mtime_ns.to_string()],
@@ -151,18 +151,6 @@ impl Action {
             Action::Failed { .. } | Action::Skipped(_) => return None,
         };
         Some(format!("{what}: {p}"))
-    }
-}
-
-fn kind_name(k: Kind) -> &'static str {
-    match k {
-        Kind::File => "file",
-        Kind::Dir => "dir",
-        Kind::Symlink => "symlink",
-        Kind::Fifo => "fifo",
-        Kind::Socket => "socket",
-        Kind::Char => "char",
-        Kind::Block => "block",
     }
 }
 
@@ -265,7 +253,7 @@ pub fn parse(line: &[u8]) -> Result<(Action, Vec<u8>), String> {
         ["created", kind, how] => Action::Created {
             kind: *KINDS
                 .iter()
-                .find(|k| kind_name(**k) == *kind)
+                .find(|k| (**k).name() == *kind)
                 .ok_or(format!("unknown kind `{kind}`"))?,
             replaced: match *how {
                 "new" => false,

@@ -113,21 +113,7 @@ fn run_pass(
         src.canonicalize().unwrap().display(),
         dst.canonicalize().unwrap().display()
     );
-    let mut cmd = match launch {
-        Launch::Alone => Command::new(bin()),
-        Launch::Mpirun(n) => {
-            let mut m = Command::new("mpirun");
-            m.args([
-                "--oversubscribe",
-                "--bind-to",
-                "none",
-                "-np",
-                &n.to_string(),
-            ])
-            .arg(bin());
-            m
-        }
-    };
+    let mut cmd = launcher(launch, &bin());
     cmd.args([
         "--pass",
         pass,

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use common::*;
 use lmpi::manifest::{self, Action};
@@ -229,21 +229,7 @@ fn stop_midway(launch: Launch) {
     let (tmp, src, dst) = src_and_dst();
     slow_tree(&src);
     let m = tmp.path().join("stopped.manifest");
-    let mut cmd = match launch {
-        Launch::Alone => Command::new(bin()),
-        Launch::Mpirun(n) => {
-            let mut c = Command::new("mpirun");
-            c.args([
-                "--oversubscribe",
-                "--bind-to",
-                "none",
-                "-np",
-                &n.to_string(),
-            ])
-            .arg(bin());
-            c
-        }
-    };
+    let mut cmd = launcher(launch, &bin());
     let mut child = cmd
         .args(["--pass", "copy", "--threads", "1", "--manifest", arg(&m)])
         .arg("--source")

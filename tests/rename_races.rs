@@ -162,21 +162,7 @@ fn leaks(dst: &Path) -> Vec<PathBuf> {
 
 /// Run one pass with a deadline; its exit code.
 fn bounded(launch: Launch, pass: &str, src: &Path, dst: &Path, extra: &[&str]) -> i32 {
-    let mut cmd = match launch {
-        Launch::Alone => Command::new(lmpi_bin()),
-        Launch::Mpirun(n) => {
-            let mut c = Command::new("mpirun");
-            c.args([
-                "--oversubscribe",
-                "--bind-to",
-                "none",
-                "-np",
-                &n.to_string(),
-            ])
-            .arg(lmpi_bin());
-            c
-        }
-    };
+    let mut cmd = launcher(launch, &lmpi_bin());
     let mut child = cmd
         .args(["--pass", pass, "-q", "--error-log", "/dev/null", "--source"])
         .arg(src)

@@ -39,21 +39,7 @@ fn make_tree(src: &Path) {
 }
 
 fn stop_midway(pass: &str, launch: Launch, src: &Path, dst: &Path) -> (Option<i32>, String) {
-    let mut cmd = match launch {
-        Launch::Alone => Command::new(bin()),
-        Launch::Mpirun(n) => {
-            let mut c = Command::new("mpirun");
-            c.args([
-                "--oversubscribe",
-                "--bind-to",
-                "none",
-                "-np",
-                &n.to_string(),
-            ])
-            .arg(bin());
-            c
-        }
-    };
+    let mut cmd = launcher(launch, &bin());
     let mut child = cmd
         .args([
             "--pass",

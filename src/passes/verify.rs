@@ -195,7 +195,7 @@ impl VerifyPass {
                 };
                 out.push(Item::Dir { rel: child, ids });
             }
-            Ok(d) => self.differs(&child, &format!("type dir vs {}", kind_name(d.kind))),
+            Ok(d) => self.differs(&child, &format!("type dir vs {}", d.kind.name())),
             Err(e) if e.is_not_found() => self.differs(&child, "missing on the target"),
             Err(e) => c.err(Side::Target, &child, e),
         }
@@ -273,7 +273,7 @@ impl VerifyPass {
         d: &Stat,
     ) -> Vec<String> {
         if s.kind != d.kind {
-            let kinds = (kind_name(s.kind), kind_name(d.kind));
+            let kinds = (s.kind.name(), d.kind.name());
             return vec![format!("type {} vs {}", kinds.0, kinds.1)];
         }
         let mut diffs = self.meta_diffs(s, d);
@@ -661,18 +661,6 @@ fn compare_with(
         done += n as u64;
     }
     Ok(None)
-}
-
-fn kind_name(k: Kind) -> &'static str {
-    match k {
-        Kind::File => "file",
-        Kind::Dir => "dir",
-        Kind::Symlink => "symlink",
-        Kind::Fifo => "fifo",
-        Kind::Socket => "socket",
-        Kind::Char => "char device",
-        Kind::Block => "block device",
-    }
 }
 
 fn show_time(s: &Stat) -> String {

@@ -44,9 +44,10 @@ pub enum Launch {
     Mpirun(usize),
 }
 
-pub fn lmpi(launch: Launch, args: &[&OsStr]) -> Output {
+/// `program` as `launch` starts it, with the environment MPI needs here.
+pub fn launcher(launch: Launch, program: &Path) -> Command {
     let mut cmd = match launch {
-        Launch::Alone => Command::new(bin()),
+        Launch::Alone => Command::new(program),
         Launch::Mpirun(n) => {
             let mut c = Command::new("mpirun");
             c.args([
@@ -56,17 +57,23 @@ pub fn lmpi(launch: Launch, args: &[&OsStr]) -> Output {
                 "-np",
                 &n.to_string(),
             ])
-            .arg(bin());
+            .arg(program);
             c
         }
     };
-    cmd.args(args)
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+    cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         .env("OMPI_MCA_rmaps_base_oversubscribe", "1")
         // One host, no InfiniBand: skip UCX probing, 0.2 s per start.
         .env("OMPI_MCA_pml", "ob1");
-    cmd.output().expect("start lmpi")
+    cmd
+}
+
+pub fn lmpi(launch: Launch, args: &[&OsStr]) -> Output {
+    launcher(launch, &bin())
+        .args(args)
+        .output()
+        .expect("start lmpi")
 }
 
 pub fn text(o: &Output) -> String {
