@@ -218,6 +218,9 @@ pub struct Stat {
     pub rdev: u64,
     pub atime: Time,
     pub mtime: Time,
+    /// Status change time: moves on any write or attribute change, and
+    /// cannot be set back by users (a resumed partial copy checks it).
+    pub ctime: Time,
     /// Inode flags lmpi copies, as statx reports them for free: immutable,
     /// append-only, no-dump (`FLAGS_COPIED`; the same bits as FS_*_FL).
     pub flags: u32,
@@ -284,6 +287,10 @@ fn from_statx(s: &libc::statx) -> Stat {
         mtime: Time {
             sec: s.stx_mtime.tv_sec,
             nsec: s.stx_mtime.tv_nsec,
+        },
+        ctime: Time {
+            sec: s.stx_ctime.tv_sec,
+            nsec: s.stx_ctime.tv_nsec,
         },
         flags: (s.stx_attributes as u32) & FLAGS_COPIED,
     }
@@ -579,6 +586,31 @@ pub fn open_write_checked(dir: BorrowedFd, name: &[u8], want: Ident) -> Res<Owne
         return Err(changed("open"));
     }
     Ok(fd)
+}
+
+/// Open existing regular file `name` for writing without following a link
+/// or blocking on a FIFO, and fstat it: for lmpi's own partial copies, which
+/// the caller then checks (owner, links, size) before trusting.
+pub fn open_own_file(dir: BorrowedFd, name: &[u8]) -> Res<(OwnedFd, Stat)> {
+    let c = cstr("open", name)?;
+    let fd = open_raw(
+        dir.as_raw_fd(),
+        &c,
+        libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY,
+        0,
+    )?;
+    let st = fstat(fd.as_fd_b())?;
+    if st.kind != Kind::File {
+        return Err(changed("open"));
+    }
+    Ok((fd, st))
+}
+
+/// Data (and the metadata needed to read it back) on stable storage.
+pub fn fdatasync(fd: BorrowedFd) -> Res<()> {
+    // SAFETY: fdatasync takes an fd, borrowed here, so open for the call,
+    // and touches no memory of ours.
+    check("fdatasync", unsafe { libc::fdatasync(fd.as_raw_fd()) }).map(drop)
 }
 
 /// An entry held by an `O_PATH` fd and checked to be the inode an lstat

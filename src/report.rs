@@ -126,6 +126,12 @@ impl Summary {
             human_bytes(self.bytes_per_second as u64),
             self.files_per_second
         );
+        if t.resumed > 0 {
+            s += &format!(
+                "  resumed {} of big files from partial copies a stopped pass left (not copied again)\n",
+                human_bytes(t.resumed)
+            );
+        }
         s += &format!(
             "  metadata-only {}  up to date {}  skipped {}  deleted {}  dirtimes {}  errors {}\n",
             t.meta, t.uptodate, t.skipped, t.deleted, t.dirtimes, t.errors

@@ -670,15 +670,23 @@ fn run_final<T: Transport + ?Sized>(
     PhasesDone::new(outcome, over_cap, notes)
 }
 
-/// After the phases: big files whose chunks never all arrived (a stop) lose
-/// their temp files; the summary says how many.
+/// After the phases: big files whose chunks never all arrived (a stop) keep
+/// their recorded partial copies for the next pass, or lose their temp
+/// files; the summary says how many.
 fn abandoned_note(p: &copy::CopyPass, rank: usize) -> Vec<String> {
-    match p.abandon_pending() {
-        0 => Vec::new(),
-        n => vec![format!(
-            "rank {rank}: {n} partly copied big files abandoned (temp files removed)"
-        )],
+    let mut notes = Vec::new();
+    let (kept, removed) = p.abandon_pending();
+    if kept > 0 {
+        notes.push(format!(
+            "rank {rank}: {kept} partly copied big files kept for the next pass to resume"
+        ));
     }
+    if removed > 0 {
+        notes.push(format!(
+            "rank {rank}: {removed} partly copied big files abandoned (temp files removed)"
+        ));
+    }
+    notes
 }
 
 /// Copy: walk and copy, then (phase 2) the hardlink groups each rank collected.

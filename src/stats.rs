@@ -41,6 +41,7 @@ counters! {
     scanned => "scanned", "non-directory entries examined";
     files => "files", "entries created or rewritten (files, links, specials)";
     data => "data", "bytes of file data written";
+    resumed => "resumed", "bytes of big files a stopped pass's partial copy already held (not copied again)";
     meta => "meta", "entries whose owner/mode/xattrs/times only were fixed";
     uptodate => "uptodate", "entries already identical on the target";
     skipped => "skipped", "entries skipped by filters or exclusions";

@@ -253,6 +253,17 @@ impl Drop for Mount {
 
 #[test]
 fn target_full_leaves_nothing_that_looks_complete() {
+    target_full(&[]);
+}
+
+/// Chunked: a chunk that fails on a full target drops the partial copy (it
+/// would hold space); only a stop keeps one for resuming.
+#[test]
+fn target_full_drops_partial_big_files() {
+    target_full(&["--chunk-size", "262144", "--chunk-threshold", "524288"]);
+}
+
+fn target_full(extra: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     std::fs::create_dir(&src).unwrap();
@@ -262,7 +273,8 @@ fn target_full_leaves_nothing_that_looks_complete() {
     let Some(m) = Mount::tmpfs(&tmp.path().join("small"), "size=3m") else {
         return;
     };
-    let (code, rep, out) = pass(Launch::Alone, "copy", &src, &m.0, &["--threads", "2"]);
+    let args: Vec<&str> = ["--threads", "2"].iter().chain(extra).copied().collect();
+    let (code, rep, out) = pass(Launch::Alone, "copy", &src, &m.0, &args);
     assert_eq!(code, 1, "{}", text(&out));
     assert!(total(&rep, "errors") >= 1);
     assert!(
@@ -273,12 +285,12 @@ fn target_full_leaves_nothing_that_looks_complete() {
     for e in std::fs::read_dir(&m.0).unwrap() {
         let e = e.unwrap();
         let name = e.file_name();
-        let s = std::fs::metadata(src.join(&name)).unwrap();
-        let d = e.metadata().unwrap();
         assert!(
             !name.to_string_lossy().starts_with(".lmpi-"),
             "temp file left: {name:?}"
         );
+        let s = std::fs::metadata(src.join(&name)).unwrap();
+        let d = e.metadata().unwrap();
         if s.size() == d.size() && s.mtime() == d.mtime() && s.mtime_nsec() == d.mtime_nsec() {
             assert_eq!(
                 std::fs::read(src.join(&name)).unwrap(),

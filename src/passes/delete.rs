@@ -17,7 +17,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::{Batch, Batcher, Ctx, DirIds};
+use super::{resume, Batch, Batcher, Ctx, DirIds};
 use crate::engine::{Emitter, Processor};
 use crate::errlog::Side;
 use crate::fsops::{self, Ident, Kind, Stat};
@@ -150,6 +150,12 @@ impl DeletePass {
                         }
                     }
                     Ok(_) => {}
+                    // A big file's partial copy a stopped pass left: kept
+                    // while its source file is there (`passes::resume`).
+                    Err(err)
+                        if err.errno == libc::ENOENT
+                            && resume::is_partial_name(&e.name)
+                            && resume::still_wanted(sd.as_fd(), rd.fd(), &e.name) => {}
                     Err(err) if err.errno == libc::ENOENT => {
                         self.remove(rd.fd(), here, &e.name, e.kind, &child, out)
                     }

@@ -6,6 +6,7 @@ pub mod delete;
 pub mod dirtime;
 pub mod final_pass;
 pub mod one_writer;
+pub mod resume;
 pub mod sink;
 pub mod verify;
 

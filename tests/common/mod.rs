@@ -38,7 +38,7 @@ pub fn have(tool: &str) -> bool {
 }
 
 /// How to start lmpi: alone (no launcher) or under mpirun with N ranks.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Launch {
     Alone,
     Mpirun(usize),
@@ -301,6 +301,17 @@ fn xattrs(fd: Option<BorrowedFd>, dir: BorrowedFd, name: &[u8]) -> BTreeMap<Vec<
         }
     }
     m
+}
+
+/// A big file's partial copy that a stopped pass keeps for the next one to
+/// resume: the partial-file name and lmpi's root-only record on it.
+pub fn is_resume_partial(p: &Path) -> bool {
+    let name = p.file_name().unwrap_or_default().as_encoded_bytes();
+    if !name.starts_with(b".lmpi-resume-") {
+        return false;
+    }
+    let d = open(p.parent().unwrap());
+    fsops::get_xattr(None, d.as_fd(), name, b"trusted.lmpi.resume").is_ok()
 }
 
 /// Compare two trees; returns the differences (empty = identical).

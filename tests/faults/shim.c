@@ -13,7 +13,9 @@
  *                             restarts it (a call a stop cannot interrupt).
  *   LMPI_FAULT_SLOW_ALL=1     ... on every name: Lustre-like metadata latency
  *                             for benchmarks (the sleep costs no CPU, so only a
- *                             tool with many operations in flight hides it). */
+ *                             tool with many operations in flight hides it).
+ *   LMPI_FAULT_SYNC_US=n      fdatasync first sleeps n microseconds: a slow
+ *                             disk, so a test can stop a chunked copy midway. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -99,6 +101,13 @@ int open64(const char *path, int flags, ...) {
     va_list ap; va_start(ap, flags); mode_t mode = mode_arg(flags, ap); va_end(ap);
     maybe_slow(path);
     return real(path, flags, mode);
+}
+
+int fdatasync(int fd) {
+    REAL(fdatasync);
+    const char *us = getenv("LMPI_FAULT_SYNC_US");
+    if (us && *us) usleep((useconds_t)atoi(us));
+    return real(fd);
 }
 
 /* The rest only add latency: the calls rsync and cp make per entry. */

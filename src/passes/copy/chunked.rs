@@ -1,7 +1,10 @@
 //! Big files: split into chunks that any rank may copy; the rank that found
-//! the file finishes it when the last chunk reports back.
+//! the file finishes it when the last chunk reports back. The partial file
+//! carries a record of the chunks that are in (`passes::resume`), so a
+//! stopped pass leaves work the next pass resumes instead of redoing.
 
 use super::*;
+use crate::passes::resume::{self, Record};
 
 pub(super) struct PendingFile {
     pub(super) dir: Vec<u8>,
@@ -9,12 +12,40 @@ pub(super) struct PendingFile {
     pub(super) tmp_id: fsops::Ident,
     /// Bytes the chunks landed: counted as data only when the file is done.
     pub(super) bytes: u64,
+    /// Bytes an earlier pass's partial copy already held.
+    pub(super) resumed: u64,
     pub(super) name: Vec<u8>,
     pub(super) tmp: Vec<u8>,
     pub(super) st: Stat,
     pub(super) remaining: u64,
+    /// A chunk failed (reported): the partial copy goes.
     pub(super) failed: bool,
+    /// A chunk was left because the pass is stopping: a recorded partial
+    /// copy stays for the next pass.
+    pub(super) stopped: bool,
     pub(super) started: Instant,
+    /// Some: the partial file carries this record and outlives a stop.
+    pub(super) record: Option<Record>,
+}
+
+/// The partial file a big file is written to.
+pub(super) struct Partial {
+    pub(super) tmp: Vec<u8>,
+    pub(super) tmp_id: fsops::Ident,
+    /// Chunk size in bytes.
+    pub(super) chunk: u64,
+    pub(super) record: Option<Record>,
+}
+
+/// How a chunk ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChunkEnd {
+    /// Copied and synced.
+    In,
+    /// An error, reported where it happened.
+    Failed,
+    /// Not copied: the pass is stopping.
+    Stopped,
 }
 
 /// One chunk of a big file: `len` bytes at `off` of temp file `tmp`, to be
@@ -34,19 +65,27 @@ pub struct ChunkJob {
 }
 
 impl CopyPass {
-    /// After a stop: files whose chunks never all arrived lose their temp file.
-    pub fn abandon_pending(&self) -> usize {
+    /// After a stop: files whose chunks never all arrived. Those with a
+    /// record stay for the next pass to resume; the others lose their temp
+    /// file. Returns (kept, removed).
+    pub fn abandon_pending(&self) -> (usize, usize) {
         let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        let n = p.len();
+        let (mut kept, mut removed) = (self.kept_partials.load(Ordering::Relaxed), 0);
         for (_, f) in p.drain() {
+            if f.record.is_some() && !f.failed {
+                kept += 1;
+                continue;
+            }
+            removed += 1;
             if let Ok((dd, _)) = self.ctx.open_dst_dir(&f.dir, f.ids.dst) {
                 let _ = fsops::unlink_at(dd.as_fd(), &f.tmp);
             }
         }
-        n
+        (kept, removed)
     }
 
-    /// Big file: a temp file of full size, chunks for anyone to copy, and a
+    /// Big file: a partial file of full size (an earlier pass's if it
+    /// matches the source), its missing chunks for anyone to copy, and a
     /// pending entry here that the last chunk completes.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn start_chunked(
@@ -59,12 +98,76 @@ impl CopyPass {
         s: &Stat,
         out: &mut Emitter<'_, Item>,
     ) -> Res<()> {
-        let tmp = self.temp_name();
         let rel = fsops::join(dir, name);
         // The source is opened and checked before anything is created: a
         // FIFO or another file swapped in is an error here, not a hang later.
         let (src, _) = on_src(fsops::open_read_checked(sd, name, s.ident()))?;
-        let (f, layout) = on_dst(self.create_target(src.as_fd(), dd, &rel, &tmp, s.perm & 0o777))?;
+        let free = self.resumable_name_free(sd, s);
+        let part = match free.then(|| self.find_partial(dd, &rel, name, s)).flatten() {
+            Some(p) => p,
+            None => self.new_partial(src.as_fd(), dd, (&rel, name), s, free)?,
+        };
+        let todo: Vec<u64> = (0..s.size.div_ceil(part.chunk))
+            .filter(|&i| !part.record.as_ref().is_some_and(|r| r.done.contains(i)))
+            .collect();
+        let f = PendingFile {
+            dir: dir.to_vec(),
+            ids,
+            tmp_id: part.tmp_id,
+            bytes: 0,
+            resumed: part.record.as_ref().map_or(0, Record::done_bytes),
+            name: name.to_vec(),
+            tmp: part.tmp.clone(),
+            st: *s,
+            remaining: todo.len() as u64,
+            failed: false,
+            stopped: false,
+            started: Instant::now(),
+            record: part.record,
+        };
+        if todo.is_empty() {
+            // Every chunk was in before the stop: only the finish is left.
+            self.complete(f);
+            return Ok(());
+        }
+        let id = ((self.ctx.rank as u64) << 40) | self.seq.fetch_add(1, Ordering::Relaxed);
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, f);
+        for i in todo {
+            let off = i * part.chunk;
+            let job = ChunkJob {
+                dir: dir.to_vec(),
+                ids,
+                name: name.to_vec(),
+                src: s.ident(),
+                tmp: part.tmp.clone(),
+                tmp_id: part.tmp_id,
+                off,
+                len: part.chunk.min(s.size - off),
+            };
+            out.push(Item::Chunk { id, job });
+        }
+        Ok(())
+    }
+
+    /// A new partial file of full size: under the resumable name (with an
+    /// empty record, when the target keeps one) unless the source uses that
+    /// name itself, then under a plain temp name.
+    fn new_partial(
+        &self,
+        src: BorrowedFd,
+        dd: BorrowedFd,
+        (rel, name): (&[u8], &[u8]),
+        s: &Stat,
+        resumable: bool,
+    ) -> Res<Partial> {
+        let tmp = match resumable {
+            true => resume::partial_name(s.ino),
+            false => self.temp_name(),
+        };
+        let (f, layout) = on_dst(self.create_target(src, dd, rel, &tmp, s.perm & 0o777))?;
         let sized = fsops::ftruncate(f.as_fd(), s.size).and_then(|()| fsops::fstat(f.as_fd()));
         let tmp_id = match sized {
             Ok(st) => st.ident(),
@@ -73,51 +176,22 @@ impl CopyPass {
                 return Err(Fail::Os(Side::Target, e));
             }
         };
-        drop(f);
         // On Lustre, chunks cover whole stripes (stripe size x count) so no two
         // ranks write into the same stripe.
         let align = layout.map(|l| l.chunk_alignment()).unwrap_or(0);
-        let cs = match self.opts.chunk_size.max(1) {
+        let chunk = match self.opts.chunk_size.max(1) {
             cs if align > 0 => cs.div_ceil(align) * align,
             cs => cs,
         };
-        let n = s.size.div_ceil(cs);
-        let id = ((self.ctx.rank as u64) << 40) | self.seq.fetch_add(1, Ordering::Relaxed);
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                id,
-                PendingFile {
-                    dir: dir.to_vec(),
-                    ids,
-                    tmp_id,
-                    bytes: 0,
-                    name: name.to_vec(),
-                    tmp: tmp.clone(),
-                    st: *s,
-                    remaining: n,
-                    failed: false,
-                    started: Instant::now(),
-                },
-            );
-        for i in 0..n {
-            let off = i * cs;
-            out.push(Item::Chunk {
-                id,
-                job: ChunkJob {
-                    dir: dir.to_vec(),
-                    ids,
-                    name: name.to_vec(),
-                    src: s.ident(),
-                    tmp: tmp.clone(),
-                    tmp_id,
-                    off,
-                    len: cs.min(s.size - off),
-                },
-            });
-        }
-        Ok(())
+        let record = Some(Record::new(s, name, chunk))
+            .filter(|_| resumable)
+            .filter(|r| self.write_record(f.as_fd(), rel, r));
+        Ok(Partial {
+            tmp,
+            tmp_id,
+            chunk,
+            record,
+        })
     }
 
     pub(super) fn chunk(&self, id: u64, job: ChunkJob, out: &mut Emitter<'_, Item>) {
@@ -136,6 +210,8 @@ impl CopyPass {
         }
     }
 
+    /// Copy one chunk and sync it before reporting it in: the owner then
+    /// records it as done, and a record must never claim unsynced data.
     pub(super) fn chunk_one(&self, id: u64, job: &ChunkJob, out: &mut Emitter<'_, Item>) {
         let (off, len) = (job.off, job.len);
         let rel = fsops::join(&job.dir, &job.name);
@@ -147,44 +223,58 @@ impl CopyPass {
             let (dd, _) = on_dst(self.ctx.open_dst_dir(&job.dir, job.ids.dst))?;
             let (src, st) = on_src(fsops::open_read_checked(sd.as_fd(), &job.name, job.src))?;
             let dst = on_dst(fsops::open_write_checked(dd.as_fd(), &job.tmp, job.tmp_id))?;
-            self.copy_data(
-                src.as_fd(),
-                dst.as_fd(),
-                off,
-                (off + len).min(st.size.max(off)),
-                st.maybe_sparse(),
-            )
+            let end = (off + len).min(st.size.max(off));
+            let bytes = self.copy_data(src.as_fd(), dst.as_fd(), off, end, st.maybe_sparse())?;
+            on_dst(fsops::fdatasync(dst.as_fd()))?;
+            Ok(bytes)
         })();
-        let (ok, bytes) = match r {
-            Ok(bytes) => (true, bytes),
-            Err(Fail::Changed) => (false, 0), // stopping: abandoned, not an error
+        let (end, bytes) = match r {
+            Ok(bytes) => (ChunkEnd::In, bytes),
+            Err(Fail::Changed) => (ChunkEnd::Stopped, 0), // abandoned, not an error
             Err(f) => {
                 self.report(&rel, f);
-                (false, 0)
+                (ChunkEnd::Failed, 0)
             }
         };
-        out.send_to((id >> 40) as usize, Item::ChunkDone { id, ok, bytes });
+        let done = Item::ChunkDone { id, off, end, bytes };
+        out.send_to((id >> 40) as usize, done);
     }
 
-    pub(super) fn chunk_done(&self, id: u64, ok: bool, bytes: u64) {
+    /// Chunk at `off` of file `id` ended: one that is in goes into the
+    /// partial's record; the last one completes the file.
+    pub(super) fn chunk_done(&self, id: u64, off: u64, end: ChunkEnd, bytes: u64) {
         let done = {
             let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             let Some(f) = p.get_mut(&id) else { return };
             f.remaining = f.remaining.saturating_sub(1);
-            f.failed |= !ok;
+            f.failed |= end == ChunkEnd::Failed;
+            f.stopped |= end == ChunkEnd::Stopped;
             f.bytes += bytes;
+            if end == ChunkEnd::In {
+                // Under the lock: two threads never write the record of one
+                // file at once, so a newer record is never overwritten by an
+                // older one. One xattr write per chunk, which is megabytes.
+                self.note_chunk(f, off);
+            }
             if f.remaining > 0 {
                 return;
             }
             p.remove(&id)
         };
-        let Some(f) = done else { return };
+        if let Some(f) = done {
+            self.complete(f);
+        }
+    }
+
+    /// All chunks are in (or some failed): finish the file and count it.
+    fn complete(&self, f: PendingFile) {
         let rel = fsops::join(&f.dir, &f.name);
         match self.finish_chunked(&f) {
-            Ok(()) if !f.failed => {
+            Ok(()) if !f.failed && !f.stopped => {
                 let c = &self.ctx;
                 c.bump(&c.counters.files, 1);
                 c.bump(&c.counters.data, f.bytes);
+                c.bump(&c.counters.resumed, f.resumed);
                 c.hist
                     .record(f.st.size, f.started.elapsed().as_micros() as u64);
                 c.act(&rel, crate::manifest::Action::copied(&f.st));
@@ -195,10 +285,16 @@ impl CopyPass {
     }
 
     /// All chunks are in: check the source did not change, give the temp
-    /// file its metadata and rename it over the name; or drop it.
+    /// file its metadata and rename it over the name. A stop leaves a
+    /// recorded partial copy for the next pass; a failed chunk (an error,
+    /// say a full target) drops it, so it holds no space.
     fn finish_chunked(&self, f: &PendingFile) -> Res<()> {
         let (dd, _) = on_dst(self.ctx.open_dst_dir(&f.dir, f.ids.dst))?;
-        if f.failed {
+        if f.stopped && !f.failed && f.record.is_some() {
+            self.kept_partials.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        if f.failed || f.stopped {
             let _ = fsops::unlink_at(dd.as_fd(), &f.tmp);
             return Ok(());
         }
@@ -208,6 +304,9 @@ impl CopyPass {
             let dst = on_dst(fsops::open_write_checked(dd.as_fd(), &f.tmp, f.tmp_id))?;
             if after.size != f.st.size || after.mtime != f.st.mtime {
                 return Err(Fail::Changed);
+            }
+            if f.record.is_some() {
+                self.drop_record(dst.as_fd())?;
             }
             self.finish_file(src.as_fd(), dst.as_fd(), &f.st, Landing::UNKNOWN)?;
             on_dst(fsops::rename_at(dd.as_fd(), &f.tmp, &f.name))?;

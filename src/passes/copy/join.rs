@@ -51,6 +51,7 @@ impl CopyPass {
         let (dd, mut names) = self.target_names(rel, dd);
         if let Some(names) = names.as_mut() {
             self.remove_stale_temps(sd.as_fd(), dd.as_fd(), rel, names);
+            self.settle_partials(sd.as_fd(), dd.as_fd(), rel, names);
         }
         let (listed, sd) = self.list_source(rel, ids, sd, Some(dd.as_fd()), names.as_mut(), out);
         Joined {

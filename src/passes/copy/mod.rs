@@ -38,10 +38,11 @@ mod data;
 mod join;
 mod links;
 mod meta;
+mod resume;
 mod temps;
 
-pub use chunked::ChunkJob;
-use chunked::PendingFile;
+pub use chunked::{ChunkEnd, ChunkJob};
+use chunked::{Partial, PendingFile};
 pub(crate) use join::Names;
 use links::{mix, LinkGroups};
 use meta::{same_data, same_meta, At, Landing};
@@ -58,10 +59,11 @@ pub enum Item {
         id: u64,
         job: ChunkJob,
     },
-    /// A chunk is in (`bytes` landed) or failed.
+    /// How the chunk at `off` ended; `bytes` landed (and synced) when in.
     ChunkDone {
         id: u64,
-        ok: bool,
+        off: u64,
+        end: ChunkEnd,
         bytes: u64,
     },
     LinkRef {
@@ -125,6 +127,11 @@ pub struct CopyPass {
     egid: u32,
     /// The target refused inode flags once: said once.
     flags_noted: std::sync::atomic::AtomicBool,
+    /// The target refused a resume record once: said once.
+    resume_noted: std::sync::atomic::AtomicBool,
+    /// Big files whose chunks all reported back but not all in (a stop, a
+    /// failed chunk): their recorded partial copies stay for the next pass.
+    kept_partials: std::sync::atomic::AtomicUsize,
     /// Project IDs: what this pass learnt about both sides (see `meta`).
     projects: meta::Projects,
 }
@@ -145,6 +152,8 @@ impl CopyPass {
             euid,
             egid,
             flags_noted: Default::default(),
+            resume_noted: Default::default(),
+            kept_partials: Default::default(),
             projects: Default::default(),
         }
     }
@@ -649,7 +658,7 @@ impl Processor for CopyPass {
             Item::Dir { rel, ids } => self.dir(&rel, ids, out),
             Item::Batch(b) => self.batch(b, out),
             Item::Chunk { id, job } => self.chunk(id, job, out),
-            Item::ChunkDone { id, ok, bytes } => self.chunk_done(id, ok, bytes),
+            Item::ChunkDone { id, off, end, bytes } => self.chunk_done(id, off, end, bytes),
             Item::LinkRef { dev, ino, name } => {
                 self.links
                     .lock()
@@ -728,7 +737,8 @@ mod tests {
             },
             Item::ChunkDone {
                 id: 9,
-                ok: true,
+                off: 8,
+                end: ChunkEnd::In,
                 bytes: 10,
             },
             Item::LinkRef {

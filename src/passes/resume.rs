@@ -1,0 +1,313 @@
+//! Resumable big files: what a stopped chunked copy leaves behind.
+//!
+//! A big file is written under `.lmpi-resume-<source inode, hex>.part` in its
+//! target directory. The xattr `trusted.lmpi.resume` on that partial file
+//! names the source (identity, size, mtime, ctime and its name) and the
+//! chunks that are in, as one text line an admin can read with
+//! `getfattr -n trusted.lmpi.resume`. A chunk is listed only after its data
+//! was synced, so the record never claims more than the file holds.
+//!
+//! Only root can write `trusted.*`: a file a user plants under the partial's
+//! name has no record lmpi would accept. The next copy or final pass resumes
+//! a partial whose record matches the source exactly and starts over
+//! otherwise; a partial whose source is gone is removed by the pass that
+//! lists its directory.
+
+use std::os::fd::BorrowedFd;
+
+use percent_encoding::{percent_decode, percent_encode, AsciiSet, CONTROLS};
+
+use crate::fsops::{self, Kind, Stat, Time};
+
+/// Where the record lives on the partial file.
+pub const KEY: &[u8] = b"trusted.lmpi.resume";
+const MAGIC: &str = "lmpi-resume-1";
+const PREFIX: &[u8] = b".lmpi-resume-";
+const SUFFIX: &[u8] = b".part";
+/// Bytes of a record lmpi writes at most: every filesystem that keeps
+/// xattrs takes this much (ext4 without ea_inode: one 4 KiB block).
+const MAX_RECORD: usize = 3072;
+/// The name goes last, so only what would end or split a field is escaped.
+const NAME_ESCAPES: &AsciiSet = &CONTROLS.add(b' ').add(b'%').add(0x7f);
+
+/// The partial file of source inode `ino`.
+pub fn partial_name(ino: u64) -> Vec<u8> {
+    format!(".lmpi-resume-{ino:016x}.part").into_bytes()
+}
+
+/// A name of the partial-file pattern (16 hex digits between prefix and suffix).
+pub fn is_partial_name(name: &[u8]) -> bool {
+    name.strip_prefix(PREFIX)
+        .and_then(|n| n.strip_suffix(SUFFIX))
+        .is_some_and(|hex| hex.len() == 16 && hex.iter().all(u8::is_ascii_hexdigit))
+}
+
+/// What the source file was when the partial copy began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Source {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime: Time,
+    pub ctime: Time,
+}
+
+impl Source {
+    pub fn of(s: &Stat) -> Source {
+        Source {
+            dev: s.dev,
+            ino: s.ino,
+            size: s.size,
+            mtime: s.mtime,
+            ctime: s.ctime,
+        }
+    }
+}
+
+/// Chunk numbers that are in: sorted, disjoint, non-touching half-open ranges.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Chunks(Vec<(u64, u64)>);
+
+impl Chunks {
+    pub fn contains(&self, i: u64) -> bool {
+        self.0.iter().any(|&(a, z)| a <= i && i < z)
+    }
+
+    pub fn insert(&mut self, i: u64) {
+        if self.contains(i) {
+            return;
+        }
+        // The first range ending at or after i: i extends it at its end,
+        // or starts just before it, or goes in front of it alone.
+        let at = self.0.partition_point(|&(_, z)| z < i);
+        let v = &mut self.0;
+        match v.get(at).copied() {
+            Some((_, z)) if z == i => {
+                v[at].1 = i + 1;
+                if v.get(at + 1).is_some_and(|&(a, _)| a == i + 1) {
+                    v[at].1 = v[at + 1].1;
+                    v.remove(at + 1);
+                }
+            }
+            Some((a, _)) if a == i + 1 => v[at].0 = i,
+            _ => v.insert(at, (i, i + 1)),
+        }
+    }
+
+    /// Half-open ranges, in order.
+    pub fn ranges(&self) -> &[(u64, u64)] {
+        &self.0
+    }
+
+    /// `0-4,7`: inclusive ranges, as an admin reads them.
+    fn to_text(&self) -> String {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|&(a, z)| match z - a {
+                1 => a.to_string(),
+                _ => format!("{a}-{}", z - 1),
+            })
+            .collect();
+        parts.join(",")
+    }
+
+    fn parse(t: &str) -> Option<Chunks> {
+        let mut c = Chunks::default();
+        for part in t.split(',').filter(|p| !p.is_empty()) {
+            let (a, z) = match part.split_once('-') {
+                Some((a, z)) => (a.parse::<u64>().ok()?, z.parse::<u64>().ok()?),
+                None => {
+                    let a = part.parse::<u64>().ok()?;
+                    (a, a)
+                }
+            };
+            // In order and apart, as written: anything else is not our record.
+            if z < a || c.0.last().is_some_and(|&(_, pz)| a <= pz) {
+                return None;
+            }
+            c.0.push((a, z.checked_add(1)?));
+        }
+        Some(c)
+    }
+}
+
+/// The record on a partial file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub source: Source,
+    /// The source file's name in its directory.
+    pub name: Vec<u8>,
+    /// Chunk size in bytes: chunk `i` is `[i * chunk, (i + 1) * chunk)`.
+    pub chunk: u64,
+    pub done: Chunks,
+}
+
+impl Record {
+    pub fn new(s: &Stat, name: &[u8], chunk: u64) -> Record {
+        Record {
+            source: Source::of(s),
+            name: name.to_vec(),
+            chunk: chunk.max(1),
+            done: Chunks::default(),
+        }
+    }
+
+    /// Bytes of the file the listed chunks hold.
+    pub fn done_bytes(&self) -> u64 {
+        let size = self.source.size;
+        let at = |i: u64| i.saturating_mul(self.chunk).min(size);
+        self.done.0.iter().map(|&(a, z)| at(z) - at(a)).sum()
+    }
+
+    /// The record as one text line, or None if it would be too long for an
+    /// xattr every filesystem takes (the caller keeps the older record: a
+    /// subset of the truth, so still safe).
+    pub fn encode(&self) -> Option<Vec<u8>> {
+        let s = &self.source;
+        let t = |t: Time| format!("{}.{:09}", t.sec, t.nsec);
+        let line = format!(
+            "{MAGIC} dev={} ino={} size={} mtime={} ctime={} chunk={} done={} name={}",
+            s.dev,
+            s.ino,
+            s.size,
+            t(s.mtime),
+            t(s.ctime),
+            self.chunk,
+            self.done.to_text(),
+            percent_encode(&self.name, NAME_ESCAPES),
+        );
+        (line.len() <= MAX_RECORD).then(|| line.into_bytes())
+    }
+
+    /// A record lmpi wrote, or None for anything else.
+    pub fn decode(b: &[u8]) -> Option<Record> {
+        let line = std::str::from_utf8(b).ok()?;
+        let mut f = line.split(' ');
+        if f.next()? != MAGIC {
+            return None;
+        }
+        let mut field = |key: &str| f.next()?.strip_prefix(key)?.strip_prefix('=');
+        let num = |v: Option<&str>| v?.parse::<u64>().ok();
+        let time = |v: Option<&str>| -> Option<Time> {
+            let (sec, nsec) = v?.split_once('.')?;
+            let nsec = nsec.parse::<u32>().ok().filter(|&n| n < 1_000_000_000)?;
+            Some(Time {
+                sec: sec.parse().ok()?,
+                nsec,
+            })
+        };
+        let source = Source {
+            dev: num(field("dev"))?,
+            ino: num(field("ino"))?,
+            size: num(field("size"))?,
+            mtime: time(field("mtime"))?,
+            ctime: time(field("ctime"))?,
+        };
+        let chunk = num(field("chunk")).filter(|&c| c > 0)?;
+        let done = Chunks::parse(field("done")?)?;
+        let name: Vec<u8> = percent_decode(field("name")?.as_bytes()).collect();
+        if name.is_empty() || done.0.last().is_some_and(|&(_, z)| z > source.size.div_ceil(chunk)) {
+            return None;
+        }
+        Some(Record {
+            source,
+            name,
+            chunk,
+            done,
+        })
+    }
+
+    /// The record of partial file `name` in `dir` (read without following a
+    /// link), if it carries one lmpi wrote.
+    pub fn read(fd: Option<BorrowedFd>, dir: BorrowedFd, name: &[u8]) -> Option<Record> {
+        let raw = fsops::get_xattr(fd, dir, name, KEY).ok()?;
+        Record::decode(&raw)
+    }
+}
+
+/// Whether partial file `name` in target directory `dd` is still a copy in
+/// progress: its record names a file of source directory `sd` that is the
+/// same inode. A source that cannot be looked at keeps it (not definite).
+pub fn still_wanted(sd: BorrowedFd, dd: BorrowedFd, name: &[u8]) -> bool {
+    let Some(r) = Record::read(None, dd, name) else {
+        return false;
+    };
+    if partial_name(r.source.ino) != name {
+        return false;
+    }
+    match fsops::stat_at(sd, &r.name) {
+        Ok(s) => s.kind == Kind::File && s.ino == r.source.ino && s.dev == r.source.dev,
+        Err(e) => !e.is_not_found(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn stat() -> Stat {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), b"x").unwrap();
+        let d = std::fs::File::open(dir.path()).unwrap();
+        use std::os::fd::AsFd;
+        fsops::stat_at(d.as_fd(), b"f").unwrap()
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(partial_name(0xabc), b".lmpi-resume-0000000000000abc.part");
+        assert!(is_partial_name(&partial_name(u64::MAX)));
+        assert!(!is_partial_name(b".lmpi-resume-abc.part"));
+        assert!(!is_partial_name(b".lmpi-resume-000000000000zabc.part"));
+        assert!(!is_partial_name(b".lmpi-00000000000000ff-2-7.part"));
+    }
+
+    #[test]
+    fn record_roundtrip_with_odd_names() {
+        let s = stat();
+        for name in [&b"plain"[..], b"sp ace", b"100%", b"nl\nx\xff\x01", b"=done=1"] {
+            let mut r = Record::new(&s, name, 1 << 20);
+            r.done.insert(0);
+            let back = Record::decode(&r.encode().unwrap()).unwrap();
+            assert_eq!(back, r);
+        }
+    }
+
+    #[test]
+    fn foreign_or_damaged_records_are_refused() {
+        let s = stat();
+        let good = String::from_utf8(Record::new(&s, b"f", 4).encode().unwrap()).unwrap();
+        assert!(Record::decode(good.as_bytes()).is_some());
+        for bad in [
+            good.replace("lmpi-resume-1", "lmpi-resume-2"),
+            good.replace("chunk=4", "chunk=0"),
+            good.replace("done=", "done=5-3"),
+            good.replace("done=", "done=9"),
+            good.replace(" name=f", ""),
+            good.replace("mtime=", "mtime=x"),
+        ] {
+            assert!(Record::decode(bad.as_bytes()).is_none(), "{bad}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn chunks_match_a_plain_set(ins in proptest::collection::vec(0u64..64, 0..80)) {
+            let mut c = Chunks::default();
+            let mut want = std::collections::BTreeSet::new();
+            for i in ins {
+                c.insert(i);
+                want.insert(i);
+            }
+            for i in 0..70 {
+                prop_assert_eq!(c.contains(i), want.contains(&i));
+            }
+            for w in c.ranges().windows(2) {
+                prop_assert!(w[0].1 < w[1].0, "ranges touch or overlap: {:?}", c);
+            }
+            prop_assert_eq!(Chunks::parse(&c.to_text()), Some(c.clone()));
+        }
+    }
+}
