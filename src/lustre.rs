@@ -60,6 +60,29 @@ pub struct Layout {
     pub components: Vec<Component>,
 }
 
+/// `start-end count x size pattern pool` per component, `;` between them:
+/// how verify names a layout that differs.
+impl std::fmt::Display for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v = |v: u64| match v {
+            sys::LLAPI_LAYOUT_DEFAULT => "default".to_string(),
+            sys::LLAPI_LAYOUT_WIDE => "wide".to_string(),
+            sys::LLAPI_LAYOUT_INVALID.. => "-".to_string(),
+            v => v.to_string(),
+        };
+        for (i, c) in self.components.iter().enumerate() {
+            let sep = if i == 0 { "" } else { "; " };
+            let end = if c.end == u64::MAX { "eof".to_string() } else { c.end.to_string() };
+            write!(f, "{sep}{}-{end} {}x{}", c.start, v(c.stripe_count), v(c.stripe_size))?;
+            write!(f, " pattern {}", c.pattern)?;
+            if !c.pool.is_empty() {
+                write!(f, " pool {}", c.pool)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Layout {
     /// Nothing set: every value is the filesystem default (a directory without
     /// a default layout of its own). Copying that would pin today's defaults.

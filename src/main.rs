@@ -8,7 +8,7 @@ mod cli;
 use std::path::PathBuf;
 
 use cli::{Cli, PassArgs, StatsCmd, Sub};
-use lmpi::config::Config;
+use lmpi::config::{Config, ConfigError};
 use lmpi::settings::Settings;
 use lmpi::status::ExitStatus;
 
@@ -47,11 +47,8 @@ fn main() {
             match detect(|k| std::env::var_os(k)) {
                 Launch::Alone => {
                     let s = settings(&cli.pass);
-                    lmpi::run::run_pass(
-                        &mut SoloTransport::default(),
-                        s.as_ref().map_err(String::as_str),
-                    )
-                    .code()
+                    let s = s.as_ref().map_err(|e| e as &dyn std::fmt::Display);
+                    lmpi::run::run_pass(&mut SoloTransport::default(), s).code()
                 }
                 Launch::SrunWithoutMpi { tasks } => {
                     eprintln!(
@@ -62,8 +59,8 @@ fn main() {
                 Launch::Mpi => match lmpi::transport::mpi::MpiTransport::init() {
                     Some(mut t) => {
                         let s = settings(&cli.pass);
-                        let code =
-                            lmpi::run::run_pass(&mut t, s.as_ref().map_err(String::as_str)).code();
+                        let s = s.as_ref().map_err(|e| e as &dyn std::fmt::Display);
+                        let code = lmpi::run::run_pass(&mut t, s).code();
                         drop(t);
                         code
                     }
@@ -97,13 +94,13 @@ fn usage_error(e: clap::Error) -> ! {
 }
 
 /// Load the config named on the command line (or $LMPI_CONFIG), then apply overrides.
-fn load_config(args: &PassArgs) -> Result<Config, String> {
+fn load_config(args: &PassArgs) -> Result<Config, ConfigError> {
     let path = args
         .config
         .clone()
         .or_else(|| std::env::var_os("LMPI_CONFIG").map(PathBuf::from));
     let mut cfg = match &path {
-        Some(p) => Config::load(p).map_err(|e| e.to_string())?,
+        Some(p) => Config::load(p)?,
         None => Config::default(),
     };
     // The file was checked alone while loading: what fails now comes from a flag.
@@ -137,16 +134,23 @@ fn load_config(args: &PassArgs) -> Result<Config, String> {
         cfg.verify_sample = f;
     }
     cfg.exclude.extend(args.exclude.iter().cloned());
-    cfg.validate(&shown).map_err(|e| e.to_string())?;
+    cfg.validate(&shown)?;
     cfg.control.max_threads_per_rank = cfg.max_threads_per_rank;
     Ok(cfg)
 }
 
+/// Why the pass's settings cannot be resolved.
+#[derive(Debug, thiserror::Error)]
+enum SettingsError {
+    #[error("--pass is required (copy, delete, dirtime, final or verify)")]
+    NoPass,
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
 /// The pass's settings: the config file with the command line applied.
-fn settings(args: &PassArgs) -> Result<Settings, String> {
-    let pass = args
-        .pass
-        .ok_or("--pass is required (copy, delete, dirtime, final or verify)")?;
+fn settings(args: &PassArgs) -> Result<Settings, SettingsError> {
+    let pass = args.pass.ok_or(SettingsError::NoPass)?;
     let cfg = load_config(args)?;
     let mut s = Settings::new(pass, cfg);
     s.dry_run = args.dry_run;

@@ -4,6 +4,7 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -418,9 +419,9 @@ struct Prepared {
 /// "All ranks agree or every rank exits": each rank brings its own result;
 /// if any failed, every rank returns `failed`, and the reason is printed
 /// once (rank 0's, or a pointer to another rank's when rank 0 was fine).
-fn all_agree<T: Transport + ?Sized, V>(
+fn all_agree<T: Transport + ?Sized, V, E: std::fmt::Display>(
     t: &mut T,
-    mine: Result<V, String>,
+    mine: Result<V, E>,
     failed: ExitStatus,
     elsewhere: &str,
     host: &str,
@@ -438,11 +439,22 @@ fn all_agree<T: Transport + ?Sized, V>(
     Err(failed)
 }
 
+/// Why a rank cannot set a pass up.
+#[derive(Debug, thiserror::Error)]
+enum SetupError {
+    #[error("{0}")]
+    Roots(String),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Exclude(#[from] crate::filter::ExcludeError),
+}
+
 /// Both roots open and the filters built from the settings.
-fn roots_and_filter(args: &Settings, now: u64) -> Result<(Roots, Filter), String> {
+fn roots_and_filter(args: &Settings, now: u64) -> Result<(Roots, Filter), SetupError> {
     let cfg = &args.cfg;
-    let roots = open_roots(cfg)?;
-    let excludes = cfg.exclude_prefixes().map_err(|e| e.to_string())?;
+    let roots = open_roots(cfg).map_err(SetupError::Roots)?;
+    let excludes = cfg.exclude_prefixes()?;
     // Absolute excludes are matched against the source root as given
     // (made absolute, symlinks kept), like the old `exceptions` file.
     let root = std::path::absolute(&roots.src_path).unwrap_or_else(|_| roots.src_path.clone());
@@ -452,8 +464,7 @@ fn roots_and_filter(args: &Settings, now: u64) -> Result<(Roots, Filter), String
         cfg.newest_date,
         &excludes,
         root.as_os_str().as_bytes(),
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     Ok((roots, filter))
 }
 
@@ -488,10 +499,10 @@ fn prepare<T: Transport + ?Sized>(
         );
         all_agree(t, pre, ExitStatus::Refused, &elsewhere, host)?;
     }
-    // Lustre layouts matter to the passes that create files; `require`
-    // fails here, before anything is touched.
+    // Lustre layouts matter to the passes that create files and to verify;
+    // `require` fails here, before anything is touched.
     let mut lustre = None;
-    if matches!(kind, PassKind::Copy | PassKind::Final) {
+    if matches!(kind, PassKind::Copy | PassKind::Final | PassKind::Verify) {
         let r = crate::lustre::Lustre::open(&args.cfg.lustre, roots.src.as_fd(), roots.dst.as_fd());
         let elsewhere = "Lustre is required but not usable on another rank";
         let (l, warning) = all_agree(t, r, ExitStatus::Usage, elsewhere, host)?;
@@ -553,7 +564,7 @@ impl Phases<'_> {
             PassKind::Delete => run_delete(t, ctx, self, monitor),
             PassKind::Dirtime => run_dirtime(t, ctx, self, monitor),
             PassKind::Final => run_final(t, ctx, lustre, self, monitor),
-            PassKind::Verify => run_verify(t, ctx, self, monitor),
+            PassKind::Verify => run_verify(t, ctx, lustre, self, monitor),
         }
     }
 
@@ -775,6 +786,7 @@ fn run_dirtime<T: Transport + ?Sized>(
 fn run_verify<T: Transport + ?Sized>(
     t: &mut T,
     ctx: Ctx,
+    lustre: Option<crate::lustre::Lustre>,
     env: &Phases<'_>,
     monitor: &mut dyn Monitor,
 ) -> PhasesDone {
@@ -802,7 +814,7 @@ fn run_verify<T: Transport + ?Sized>(
         chunk_threshold: cfg.chunk_threshold,
         chunk_size: cfg.chunk_size,
     };
-    let p = Arc::new(verify::VerifyPass { ctx, opts });
+    let p = Arc::new(verify::VerifyPass { ctx, opts, lustre });
     PhasesDone::new(env.run(t, p, seeds, monitor, 1), false, Vec::new())
 }
 
@@ -861,15 +873,17 @@ fn job_status(args: &Settings, job: &str, ranks: usize) -> SharedStatus {
 
 /// Run one pass on this rank: the library's entry point. `settings` is what
 /// this rank resolved from its command line and config file (or why not).
-pub fn run_pass<T: Transport + ?Sized>(t: &mut T, settings: Result<&Settings, &str>) -> ExitStatus {
+pub fn run_pass<T: Transport + ?Sized>(
+    t: &mut T,
+    settings: Result<&Settings, &dyn std::fmt::Display>,
+) -> ExitStatus {
     let started = Instant::now();
     let rank = t.rank();
     let size = t.size();
     let host = crate::host::hostname();
     // Every rank resolved its own settings (flags and config file).
-    let mine = settings.map_err(str::to_string);
     let elsewhere = "setup failed on another rank (see its message)";
-    let args = match all_agree(t, mine, ExitStatus::Usage, elsewhere, &host) {
+    let args = match all_agree(t, settings, ExitStatus::Usage, elsewhere, &host) {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -896,14 +910,8 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, settings: Result<&Settings, &s
     let log_path = error_log_path(args, &cfg, &job);
     let counters = Arc::new(Counters::default());
     let hist = Arc::new(Histograms::default());
-    let log = ErrorLog::new(
-        format!("lmpi[{host}:{rank}]"),
-        roots.src_path.as_os_str().as_bytes(),
-        roots.dst_path.as_os_str().as_bytes(),
-        Some(&log_path),
-        counters.clone(),
-    );
-    let log_state = (!log.has_file(), log.created_it(), log.lines());
+    let who = format!("lmpi[{host}:{rank}]");
+    let (log, log_state) = open_error_log(&roots, &log_path, who.clone(), &counters);
     let ctx = make_ctx(t, args, (roots, filter), log, (&counters, &hist), &sink);
     let status = job_status(args, &job, size);
     let mut zero = (rank == 0).then(|| RankZero::start(args, &job, &status, &host, started));
@@ -925,18 +933,11 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, settings: Result<&Settings, &s
         interval,
         seed: now,
     };
-    let PhasesDone {
-        outcome,
-        over_cap: max_delete_hit,
-        notes,
-    } = env.run_pass(t, ctx, lustre, monitor);
+    let done = env.run_pass(t, ctx, lustre, monitor);
     if let Err(e) = sink.finish() {
-        eprintln!("lmpi[{host}:{rank}]: error: manifest: {e}");
-        counters
-            .errors
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        eprintln!("{who}: error: manifest: {e}");
+        counters.errors.fetch_add(1, Ordering::Relaxed);
     }
-
     let stats_ok = stats_pusher.map(|p| p.finish());
     let (missing, created, lines) = log_state;
     let end = End {
@@ -944,20 +945,35 @@ pub fn run_pass<T: Transport + ?Sized>(t: &mut T, settings: Result<&Settings, &s
         host: &host,
         pass,
         log_path: &log_path,
-        log: (
-            missing,
-            created,
-            lines.load(std::sync::atomic::Ordering::Relaxed),
-        ),
+        log: (missing, created, lines.load(Ordering::Relaxed)),
         stats_failed: stats_ok == Some(false),
         manifest: args.manifest.as_deref(),
     };
-    let done = (outcome, max_delete_hit, notes);
+    let done = (done.outcome, done.over_cap, done.notes);
     let code = end.conclude(t, (&counters, &hist), done, &ctl, args);
     if let Ok(mut s) = status.lock() {
         s.state = RunState::Done;
     }
     code
+}
+
+/// This rank's error log, and what the summary needs to know of it: it
+/// could not be opened, this job created it, its line count.
+fn open_error_log(
+    roots: &Roots,
+    path: &Path,
+    who: String,
+    counters: &Arc<Counters>,
+) -> (ErrorLog, (bool, bool, Arc<std::sync::atomic::AtomicU64>)) {
+    let log = ErrorLog::new(
+        who,
+        roots.src_path.as_os_str().as_bytes(),
+        roots.dst_path.as_os_str().as_bytes(),
+        Some(path),
+        counters.clone(),
+    );
+    let state = (!log.has_file(), log.created_it(), log.lines());
+    (log, state)
 }
 
 /// The action sink: with `--manifest`, recording into this rank's part

@@ -442,3 +442,30 @@ fn roots_not_on_lustre() {
     );
     assert_eq!(std::fs::read(dst.join("f")).unwrap(), b"x");
 }
+
+/// Verify compares layouts when both trees are on Lustre: a converged tree
+/// passes; a file and a directory default whose layouts differ are one line
+/// each, naming the path, and the exit status says so.
+#[test]
+fn verify_compares_layouts() {
+    let Some((lib, tmp, src, dst)) = setup() else {
+        return;
+    };
+    tree(&src);
+    let cfg = "require_mountpoints = false\n[lustre]\nmode = \"require\"\nmdts = [0, 1]\n";
+    let out = run_pass("final", Launch::Alone, (&src, &dst), &lib, cfg, tmp.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let launch = if have("mpirun") { Launch::Mpirun(2) } else { Launch::Alone };
+    let out = run_pass("verify", launch, (&src, &dst), &lib, cfg, tmp.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    set_x(&dst.join("top0/striped"), LAYOUT, &comp(0, EOF, 2, 4 << 20, "fast"));
+    set_x(&dst.join("top1/deeper"), LAYOUT, &comp(0, EOF, 4, 2 << 20, "archive"));
+    let _ = std::fs::remove_file(tmp.path().join("errors.log"));
+    let out = run_pass("verify", Launch::Alone, (&src, &dst), &lib, cfg, tmp.path());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let log = std::fs::read_to_string(tmp.path().join("errors.log")).unwrap();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("layout")).collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert!(lines.iter().any(|l| l.contains("top0/striped") && l.contains("4x4194304 pattern 0 pool fast vs 0-eof 2x4194304")), "{log}");
+    assert!(lines.iter().any(|l| l.contains("top1/deeper")), "{log}");
+}

@@ -8,7 +8,7 @@ mod common;
 
 use std::io::Read;
 use std::os::fd::AsFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -235,34 +235,80 @@ fn final_pass_resumes_and_delete_pass_drops_a_stale_partial() {
     assert!(partials(&dst).is_empty(), "delete removes a partial whose source is gone");
 }
 
-/// What a user leaves under a partial's name is never trusted: a file of
-/// the right size without lmpi's root-only record, or a symlink out of the
-/// tree. The copy starts over, follows nothing, and lands the source bytes.
+/// What a user leaves under a partial's name is never trusted nor touched
+/// by the copy: a file of the right size without lmpi's root-only record,
+/// or a symlink out of the tree. The copy writes under a plain temp name,
+/// follows nothing and lands the source bytes; the delete pass then removes
+/// the planted entries like anything else the source lacks.
 #[test]
 fn planted_partials_are_not_trusted() {
     let tmp = scratch();
     let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
-    std::fs::create_dir_all(src.join("a")).unwrap();
-    std::fs::create_dir_all(src.join("b")).unwrap();
-    std::fs::create_dir_all(dst.join("a")).unwrap();
-    std::fs::create_dir_all(dst.join("b")).unwrap();
+    for d in ["a", "b"] {
+        std::fs::create_dir_all(src.join(d)).unwrap();
+        std::fs::create_dir_all(dst.join(d)).unwrap();
+    }
     write_big(&src.join("a/big"), 16 * MIB, 3);
     write_big(&src.join("b/big"), 16 * MIB, 4);
     let outside = tmp.path().join("outside");
     std::fs::write(&outside, b"not yours").unwrap();
     let ino = |p: &str| std::fs::metadata(src.join(p)).unwrap().ino();
     let name = |i: u64| format!(".lmpi-resume-{i:016x}.part");
-    // a: a file of full size with a forged record in the user namespace.
+    // a: a file of full size, someone else's, without the record.
     let planted = dst.join("a").join(name(ino("a/big")));
     std::fs::write(&planted, vec![0u8; 16 << 20]).unwrap();
     std::os::unix::fs::chown(&planted, Some(1000), Some(1000)).unwrap();
     // b: a symlink to a file outside the target.
-    std::os::unix::fs::symlink(&outside, dst.join("b").join(name(ino("b/big")))).unwrap();
+    let link = dst.join("b").join(name(ino("b/big")));
+    std::os::unix::fs::symlink(&outside, &link).unwrap();
     let (code, rep, o) = pass(Launch::Alone, "copy", &src, &dst, SMALL_CHUNKS);
     assert_eq!(code, 0, "{}", text(&o));
     assert_eq!(total(&rep, "resumed"), 0, "{rep}");
     assert_eq!(std::fs::read(&outside).unwrap(), b"not yours");
-    assert!(partials(&dst.join("a")).is_empty() && partials(&dst.join("b")).is_empty());
+    assert_eq!(std::fs::read(&planted).unwrap().len(), 16 << 20, "not ours: untouched");
+    assert!(link.symlink_metadata().unwrap().file_type().is_symlink());
+    let (code, _, o) = pass(Launch::Alone, "delete", &src, &dst, &[]);
+    assert_eq!(code, 0, "{}", text(&o));
+    assert_eq!(std::fs::read(&outside).unwrap(), b"not yours");
     let diffs = compare_trees(&src, &dst, false);
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+}
+
+/// A partial someone could have written to (made group-writable since) is
+/// not resumed: the copy starts over.
+#[test]
+fn a_tampered_partial_starts_over() {
+    let (_tmp, src, dst) = stopped_small(Launch::Alone);
+    let part = partials(&dst).remove(0);
+    assert_eq!(std::fs::metadata(&part).unwrap().mode() & 0o777, 0o600, "owner-only while partial");
+    std::fs::set_permissions(&part, std::fs::Permissions::from_mode(0o660)).unwrap();
+    let (code, rep, o) = pass(Launch::Alone, "copy", &src, &dst, SMALL_CHUNKS);
+    assert_eq!(code, 0, "{}", text(&o));
+    assert_eq!(total(&rep, "resumed"), 0, "{rep}");
+    assert!(partials(&dst).is_empty());
+    let diffs = compare_trees(&src, &dst, false);
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+}
+
+/// A partial the next pass will not resume is removed, not left behind for
+/// ever: the file is now under the chunk threshold and copied whole, or
+/// hardlinked (copied by its link group).
+#[test]
+fn a_partial_that_will_not_be_resumed_is_removed() {
+    let (_tmp, src, dst) = stopped_small(Launch::Alone);
+    let whole = ["--chunk-threshold", "134217728"];
+    let (code, rep, o) = pass(Launch::Alone, "copy", &src, &dst, &whole);
+    assert_eq!(code, 0, "{}", text(&o));
+    assert_eq!(total(&rep, "resumed"), 0, "{rep}");
+    assert!(partials(&dst).is_empty(), "partial left behind");
+    let diffs = compare_trees(&src, &dst, false);
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+
+    let (_tmp, src, dst) = stopped_small(Launch::Alone);
+    std::fs::hard_link(src.join("big"), src.join("big2")).unwrap();
+    let (code, _, o) = pass(Launch::Alone, "final", &src, &dst, SMALL_CHUNKS);
+    assert_eq!(code, 0, "{}", text(&o));
+    assert!(partials(&dst).is_empty(), "partial left behind");
+    let diffs = compare_trees(&src, &dst, true);
     assert!(diffs.is_empty(), "{}", diffs.join("\n"));
 }

@@ -36,38 +36,206 @@ pub fn run(
             return;
         }
     };
-    let shown = cfg.shown_url();
-    rt.block_on(async move {
+    let mut bridge = Bridge {
+        node: cfg.node(),
+        alias: format!("lmpi@{job}"),
+        cfg,
+        job,
+        status,
+        tx,
+        want_start,
+        down_said: false,
+    };
+    rt.block_on(bridge.serve_forever());
+}
+
+/// Why a broker session ended.
+#[derive(Debug, thiserror::Error)]
+enum BridgeError {
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Broker(#[from] lapin::Error),
+    #[error("connection closed")]
+    Closed,
+}
+
+/// The bridge's state across broker sessions.
+struct Bridge {
+    cfg: ControlConfig,
+    job: String,
+    /// This host's pidbox node name, and the job's alias.
+    node: String,
+    alias: String,
+    status: SharedStatus,
+    tx: Sender<Command>,
+    /// Still waiting for the old workflow's start task.
+    want_start: bool,
+    /// "Broker down" was said and "connected" not yet.
+    down_said: bool,
+}
+
+/// One connected session: the channel and its consumers.
+struct Session {
+    ch: Channel,
+    pidbox: lapin::Consumer,
+    tasks: Option<lapin::Consumer>,
+}
+
+enum Ev {
+    Pidbox(Option<lapin::Result<lapin::message::Delivery>>),
+    Task(Option<lapin::Result<lapin::message::Delivery>>),
+}
+
+impl Bridge {
+    /// Connect, serve, and after a loss reconnect in the background: a
+    /// session that got in starts over after a short wait; only repeated
+    /// failures to connect back off.
+    async fn serve_forever(&mut self) {
+        let shown = self.cfg.shown_url();
         let mut backoff = Duration::from_secs(1);
-        let mut down_said = false;
-        let mut want_start = want_start;
         loop {
-            let mut connected = false;
-            let r = session(
-                &cfg,
-                &job,
-                &status,
-                &tx,
-                &mut want_start,
-                &mut down_said,
-                &mut connected,
-            )
-            .await;
-            // A session that got in and was then lost starts over with a short wait;
-            // only repeated failures to connect back off.
-            if connected {
-                backoff = Duration::from_secs(1);
-            }
+            let r = match self.open().await {
+                Ok(session) => {
+                    backoff = Duration::from_secs(1);
+                    self.serve(session).await
+                }
+                Err(e) => Err(e),
+            };
             if let Err(e) = r {
-                if !down_said {
+                if !self.down_said {
                     eprintln!("lmpi: control: broker {shown}: {e}; the pass goes on, retrying in the background");
-                    down_said = true;
+                    self.down_said = true;
                 }
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(30));
         }
-    });
+    }
+
+    /// Connect and declare: the pidbox queue of this job (one queue per
+    /// job: two jobs on one host must not compete for messages) and, while
+    /// waiting to start, a consumer of Celery's default queue.
+    async fn open(&mut self) -> Result<Session, BridgeError> {
+        let uri = self.cfg.broker_uri().map_err(BridgeError::Config)?;
+        let conn = Connection::connect_uri(uri, ConnectionProperties::default()).await?;
+        let ch = conn.create_channel().await?;
+        declare_exchanges(&ch).await?;
+        let queue = format!("{}.{}.celery.pidbox", self.node, self.job);
+        let qopts = QueueDeclareOptions {
+            exclusive: true,
+            auto_delete: true,
+            ..Default::default()
+        };
+        ch.queue_declare(queue.as_str().into(), qopts, FieldTable::default())
+            .await?;
+        let (bind, args) = (QueueBindOptions::default(), FieldTable::default());
+        ch.queue_bind(queue.as_str().into(), PIDBOX.into(), "".into(), bind, args)
+            .await?;
+        let copts = BasicConsumeOptions {
+            no_ack: true,
+            ..Default::default()
+        };
+        let tag = format!("lmpi-{}", self.job);
+        let pidbox = ch
+            .basic_consume(queue.as_str().into(), tag.into(), copts, FieldTable::default())
+            .await?;
+        let tasks = match self.want_start {
+            true => Some(self.start_consumer(&ch).await?),
+            false => None,
+        };
+        if self.down_said {
+            eprintln!("lmpi: control: connected to broker {}", self.cfg.shown_url());
+            self.down_said = false;
+        }
+        Ok(Session { ch, pidbox, tasks })
+    }
+
+    /// The old workflow started workers first and then sent `cmover.procDir`
+    /// to Celery's default queue; listen there only while waiting for it.
+    async fn start_consumer(&self, ch: &Channel) -> Result<lapin::Consumer, BridgeError> {
+        let q = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        ch.queue_declare("celery".into(), q, FieldTable::default())
+            .await?;
+        let tag = format!("lmpi-start-{}", self.job);
+        let opts = BasicConsumeOptions::default();
+        Ok(ch
+            .basic_consume("celery".into(), tag.into(), opts, FieldTable::default())
+            .await?)
+    }
+
+    async fn serve(&mut self, mut s: Session) -> Result<(), BridgeError> {
+        loop {
+            let ev = match s.tasks.as_mut() {
+                Some(t) => {
+                    let pidbox = async { Ev::Pidbox(s.pidbox.next().await) };
+                    futures_lite::future::or(pidbox, async { Ev::Task(t.next().await) }).await
+                }
+                None => Ev::Pidbox(s.pidbox.next().await),
+            };
+            match ev {
+                Ev::Pidbox(None) | Ev::Task(None) => return Err(BridgeError::Closed),
+                Ev::Pidbox(Some(Err(e))) | Ev::Task(Some(Err(e))) => return Err(e.into()),
+                Ev::Task(Some(Ok(d))) => {
+                    if self.on_task(d).await {
+                        s.tasks = None;
+                    }
+                }
+                Ev::Pidbox(Some(Ok(d))) => self.on_pidbox(&s.ch, d).await?,
+            }
+        }
+    }
+
+    /// A task on Celery's queue: true if it was the start task (taken).
+    async fn on_task(&mut self, d: lapin::message::Delivery) -> bool {
+        let task = header_str(&d.properties, "task");
+        if is_start_task(task.as_deref(), &d.data) {
+            let _ = d.acker.ack(BasicAckOptions::default()).await;
+            let _ = self.tx.send(Command::Start);
+            self.want_start = false;
+            return true;
+        }
+        // Not ours: leave it for whoever else consumes Celery's queue.
+        let requeue = lapin::options::BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        };
+        let _ = d.acker.nack(requeue).await;
+        false
+    }
+
+    /// A pidbox request: act on it if it is addressed to us, and reply.
+    async fn on_pidbox(&mut self, ch: &Channel, d: lapin::message::Delivery) -> Result<(), BridgeError> {
+        if header_f64(&d.properties, "expires").is_some_and(|exp| exp > 0.0 && now() > exp) {
+            return Ok(()); // kombu drops expired requests too
+        }
+        let req = match parse_request(&d.data) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("lmpi: control: ignored a malformed control message: {e}");
+                return Ok(());
+            }
+        };
+        if !addressed_to(&req, &[self.node.as_str(), self.alias.as_str()]) {
+            return Ok(());
+        }
+        let snapshot = self.status.lock().map(|s| s.clone()).unwrap_or_default();
+        let (cmd, reply) = decide(&req, &snapshot, &self.node);
+        if let Some(c) = cmd {
+            if c == Command::Start {
+                self.want_start = false;
+            }
+            let _ = self.tx.send(c);
+        }
+        if let (Some(rt), Some(ticket)) = (&req.reply_to, &req.ticket) {
+            let body = serde_json::json!({ self.node.as_str(): reply });
+            publish_reply(ch, &rt.exchange, &rt.routing_key, ticket, &body).await?;
+        }
+        Ok(())
+    }
 }
 
 pub(crate) async fn declare_exchanges(ch: &Channel) -> lapin::Result<()> {
@@ -91,152 +259,6 @@ pub(crate) async fn declare_exchanges(ch: &Channel) -> lapin::Result<()> {
         FieldTable::default(),
     )
     .await
-}
-
-async fn session(
-    cfg: &ControlConfig,
-    job: &str,
-    status: &SharedStatus,
-    tx: &Sender<Command>,
-    want_start: &mut bool,
-    down_said: &mut bool,
-    connected: &mut bool,
-) -> Result<(), String> {
-    let conn = Connection::connect_uri(cfg.broker_uri()?, ConnectionProperties::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
-    declare_exchanges(&ch).await.map_err(|e| e.to_string())?;
-    let node = cfg.node();
-    let alias = format!("lmpi@{job}");
-    // One queue per job: two jobs on one host must not compete for messages.
-    let queue = format!("{node}.{job}.celery.pidbox");
-    let qopts = QueueDeclareOptions {
-        exclusive: true,
-        auto_delete: true,
-        ..Default::default()
-    };
-    ch.queue_declare(queue.as_str().into(), qopts, FieldTable::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    ch.queue_bind(
-        queue.as_str().into(),
-        PIDBOX.into(),
-        "".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    let copts = BasicConsumeOptions {
-        no_ack: true,
-        ..Default::default()
-    };
-    let mut pidbox = ch
-        .basic_consume(
-            queue.as_str().into(),
-            format!("lmpi-{job}").into(),
-            copts,
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    // The old workflow started workers first and then sent `cmover.procDir`
-    // to Celery's default queue; listen there only while waiting for it.
-    let mut tasks = if *want_start {
-        let q = QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        ch.queue_declare("celery".into(), q, FieldTable::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        Some(
-            ch.basic_consume(
-                "celery".into(),
-                format!("lmpi-start-{job}").into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| e.to_string())?,
-        )
-    } else {
-        None
-    };
-    *connected = true;
-    if *down_said {
-        eprintln!("lmpi: control: connected to broker {}", cfg.shown_url());
-        *down_said = false;
-    }
-    loop {
-        enum Ev {
-            Pidbox(Option<lapin::Result<lapin::message::Delivery>>),
-            Task(Option<lapin::Result<lapin::message::Delivery>>),
-        }
-        let ev = match tasks.as_mut() {
-            Some(t) => {
-                futures_lite::future::or(async { Ev::Pidbox(pidbox.next().await) }, async {
-                    Ev::Task(t.next().await)
-                })
-                .await
-            }
-            None => Ev::Pidbox(pidbox.next().await),
-        };
-        match ev {
-            Ev::Pidbox(None) | Ev::Task(None) => return Err("connection closed".into()),
-            Ev::Pidbox(Some(Err(e))) | Ev::Task(Some(Err(e))) => return Err(e.to_string()),
-            Ev::Task(Some(Ok(d))) => {
-                let task = header_str(&d.properties, "task");
-                if is_start_task(task.as_deref(), &d.data) {
-                    let _ = d.acker.ack(BasicAckOptions::default()).await;
-                    let _ = tx.send(Command::Start);
-                    *want_start = false;
-                    tasks = None;
-                } else {
-                    // Not ours: leave it for whoever else consumes Celery's queue.
-                    let _ = d
-                        .acker
-                        .nack(lapin::options::BasicNackOptions {
-                            requeue: true,
-                            ..Default::default()
-                        })
-                        .await;
-                }
-            }
-            Ev::Pidbox(Some(Ok(d))) => {
-                if let Some(exp) = header_f64(&d.properties, "expires") {
-                    if exp > 0.0 && now() > exp {
-                        continue; // kombu drops expired requests too
-                    }
-                }
-                let req = match parse_request(&d.data) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        eprintln!("lmpi: control: ignored a malformed control message: {e}");
-                        continue;
-                    }
-                };
-                if !addressed_to(&req, &[node.as_str(), alias.as_str()]) {
-                    continue;
-                }
-                let snapshot = status.lock().map(|s| s.clone()).unwrap_or_default();
-                let (cmd, reply) = decide(&req, &snapshot, &node);
-                if let Some(c) = cmd {
-                    if c == Command::Start {
-                        *want_start = false;
-                    }
-                    let _ = tx.send(c);
-                }
-                if let (Some(rt), Some(ticket)) = (&req.reply_to, &req.ticket) {
-                    let body = serde_json::json!({ node.as_str(): reply });
-                    publish_reply(&ch, &rt.exchange, &rt.routing_key, ticket, &body)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                }
-            }
-        }
-    }
 }
 
 async fn publish_reply(

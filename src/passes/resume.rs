@@ -7,17 +7,21 @@
 //! `getfattr -n trusted.lmpi.resume`. A chunk is listed only after its data
 //! was synced, so the record never claims more than the file holds.
 //!
-//! Only root can write `trusted.*`: a file a user plants under the partial's
-//! name has no record lmpi would accept. The next copy or final pass resumes
-//! a partial whose record matches the source exactly and starts over
-//! otherwise; a partial whose source is gone is removed by the pass that
-//! lists its directory.
+//! Only root can write `trusted.*`, so a file under a partial's name without
+//! the record is not ours: lmpi never trusts, opens for resuming or removes
+//! it (a big file then goes under a plain temp name; the final or delete
+//! pass removes it like any entry the source lacks). The partial file is
+//! mode 0600 until it is complete. The next copy or final pass resumes a
+//! partial whose record matches the source exactly and starts over
+//! otherwise; one that will not be resumed (source gone, changed, small,
+//! hardlinked, or already copied whole) is removed by the pass that lists
+//! its directory.
 
 use std::os::fd::BorrowedFd;
 
 use percent_encoding::{percent_decode, percent_encode, AsciiSet, CONTROLS};
 
-use crate::fsops::{self, Kind, Stat, Time};
+use crate::fsops::{self, Kind, OsError, Stat, Time};
 
 /// Where the record lives on the partial file.
 pub const KEY: &[u8] = b"trusted.lmpi.resume";
@@ -35,11 +39,12 @@ pub fn partial_name(ino: u64) -> Vec<u8> {
     format!(".lmpi-resume-{ino:016x}.part").into_bytes()
 }
 
-/// A name of the partial-file pattern (16 hex digits between prefix and suffix).
+/// A name of the partial-file pattern (16 lowercase hex digits between
+/// prefix and suffix), as `partial_name` makes them.
 pub fn is_partial_name(name: &[u8]) -> bool {
     name.strip_prefix(PREFIX)
         .and_then(|n| n.strip_suffix(SUFFIX))
-        .is_some_and(|hex| hex.len() == 16 && hex.iter().all(u8::is_ascii_hexdigit))
+        .is_some_and(|hex| hex.len() == 16 && hex.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
 }
 
 /// What the source file was when the partial copy began.
@@ -219,23 +224,31 @@ impl Record {
     }
 
     /// The record of partial file `name` in `dir` (read without following a
-    /// link), if it carries one lmpi wrote.
-    pub fn read(fd: Option<BorrowedFd>, dir: BorrowedFd, name: &[u8]) -> Option<Record> {
-        let raw = fsops::get_xattr(fd, dir, name, KEY).ok()?;
-        Record::decode(&raw)
+    /// link; through `fd` when given): `Ok(None)` if it carries none lmpi
+    /// wrote (then it is not ours), `Err` if that cannot be told.
+    pub fn read(fd: Option<BorrowedFd>, dir: BorrowedFd, name: &[u8]) -> Result<Option<Record>, OsError> {
+        match fsops::get_xattr(fd, dir, name, KEY) {
+            Ok(raw) => Ok(Record::decode(&raw)),
+            Err(e) if matches!(e.errno, libc::ENODATA | libc::EOPNOTSUPP | libc::EPERM) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether this is the record of partial file `name`.
+    pub fn names(&self, name: &[u8]) -> bool {
+        partial_name(self.source.ino) == name
     }
 }
 
-/// Whether partial file `name` in target directory `dd` is still a copy in
-/// progress: its record names a file of source directory `sd` that is the
-/// same inode. A source that cannot be looked at keeps it (not definite).
+/// Whether the delete pass keeps partial `name`: ours (it carries our
+/// record) and its source file is still that inode; kept too when that
+/// cannot be told. One that is not ours is an entry like any other.
 pub fn still_wanted(sd: BorrowedFd, dd: BorrowedFd, name: &[u8]) -> bool {
-    let Some(r) = Record::read(None, dd, name) else {
-        return false;
+    let r = match Record::read(None, dd, name) {
+        Ok(Some(r)) if r.names(name) => r,
+        Ok(_) => return false,
+        Err(_) => return true,
     };
-    if partial_name(r.source.ino) != name {
-        return false;
-    }
     match fsops::stat_at(sd, &r.name) {
         Ok(s) => s.kind == Kind::File && s.ino == r.source.ino && s.dev == r.source.dev,
         Err(e) => !e.is_not_found(),
@@ -261,6 +274,7 @@ mod tests {
         assert!(is_partial_name(&partial_name(u64::MAX)));
         assert!(!is_partial_name(b".lmpi-resume-abc.part"));
         assert!(!is_partial_name(b".lmpi-resume-000000000000zabc.part"));
+        assert!(!is_partial_name(b".lmpi-resume-0000000000000ABC.part"));
         assert!(!is_partial_name(b".lmpi-00000000000000ff-2-7.part"));
     }
 

@@ -1,7 +1,8 @@
 //! Verify pass: proof that the target holds the source. Read-only on both
 //! sides: every directory is listed on both, every entry compared (type,
 //! size, mtime in ns, mode, owner, symlink target, device numbers, xattrs and
-//! ACLs, hardlink count, inode flags, directory times), names only the target
+//! ACLs, hardlink count, inode flags, directory times, project IDs, and
+//! Lustre layouts when both trees are on Lustre), names only the target
 //! has are reported, and with `--content` the data of every (or a sampled)
 //! regular file is read on both sides and compared, big files in chunks that
 //! any rank may take. Each difference is one line in the error log naming
@@ -60,6 +61,8 @@ pub struct VerifyOpts {
 pub struct VerifyPass {
     pub ctx: Ctx,
     pub opts: VerifyOpts,
+    /// Both trees on Lustre: layouts are compared too.
+    pub lustre: Option<crate::lustre::Lustre>,
 }
 
 /// Kernel-maintained attributes that differ between any two filesystems.
@@ -91,6 +94,7 @@ impl VerifyPass {
         }
         diffs.extend(self.xattr_diffs(At::Fd(sd.as_fd()), At::Fd(dd.as_fd()), rel));
         diffs.extend(project_diff(sd.as_fd(), dd.as_fd()));
+        diffs.extend(self.layout_diff(sd.as_fd(), dd.as_fd(), rel, true));
         self.judge(rel, diffs);
         let Some(mut only_target) = self.target_names(rel, &dd) else {
             return;
@@ -255,6 +259,9 @@ impl VerifyPass {
         if diffs.is_empty() {
             let at = (At::Name(sd, name), At::Name(dd, name));
             diffs.extend(self.xattr_diffs(at.0, at.1, rel));
+        }
+        if diffs.is_empty() && s.kind == Kind::File && self.lustre.is_some() {
+            diffs.extend(self.file_layout_diff(sd, dd, name, rel, (&s, &d)));
         }
         let clean = diffs.is_empty();
         self.judge(rel, diffs);
@@ -562,6 +569,46 @@ impl VerifyPass {
 }
 
 /// A directory with a project ID or the inherit flag.
+impl VerifyPass {
+    /// Lustre layouts of two open entries (files, or directories' default
+    /// layouts, compared where the source sets one): the difference, if any.
+    fn layout_diff(&self, s: BorrowedFd, d: BorrowedFd, rel: &[u8], dir: bool) -> Option<String> {
+        let l = self.lustre.as_ref()?;
+        let a = l
+            .layout_of_fd(s)
+            .map_err(|e| self.ctx.err(Side::Source, rel, e))
+            .ok()?;
+        if dir && a.is_unset() {
+            return None;
+        }
+        let b = l
+            .layout_of_fd(d)
+            .map_err(|e| self.ctx.err(Side::Target, rel, e))
+            .ok()?;
+        (a != b).then(|| format!("layout {a} vs {b}"))
+    }
+
+    /// A file's layout, read through fds checked to be the files just
+    /// compared (never by a name that may be a link by now).
+    fn file_layout_diff(
+        &self,
+        sd: BorrowedFd,
+        dd: BorrowedFd,
+        name: &[u8],
+        rel: &[u8],
+        (s, d): (&Stat, &Stat),
+    ) -> Option<String> {
+        let open = |dir, st: &Stat, side| {
+            fsops::open_read_checked(dir, name, st.ident())
+                .map_err(|e| self.ctx.err(side, rel, e))
+                .ok()
+        };
+        let (sf, _) = open(sd, s, Side::Source)?;
+        let (df, _) = open(dd, d, Side::Target)?;
+        self.layout_diff(sf.as_fd(), df.as_fd(), rel, false)
+    }
+}
+
 fn has_projects(fd: BorrowedFd) -> bool {
     fsops::get_fsxattr(fd)
         .is_ok_and(|x| x.fsx_projid != 0 || x.fsx_xflags & fsops::XFLAG_PROJINHERIT != 0)

@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::passes::resume::{self, Record};
+use super::resume::Found;
 
 pub(super) struct PendingFile {
     pub(super) dir: Vec<u8>,
@@ -102,10 +103,14 @@ impl CopyPass {
         // The source is opened and checked before anything is created: a
         // FIFO or another file swapped in is an error here, not a hang later.
         let (src, _) = on_src(fsops::open_read_checked(sd, name, s.ident()))?;
-        let free = self.resumable_name_free(sd, s);
-        let part = match free.then(|| self.find_partial(dd, &rel, name, s)).flatten() {
-            Some(p) => p,
-            None => self.new_partial(src.as_fd(), dd, (&rel, name), s, free)?,
+        let found = match self.resumable_name_free(sd, s) {
+            true => self.find_partial(dd, &rel, name, s)?,
+            false => Found::Taken,
+        };
+        let part = match found {
+            Found::Resume(p) => p,
+            Found::Free => self.new_partial(src.as_fd(), dd, (&rel, name), s, true)?,
+            Found::Taken => self.new_partial(src.as_fd(), dd, (&rel, name), s, false)?,
         };
         let todo: Vec<u64> = (0..s.size.div_ceil(part.chunk))
             .filter(|&i| !part.record.as_ref().is_some_and(|r| r.done.contains(i)))
@@ -167,7 +172,9 @@ impl CopyPass {
             true => resume::partial_name(s.ino),
             false => self.temp_name(),
         };
-        let (f, layout) = on_dst(self.create_target(src, dd, rel, &tmp, s.perm & 0o777))?;
+        // Owner-only until complete (finish_file gives the mode): a partial
+        // that outlives a pass must not be writable by the source's group.
+        let (f, layout) = on_dst(self.create_target(src, dd, rel, &tmp, 0o600))?;
         let sized = fsops::ftruncate(f.as_fd(), s.size).and_then(|()| fsops::fstat(f.as_fd()));
         let tmp_id = match sized {
             Ok(st) => st.ident(),
