@@ -814,7 +814,8 @@ fn run_verify<T: Transport + ?Sized>(
         chunk_threshold: cfg.chunk_threshold,
         chunk_size: cfg.chunk_size,
     };
-    let p = Arc::new(verify::VerifyPass { ctx, opts, lustre });
+    let links = Default::default();
+    let p = Arc::new(verify::VerifyPass { ctx, opts, lustre, links });
     PhasesDone::new(env.run(t, p, seeds, monitor, 1), false, Vec::new())
 }
 

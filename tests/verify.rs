@@ -20,7 +20,8 @@ fn converged_pair(src: &Path, dst: &Path) {
     build_odd_tree(src, false);
     sh(&format!(
         "cd {} && head -c 3000000 /dev/urandom > big && echo small > small \
-         && setfattr -n user.k -v 1 small && mkdir -p d/e && echo x > d/e/x",
+         && setfattr -n user.k -v 1 small && mkdir -p d/e && echo x > d/e/x \
+         && echo same > ga1 && ln ga1 ga2 && echo same > gb1 && ln gb1 gb2 && touch -r ga1 gb1",
         src.display()
     ));
     for p in ["copy", "dirtime"] {
@@ -99,6 +100,11 @@ const CASES: &[(&str, &str, &str)] = &[
         "a missing hardlink",
         "rm linked.2 && cp -p linked linked.2 && touch -r {S} .",
         "differs: hard links 3 vs",
+    ),
+    (
+        "hardlinks regrouped: the same link counts, other groups",
+        "rm ga2 gb1 && ln ga1 gb1 && ln gb2 ga2 && touch -r {S} .",
+        "differs: hard link group: linked to",
     ),
     (
         "an extra target entry",

@@ -7,7 +7,7 @@ use super::*;
 pub(super) type LinkGroups = HashMap<(u64, u64), Vec<LinkName>>;
 
 /// Spread inodes evenly over ranks.
-pub(super) fn mix(dev: u64, ino: u64) -> u64 {
+pub(crate) fn mix(dev: u64, ino: u64) -> u64 {
     let mut x = dev.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ino;
     x ^= x >> 33;
     x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);

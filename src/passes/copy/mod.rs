@@ -44,7 +44,8 @@ mod temps;
 pub use chunked::{ChunkEnd, ChunkJob};
 use chunked::{Partial, PendingFile};
 pub(crate) use join::Names;
-use links::{mix, LinkGroups};
+pub(crate) use links::mix;
+use links::LinkGroups;
 use meta::{same_data, same_meta, At, Landing};
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! Verify pass: proof that the target holds the source. Read-only on both
 //! sides: every directory is listed on both, every entry compared (type,
 //! size, mtime in ns, mode, owner, symlink target, device numbers, xattrs and
-//! ACLs, hardlink count, inode flags, directory times, project IDs, and
+//! ACLs, hardlink count and grouping, inode flags, directory times, project IDs, and
 //! Lustre layouts when both trees are on Lustre), names only the target
 //! has are reported, and with `--content` the data of every (or a sampled)
 //! regular file is read on both sides and compared, big files in chunks that
@@ -44,7 +44,11 @@ pub enum Item {
         off: u64,
         len: u64,
     },
+    /// A hardlinked file's inodes, for the rank that owns its source inode.
+    Link(links::LinkName),
 }
+
+mod links;
 
 /// What the verify pass reads besides metadata.
 #[derive(Debug, Clone, Copy)]
@@ -63,6 +67,8 @@ pub struct VerifyPass {
     pub opts: VerifyOpts,
     /// Both trees on Lustre: layouts are compared too.
     pub lustre: Option<crate::lustre::Lustre>,
+    /// Hardlink groups of the source inodes this rank owns.
+    pub links: links::LinkGroups,
 }
 
 /// Kernel-maintained attributes that differ between any two filesystems.
@@ -265,6 +271,9 @@ impl VerifyPass {
         }
         let clean = diffs.is_empty();
         self.judge(rel, diffs);
+        if s.kind == Kind::File && d.kind == Kind::File && s.nlink > 1 {
+            self.link_name(rel, &s, &d, out);
+        }
         if clean && s.kind == Kind::File && self.wants_content(rel) {
             self.content(sd, dd, name, rel, (&s, &d), out);
         }
@@ -722,6 +731,7 @@ impl Processor for VerifyPass {
             Item::Batch(b) => self.batch(b, out),
             Item::Chunk { rel, ids, off, len } => self.chunk(&rel, ids, off, len),
             Item::Named { rel, removed } => self.named(&rel, removed, out),
+            Item::Link(n) => self.link_check(n),
         }
     }
     fn is_branch(&self, item: &Item) -> bool {
@@ -733,6 +743,7 @@ impl Processor for VerifyPass {
             Item::Batch(b) => format!("verify {} in {}", b.names.len(), fsops::show(&b.dir)),
             Item::Chunk { rel, off, .. } => format!("verify {} @{off}", fsops::show(rel)),
             Item::Named { rel, .. } => format!("verify {}", fsops::show(rel)),
+            Item::Link(n) => format!("verify the hard links of {}", fsops::show(&n.rel)),
         }
     }
 }
