@@ -677,16 +677,23 @@ fn run_final<T: Transport + ?Sized>(
         t.barrier();
         p.set_dir_times();
     }
-    let notes = abandoned_note(p.copy(), rank);
+    let notes = partials_note(t, p.copy(), outcome.stopped);
     PhasesDone::new(outcome, over_cap, notes)
 }
 
-/// After the phases: big files whose chunks never all arrived (a stop) keep
-/// their recorded partial copies for the next pass, or lose their temp
-/// files; the summary says how many.
-fn abandoned_note(p: &copy::CopyPass, rank: usize) -> Vec<String> {
+/// After the phases, on every rank: big files a stop left partly copied.
+/// If any rank stopped, every rank first syncs the partial copies it wrote
+/// chunks into; only when all did does each owner write the chunks that are
+/// in into its partials' records (so no record lists a chunk another node
+/// has not synced) and keep them for the next pass. The summary says how
+/// many were kept or removed.
+fn partials_note<T: Transport + ?Sized>(t: &mut T, p: &copy::CopyPass, stopped: bool) -> Vec<String> {
+    let stopped = t.all_reduce_max(&[stopped as u64])[0] != 0;
+    let synced = !stopped || p.sync_written();
+    let synced = t.all_reduce_max(&[!synced as u64])[0] == 0;
+    let (kept, removed) = p.keep_partials(synced);
+    let rank = t.rank();
     let mut notes = Vec::new();
-    let (kept, removed) = p.abandon_pending();
     if kept > 0 {
         notes.push(format!(
             "rank {rank}: {kept} partly copied big files kept for the next pass to resume"
@@ -727,7 +734,7 @@ fn run_copy<T: Transport + ?Sized>(
     if t.all_reduce_max(&[outcome.stopped as u64])[0] == 0 {
         outcome.stopped |= env.run(t, p.clone(), groups, monitor, 2).stopped;
     }
-    let notes = abandoned_note(&p, rank);
+    let notes = partials_note(t, &p, outcome.stopped);
     PhasesDone::new(outcome, false, notes)
 }
 

@@ -4,8 +4,9 @@
 //! target directory. The xattr `trusted.lmpi.resume` on that partial file
 //! names the source (identity, size, mtime, ctime and its name) and the
 //! chunks that are in, as one text line an admin can read with
-//! `getfattr -n trusted.lmpi.resume`. A chunk is listed only after its data
-//! was synced, so the record never claims more than the file holds.
+//! `getfattr -n trusted.lmpi.resume`. The record is written empty when the
+//! file is created and filled in after a stop, once every rank has synced
+//! the partials it wrote into: it never claims more than the file holds.
 //!
 //! Only root can write `trusted.*`, so a file under a partial's name without
 //! the record is not ours: lmpi never trusts, opens for resuming or removes

@@ -14,8 +14,9 @@
  *   LMPI_FAULT_SLOW_ALL=1     ... on every name: Lustre-like metadata latency
  *                             for benchmarks (the sleep costs no CPU, so only a
  *                             tool with many operations in flight hides it).
- *   LMPI_FAULT_SYNC_US=n      fdatasync first sleeps n microseconds: a slow
- *                             disk, so a test can stop a chunked copy midway. */
+ *   LMPI_FAULT_WRITE_US=n     copy_file_range and pwrite first sleep n
+ *                             microseconds: a slow disk, so a test can stop a
+ *                             chunked copy midway. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -103,11 +104,27 @@ int open64(const char *path, int flags, ...) {
     return real(path, flags, mode);
 }
 
-int fdatasync(int fd) {
-    REAL(fdatasync);
-    const char *us = getenv("LMPI_FAULT_SYNC_US");
+static void maybe_slow_write(void) {
+    const char *us = getenv("LMPI_FAULT_WRITE_US");
     if (us && *us) usleep((useconds_t)atoi(us));
-    return real(fd);
+}
+
+ssize_t copy_file_range(int in, off_t *in_off, int out, off_t *out_off, size_t len, unsigned int flags) {
+    REAL(copy_file_range);
+    maybe_slow_write();
+    return real(in, in_off, out, out_off, len, flags);
+}
+
+ssize_t pwrite(int fd, const void *buf, size_t n, off_t off) {
+    REAL(pwrite);
+    maybe_slow_write();
+    return real(fd, buf, n, off);
+}
+
+ssize_t pwrite64(int fd, const void *buf, size_t n, off64_t off) {
+    REAL(pwrite64);
+    maybe_slow_write();
+    return real(fd, buf, n, off);
 }
 
 /* The rest only add latency: the calls rsync and cp make per entry. */

@@ -29,6 +29,14 @@ pub(super) struct PendingFile {
     pub(super) record: Option<Record>,
 }
 
+/// A partial copy this rank wrote a chunk into.
+pub(super) struct Written {
+    dir: Vec<u8>,
+    dst: Option<fsops::Ident>,
+    tmp: Vec<u8>,
+    tmp_id: fsops::Ident,
+}
+
 /// The partial file a big file is written to.
 pub(super) struct Partial {
     pub(super) tmp: Vec<u8>,
@@ -66,21 +74,55 @@ pub struct ChunkJob {
 }
 
 impl CopyPass {
-    /// After a stop: files whose chunks never all arrived. Those with a
-    /// record stay for the next pass to resume; the others lose their temp
-    /// file. Returns (kept, removed).
-    pub fn abandon_pending(&self) -> (usize, usize) {
-        let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        let (mut kept, mut removed) = (self.kept_partials.load(Ordering::Relaxed), 0);
-        for (_, f) in p.drain() {
-            if f.record.is_some() && !f.failed {
-                kept += 1;
+    /// After a stop, on every rank: sync the partial copies this rank
+    /// wrote chunks into. False if one could not be synced.
+    pub fn sync_written(&self) -> bool {
+        let written = std::mem::take(&mut *self.written.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut ok = true;
+        for w in written.into_values() {
+            let Ok((dd, _)) = self.ctx.open_dst_dir(&w.dir, w.dst) else {
+                continue; // its directory is gone: so is the partial
+            };
+            let synced = fsops::open_write_checked(dd.as_fd(), &w.tmp, w.tmp_id)
+                .and_then(|fd| fsops::fdatasync(fd.as_fd()));
+            match synced {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {} // completed and renamed, or dropped
+                Err(e) => {
+                    self.ctx.err(Side::Target, &fsops::join(&w.dir, &w.tmp), e);
+                    ok = false;
+                }
+            }
+        }
+        ok
+    }
+
+    /// After the phases: big files left partly copied. With every rank's
+    /// chunks synced (`synced`), a partial with a record gets the chunks
+    /// that are in written into it and stays for the next pass; any other
+    /// loses its temp file. Returns (kept, removed).
+    pub fn keep_partials(&self, synced: bool) -> (usize, usize) {
+        let mut left: Vec<PendingFile> = {
+            let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            p.drain().map(|(_, f)| f).collect()
+        };
+        left.append(&mut self.kept.lock().unwrap_or_else(|p| p.into_inner()));
+        let (mut kept, mut removed) = (0, 0);
+        for f in left {
+            let Ok((dd, _)) = self.ctx.open_dst_dir(&f.dir, f.ids.dst) else {
                 continue;
+            };
+            let rec = f.record.as_ref().filter(|_| synced && !f.failed);
+            let fd = rec.and_then(|_| fsops::open_write_checked(dd.as_fd(), &f.tmp, f.tmp_id).ok());
+            if let (Some(rec), Some(fd)) = (rec, fd) {
+                let rel = fsops::join(&f.dir, &f.name);
+                if self.write_record(fd.as_fd(), &rel, rec) {
+                    kept += 1;
+                    continue;
+                }
             }
             removed += 1;
-            if let Ok((dd, _)) = self.ctx.open_dst_dir(&f.dir, f.ids.dst) {
-                let _ = fsops::unlink_at(dd.as_fd(), &f.tmp);
-            }
+            let _ = fsops::unlink_at(dd.as_fd(), &f.tmp);
         }
         (kept, removed)
     }
@@ -217,8 +259,9 @@ impl CopyPass {
         }
     }
 
-    /// Copy one chunk and sync it before reporting it in: the owner then
-    /// records it as done, and a record must never claim unsynced data.
+    /// Copy one chunk and report it. No sync here: after a stop every rank
+    /// syncs the partials it wrote into before any record lists a chunk
+    /// (`sync_written`, `keep_partials`), so a running copy pays nothing.
     pub(super) fn chunk_one(&self, id: u64, job: &ChunkJob, out: &mut Emitter<'_, Item>) {
         let (off, len) = (job.off, job.len);
         let rel = fsops::join(&job.dir, &job.name);
@@ -231,10 +274,17 @@ impl CopyPass {
             let (src, st) = on_src(fsops::open_read_checked(sd.as_fd(), &job.name, job.src))?;
             let dst = on_dst(fsops::open_write_checked(dd.as_fd(), &job.tmp, job.tmp_id))?;
             let end = (off + len).min(st.size.max(off));
-            let bytes = self.copy_data(src.as_fd(), dst.as_fd(), off, end, st.maybe_sparse())?;
-            on_dst(fsops::fdatasync(dst.as_fd()))?;
-            Ok(bytes)
+            self.copy_data(src.as_fd(), dst.as_fd(), off, end, st.maybe_sparse())
         })();
+        if r.is_ok() {
+            let mut w = self.written.lock().unwrap_or_else(|p| p.into_inner());
+            w.entry(id).or_insert_with(|| Written {
+                dir: job.dir.clone(),
+                dst: job.ids.dst,
+                tmp: job.tmp.clone(),
+                tmp_id: job.tmp_id,
+            });
+        }
         let (end, bytes) = match r {
             Ok(bytes) => (ChunkEnd::In, bytes),
             Err(Fail::Changed) => (ChunkEnd::Stopped, 0), // abandoned, not an error
@@ -248,7 +298,8 @@ impl CopyPass {
     }
 
     /// Chunk at `off` of file `id` ended: one that is in goes into the
-    /// partial's record; the last one completes the file.
+    /// partial's record (in memory: written to the file after a stop); the
+    /// last one completes the file.
     pub(super) fn chunk_done(&self, id: u64, off: u64, end: ChunkEnd, bytes: u64) {
         let done = {
             let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
@@ -257,11 +308,8 @@ impl CopyPass {
             f.failed |= end == ChunkEnd::Failed;
             f.stopped |= end == ChunkEnd::Stopped;
             f.bytes += bytes;
-            if end == ChunkEnd::In {
-                // Under the lock: two threads never write the record of one
-                // file at once, so a newer record is never overwritten by an
-                // older one. One xattr write per chunk, which is megabytes.
-                self.note_chunk(f, off);
+            if let (ChunkEnd::In, Some(rec)) = (end, f.record.as_mut()) {
+                rec.done.insert(off / rec.chunk);
             }
             if f.remaining > 0 {
                 return;
@@ -273,8 +321,13 @@ impl CopyPass {
         }
     }
 
-    /// All chunks are in (or some failed): finish the file and count it.
+    /// All chunks reported back: finish the file and count it; a stopped
+    /// one waits for `keep_partials`.
     fn complete(&self, f: PendingFile) {
+        if f.stopped && !f.failed && f.record.is_some() {
+            self.kept.lock().unwrap_or_else(|p| p.into_inner()).push(f);
+            return;
+        }
         let rel = fsops::join(&f.dir, &f.name);
         match self.finish_chunked(&f) {
             Ok(()) if !f.failed && !f.stopped => {
@@ -292,15 +345,10 @@ impl CopyPass {
     }
 
     /// All chunks are in: check the source did not change, give the temp
-    /// file its metadata and rename it over the name. A stop leaves a
-    /// recorded partial copy for the next pass; a failed chunk (an error,
-    /// say a full target) drops it, so it holds no space.
+    /// file its metadata and rename it over the name. A failed chunk (an
+    /// error, say a full target) drops the partial, so it holds no space.
     fn finish_chunked(&self, f: &PendingFile) -> Res<()> {
         let (dd, _) = on_dst(self.ctx.open_dst_dir(&f.dir, f.ids.dst))?;
-        if f.stopped && !f.failed && f.record.is_some() {
-            self.kept_partials.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
-        }
         if f.failed || f.stopped {
             let _ = fsops::unlink_at(dd.as_fd(), &f.tmp);
             return Ok(());

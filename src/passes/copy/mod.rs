@@ -130,9 +130,12 @@ pub struct CopyPass {
     flags_noted: std::sync::atomic::AtomicBool,
     /// The target refused a resume record once: said once.
     resume_noted: std::sync::atomic::AtomicBool,
-    /// Big files whose chunks all reported back but not all in (a stop, a
-    /// failed chunk): their recorded partial copies stay for the next pass.
-    kept_partials: std::sync::atomic::AtomicUsize,
+    /// Partial copies this rank wrote chunks into, by file id: synced after
+    /// a stop, before any record lists those chunks.
+    written: Mutex<HashMap<u64, chunked::Written>>,
+    /// Big files of this rank whose chunks all reported back, not all in
+    /// (a stop): their partial copies stay for the next pass.
+    kept: Mutex<Vec<PendingFile>>,
     /// Project IDs: what this pass learnt about both sides (see `meta`).
     projects: meta::Projects,
 }
@@ -154,7 +157,8 @@ impl CopyPass {
             egid,
             flags_noted: Default::default(),
             resume_noted: Default::default(),
-            kept_partials: Default::default(),
+            written: Default::default(),
+            kept: Default::default(),
             projects: Default::default(),
         }
     }

@@ -82,24 +82,6 @@ impl CopyPass {
         }
     }
 
-    /// Chunk at `off` of pending file `f` is in: record it on the partial.
-    /// A write that fails leaves the older record, a subset of the truth.
-    pub(super) fn note_chunk(&self, f: &mut PendingFile, off: u64) {
-        let Some(rec) = f.record.as_mut() else {
-            return;
-        };
-        rec.done.insert(off / rec.chunk);
-        let Some(value) = rec.encode() else {
-            return;
-        };
-        let Ok((dd, _)) = self.ctx.open_dst_dir(&f.dir, f.ids.dst) else {
-            return;
-        };
-        if let Ok(fd) = fsops::open_write_checked(dd.as_fd(), &f.tmp, f.tmp_id) {
-            let _ = fsops::set_xattr(Some(fd.as_fd()), fd.as_fd(), b"", KEY, &value);
-        }
-    }
-
     /// The file is complete: its record goes before it gets its name.
     pub(super) fn drop_record(&self, fd: BorrowedFd) -> Res<()> {
         match fsops::remove_xattr(Some(fd), fd, b"", KEY) {
