@@ -36,6 +36,10 @@ const LEAF_HIGH_WATER: usize = 16;
 const MAX_POLL_GAP: Duration = Duration::from_millis(2);
 const MIN_STEAL_BACKOFF: Duration = Duration::from_micros(50);
 const MAX_STEAL_BACKOFF: Duration = Duration::from_millis(10);
+/// A rank with more than this many queued items per thread shares...
+const SHARE_ABOVE: usize = 4;
+/// ...at most once per this long.
+const SHARE_GAP: Duration = Duration::from_micros(500);
 
 pub(crate) struct RankLoop<'a, T: Transport + ?Sized, P: Processor> {
     env: Env<'a, T>,
@@ -65,6 +69,8 @@ pub(crate) struct RankLoop<'a, T: Transport + ?Sized, P: Processor> {
     next_steal: Instant,
     /// The last rank that gave work: asked again before a random one.
     last_victim: Option<Rank>,
+    /// When this rank may next push surplus work unasked.
+    next_share: Instant,
     terminated: bool,
     was_stopping: bool,
     reports: Vec<Option<RankReport>>,
@@ -95,6 +101,7 @@ impl<'a, T: Transport + ?Sized, P: Processor> RankLoop<'a, T, P> {
             steal_backoff: Duration::ZERO,
             next_steal: Instant::now(),
             last_victim: None,
+            next_share: Instant::now(),
             terminated: false,
             was_stopping: false,
             reports: vec![None; if me == 0 { n } else { 0 }],
@@ -125,6 +132,7 @@ impl<'a, T: Transport + ?Sized, P: Processor> RankLoop<'a, T, P> {
             self.check_stop();
             progressed |= self.feed_pool();
             self.maybe_steal();
+            self.maybe_share();
             if self.is_passive() {
                 self.when_passive();
             }
@@ -349,17 +357,46 @@ impl<'a, T: Transport + ?Sized, P: Processor> RankLoop<'a, T, P> {
         if self.inflight >= self.env.ctl.threads() || Instant::now() < self.next_steal {
             return;
         }
-        let victim = self.last_victim.unwrap_or_else(|| {
-            let v = self.rng.gen_range(0..self.n - 1);
-            if v >= self.me {
-                v + 1
-            } else {
-                v
-            }
-        });
+        let victim = match self.last_victim {
+            Some(v) => v,
+            None => self.random_other(),
+        };
         self.send(victim, Msg::Steal);
         self.steal_out = true;
         self.steals += 1;
+    }
+
+    /// Far more queued than this rank's threads will start soon (one huge
+    /// directory's batches): push the older half to a random rank, at most
+    /// once per `SHARE_GAP`. The receivers do the same, so the work spreads
+    /// by doubling instead of waiting for random steal requests to find the
+    /// one rank that has it.
+    fn maybe_share(&mut self) {
+        let many = self.queue.len() > SHARE_ABOVE * self.env.ctl.threads();
+        if self.n < 2 || !many || self.env.ctl.stopping() {
+            return;
+        }
+        let now = Instant::now();
+        if now < self.next_share {
+            return;
+        }
+        self.next_share = now + SHARE_GAP;
+        let items = self.queue.steal(false);
+        if items.is_empty() {
+            return;
+        }
+        let to = self.random_other();
+        self.safra.sent_work();
+        self.send(to, Msg::Work { items, pinned: false });
+    }
+
+    fn random_other(&mut self) -> Rank {
+        let v = self.rng.gen_range(0..self.n - 1);
+        if v >= self.me {
+            v + 1
+        } else {
+            v
+        }
     }
 
     fn is_passive(&self) -> bool {
