@@ -574,15 +574,8 @@ pub fn open_listed_file(dir: BorrowedFd, name: &[u8], ino: u64) -> Res<Option<(O
 /// Open our own temp file `name` for writing and check it is still the file
 /// we created (`want`): the target directory may belong to a user.
 pub fn open_write_checked(dir: BorrowedFd, name: &[u8], want: Ident) -> Res<OwnedFd> {
-    let c = cstr("open", name)?;
-    let fd = open_raw(
-        dir.as_raw_fd(),
-        &c,
-        libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY,
-        0,
-    )?;
-    let st = fstat(fd.as_fd_b())?;
-    if st.kind != Kind::File || st.ident() != want {
+    let (fd, st) = open_own_file(dir, name)?;
+    if st.ident() != want {
         return Err(changed("open"));
     }
     Ok(fd)
