@@ -686,22 +686,24 @@ fn run_final<T: Transport + ?Sized>(
 /// chunks into; only when all did does each owner write the chunks that are
 /// in into its partials' records (so no record lists a chunk another node
 /// has not synced) and keep them for the next pass. The summary says how
-/// many were kept or removed.
+/// many were kept or removed, over all ranks.
 fn partials_note<T: Transport + ?Sized>(t: &mut T, p: &copy::CopyPass, stopped: bool) -> Vec<String> {
     let stopped = t.all_reduce_max(&[stopped as u64])[0] != 0;
     let synced = !stopped || p.sync_written();
     let synced = t.all_reduce_max(&[!synced as u64])[0] == 0;
     let (kept, removed) = p.keep_partials(synced);
-    let rank = t.rank();
+    let all = t.all_reduce_sum(&[kept as u64, removed as u64]);
     let mut notes = Vec::new();
-    if kept > 0 {
+    if all[0] > 0 {
         notes.push(format!(
-            "rank {rank}: {kept} partly copied big files kept for the next pass to resume"
+            "{} partly copied big files kept for the next pass to resume",
+            all[0]
         ));
     }
-    if removed > 0 {
+    if all[1] > 0 {
         notes.push(format!(
-            "rank {rank}: {removed} partly copied big files abandoned (temp files removed)"
+            "{} partly copied big files abandoned (temp files removed)",
+            all[1]
         ));
     }
     notes
