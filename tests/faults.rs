@@ -277,11 +277,14 @@ fn target_full(extra: &[&str]) {
     let (code, rep, out) = pass(Launch::Alone, "copy", &src, &m.0, &args);
     assert_eq!(code, 1, "{}", text(&out));
     assert!(total(&rep, "errors") >= 1);
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("No space left on device"),
-        "{}",
-        text(&out)
-    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("No space left on device"), "{}", text(&out));
+    // One line per file, however many of its chunks failed.
+    let mut named: Vec<&str> = stderr.lines().filter(|l| l.contains("error:")).collect();
+    let n = named.len();
+    named.sort_unstable();
+    named.dedup();
+    assert_eq!(named.len(), n, "a file named twice:\n{stderr}");
     for e in std::fs::read_dir(&m.0).unwrap() {
         let e = e.unwrap();
         let name = e.file_name();

@@ -289,7 +289,12 @@ impl CopyPass {
             Ok(bytes) => (ChunkEnd::In, bytes),
             Err(Fail::Changed) => (ChunkEnd::Stopped, 0), // abandoned, not an error
             Err(f) => {
-                self.report(&rel, f);
+                // One line per file and rank, not one per chunk (a full
+                // target fails every chunk left).
+                let first = self.chunk_failed.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
+                if first {
+                    self.report(&rel, f);
+                }
                 (ChunkEnd::Failed, 0)
             }
         };

@@ -136,6 +136,8 @@ pub struct CopyPass {
     /// Big files of this rank whose chunks all reported back, not all in
     /// (a stop): their partial copies stay for the next pass.
     kept: Mutex<Vec<PendingFile>>,
+    /// Big files a chunk of which failed on this rank (said once each).
+    chunk_failed: Mutex<std::collections::HashSet<u64>>,
     /// Project IDs: what this pass learnt about both sides (see `meta`).
     projects: meta::Projects,
 }
@@ -159,6 +161,7 @@ impl CopyPass {
             resume_noted: Default::default(),
             written: Default::default(),
             kept: Default::default(),
+            chunk_failed: Default::default(),
             projects: Default::default(),
         }
     }
