@@ -319,6 +319,16 @@ impl Lustre {
         Ok(owned)
     }
 
+    /// `l` as this run creates it on the target (the wide-striping rule
+    /// applied): what a copied file's layout is compared with.
+    pub fn as_created(&self, l: &Layout) -> Layout {
+        let mut l = l.clone();
+        for c in &mut l.components {
+            c.stripe_count = self.stripe_count(c.stripe_count);
+        }
+        l
+    }
+
     fn stripe_count(&self, c: u64) -> u64 {
         if self.wide_rule && (16..sys::LLAPI_LAYOUT_INVALID).contains(&c) {
             sys::LLAPI_LAYOUT_WIDE

@@ -443,23 +443,29 @@ fn roots_not_on_lustre() {
     assert_eq!(std::fs::read(dst.join("f")).unwrap(), b"x");
 }
 
-/// Verify compares layouts when both trees are on Lustre: a converged tree
-/// passes; a file and a directory default whose layouts differ are one line
-/// each, naming the path, and the exit status says so.
+/// Verify compares files' layouts when both trees are on Lustre: a
+/// converged tree passes (its root's default layout, which the copy never
+/// sets on an existing directory, is not compared); two files whose layouts
+/// differ are one line each, naming the path, and the exit status says so.
 #[test]
 fn verify_compares_layouts() {
     let Some((lib, tmp, src, dst)) = setup() else {
         return;
     };
     tree(&src);
-    let cfg = "require_mountpoints = false\n[lustre]\nmode = \"require\"\nmdts = [0, 1]\n";
+    // A wide file under the old wide-striping rule, and a default layout on
+    // the source root (the target root exists, so it never gets one).
+    std::fs::write(src.join("wide"), b"w").unwrap();
+    set_x(&src.join("wide"), LAYOUT, &comp(0, EOF, 32, 1 << 20, ""));
+    set_x(&src, LAYOUT, &comp(0, EOF, 8, 2 << 20, "archive"));
+    let cfg = "require_mountpoints = false\n[lustre]\nmode = \"require\"\nmdts = [0, 1]\nwide_striping_rule = true\n";
     let out = run_pass("final", Launch::Alone, (&src, &dst), &lib, cfg, tmp.path());
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let launch = if have("mpirun") { Launch::Mpirun(2) } else { Launch::Alone };
     let out = run_pass("verify", launch, (&src, &dst), &lib, cfg, tmp.path());
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     set_x(&dst.join("top0/striped"), LAYOUT, &comp(0, EOF, 2, 4 << 20, "fast"));
-    set_x(&dst.join("top1/deeper"), LAYOUT, &comp(0, EOF, 4, 2 << 20, "archive"));
+    set_x(&dst.join("top1/deeper/pfl"), LAYOUT, &comp(0, EOF, 4, 2 << 20, "archive"));
     let _ = std::fs::remove_file(tmp.path().join("errors.log"));
     let out = run_pass("verify", Launch::Alone, (&src, &dst), &lib, cfg, tmp.path());
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -467,5 +473,5 @@ fn verify_compares_layouts() {
     let lines: Vec<&str> = log.lines().filter(|l| l.contains("layout")).collect();
     assert_eq!(lines.len(), 2, "{log}");
     assert!(lines.iter().any(|l| l.contains("top0/striped") && l.contains("4x4194304 pattern 0 pool fast vs 0-eof 2x4194304")), "{log}");
-    assert!(lines.iter().any(|l| l.contains("top1/deeper")), "{log}");
+    assert!(lines.iter().any(|l| l.contains("top1/deeper/pfl")), "{log}");
 }

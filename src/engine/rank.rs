@@ -38,8 +38,10 @@ const MIN_STEAL_BACKOFF: Duration = Duration::from_micros(50);
 const MAX_STEAL_BACKOFF: Duration = Duration::from_millis(10);
 /// A rank with more than this many queued items per thread shares...
 const SHARE_ABOVE: usize = 4;
-/// ...at most once per this long.
+/// ...at most once per this long...
 const SHARE_GAP: Duration = Duration::from_micros(500);
+/// ...and not within this long of being given work.
+const SHARE_HOLD: Duration = Duration::from_millis(2);
 
 pub(crate) struct RankLoop<'a, T: Transport + ?Sized, P: Processor> {
     env: Env<'a, T>,
@@ -71,6 +73,8 @@ pub(crate) struct RankLoop<'a, T: Transport + ?Sized, P: Processor> {
     last_victim: Option<Rank>,
     /// When this rank may next push surplus work unasked.
     next_share: Instant,
+    /// When this rank was last given work (stolen or pushed).
+    given_at: Instant,
     terminated: bool,
     was_stopping: bool,
     reports: Vec<Option<RankReport>>,
@@ -102,6 +106,7 @@ impl<'a, T: Transport + ?Sized, P: Processor> RankLoop<'a, T, P> {
             next_steal: Instant::now(),
             last_victim: None,
             next_share: Instant::now(),
+            given_at: Instant::now(),
             terminated: false,
             was_stopping: false,
             reports: vec![None; if me == 0 { n } else { 0 }],
@@ -211,6 +216,7 @@ impl<'a, T: Transport + ?Sized, P: Processor> RankLoop<'a, T, P> {
         }
         self.steal_out = false;
         self.steal_backoff = Duration::ZERO;
+        self.given_at = Instant::now();
         if self.env.ctl.stopping() {
             self.abandoned += items.len() as u64;
         } else {
@@ -377,7 +383,9 @@ impl<'a, T: Transport + ?Sized, P: Processor> RankLoop<'a, T, P> {
             return;
         }
         let now = Instant::now();
-        if now < self.next_share {
+        // Just given work: pass it on only after a while, or two busy ranks
+        // would push the same items back and forth.
+        if now < self.next_share || now < self.given_at + SHARE_HOLD {
             return;
         }
         self.next_share = now + SHARE_GAP;

@@ -166,10 +166,26 @@ impl Record {
         self.done.0.iter().map(|&(a, z)| at(z) - at(a)).sum()
     }
 
-    /// The record as one text line, or None if it would be too long for an
-    /// xattr every filesystem takes (the caller keeps the older record: a
-    /// subset of the truth, so still safe).
+    /// The record as one text line, short enough for an xattr every
+    /// filesystem takes: when the list of chunks is too long (scattered
+    /// chunks of a huge file), the ranges at its end are left out, a subset
+    /// of the truth, so still safe. None only if even no ranges do not fit.
     pub fn encode(&self) -> Option<Vec<u8>> {
+        let mut r = self.clone();
+        loop {
+            if let Some(line) = r.encode_all() {
+                return Some(line);
+            }
+            let n = r.done.0.len();
+            if n == 0 {
+                return None;
+            }
+            // Halve the list: a record of thousands of ranges fits in a few steps.
+            r.done.0.truncate(n / 2);
+        }
+    }
+
+    fn encode_all(&self) -> Option<Vec<u8>> {
         let s = &self.source;
         let t = |t: Time| format!("{}.{:09}", t.sec, t.nsec);
         let line = format!(
@@ -288,6 +304,21 @@ mod tests {
             let back = Record::decode(&r.encode().unwrap()).unwrap();
             assert_eq!(back, r);
         }
+    }
+
+    #[test]
+    fn a_scattered_record_is_cut_to_fit_and_stays_a_subset() {
+        let s = stat();
+        let mut r = Record::new(&s, b"f", 1);
+        r.source.size = 1 << 20;
+        for i in (0..20_000).step_by(2) {
+            r.done.insert(i);
+        }
+        let line = r.encode().expect("fits once cut");
+        assert!(line.len() <= MAX_RECORD);
+        let back = Record::decode(&line).unwrap();
+        assert!(!back.done.ranges().is_empty());
+        assert!(back.done.ranges().iter().all(|&(a, z)| (a..z).all(|i| r.done.contains(i))));
     }
 
     #[test]

@@ -80,8 +80,14 @@ impl CopyPass {
         let written = std::mem::take(&mut *self.written.lock().unwrap_or_else(|p| p.into_inner()));
         let mut ok = true;
         for w in written.into_values() {
-            let Ok((dd, _)) = self.ctx.open_dst_dir(&w.dir, w.dst) else {
-                continue; // its directory is gone: so is the partial
+            let dd = match self.ctx.open_dst_dir(&w.dir, w.dst) {
+                Ok((dd, _)) => dd,
+                Err(e) if e.is_not_found() => continue, // gone, and the partial with it
+                Err(e) => {
+                    self.ctx.err(Side::Target, &w.dir, e);
+                    ok = false;
+                    continue;
+                }
             };
             let synced = fsops::open_write_checked(dd.as_fd(), &w.tmp, w.tmp_id)
                 .and_then(|fd| fsops::fdatasync(fd.as_fd()));
@@ -97,9 +103,9 @@ impl CopyPass {
         ok
     }
 
-    /// After the phases: big files left partly copied. With every rank's
-    /// chunks synced (`synced`), a partial with a record gets the chunks
-    /// that are in written into it and stays for the next pass; any other
+    /// After the phases: big files left partly copied. A partial with a
+    /// record stays for the next pass, the chunks that are in written into
+    /// its record when every rank synced its chunks (`synced`); any other
     /// loses its temp file. Returns (kept, removed).
     pub fn keep_partials(&self, synced: bool) -> (usize, usize) {
         let mut left: Vec<PendingFile> = {
@@ -112,14 +118,16 @@ impl CopyPass {
             let Ok((dd, _)) = self.ctx.open_dst_dir(&f.dir, f.ids.dst) else {
                 continue;
             };
-            let rec = f.record.as_ref().filter(|_| synced && !f.failed);
-            let fd = rec.and_then(|_| fsops::open_write_checked(dd.as_fd(), &f.tmp, f.tmp_id).ok());
-            if let (Some(rec), Some(fd)) = (rec, fd) {
-                let rel = fsops::join(&f.dir, &f.name);
-                if self.write_record(fd.as_fd(), &rel, rec) {
-                    kept += 1;
-                    continue;
+            if let (Some(rec), false) = (&f.record, f.failed) {
+                // The record on the file (empty, or an earlier pass's) lists
+                // only synced chunks: updated when every rank synced, kept
+                // as it is otherwise. Either way the partial stays.
+                let fd = fsops::open_write_checked(dd.as_fd(), &f.tmp, f.tmp_id);
+                if let (true, Ok(fd)) = (synced, fd) {
+                    self.write_record(fd.as_fd(), &fsops::join(&f.dir, &f.name), rec);
                 }
+                kept += 1;
+                continue;
             }
             removed += 1;
             let _ = fsops::unlink_at(dd.as_fd(), &f.tmp);

@@ -2,7 +2,7 @@
 //! sides: every directory is listed on both, every entry compared (type,
 //! size, mtime in ns, mode, owner, symlink target, device numbers, xattrs and
 //! ACLs, hardlink count and grouping, inode flags, directory times, project IDs, and
-//! Lustre layouts when both trees are on Lustre), names only the target
+//! files' Lustre layouts when both trees are on Lustre), names only the target
 //! has are reported, and with `--content` the data of every (or a sampled)
 //! regular file is read on both sides and compared, big files in chunks that
 //! any rank may take. Each difference is one line in the error log naming
@@ -100,7 +100,6 @@ impl VerifyPass {
         }
         diffs.extend(self.xattr_diffs(At::Fd(sd.as_fd()), At::Fd(dd.as_fd()), rel));
         diffs.extend(project_diff(sd.as_fd(), dd.as_fd()));
-        diffs.extend(self.layout_diff(sd.as_fd(), dd.as_fd(), rel, true));
         self.judge(rel, diffs);
         let Some(mut only_target) = self.target_names(rel, &dd) else {
             return;
@@ -579,17 +578,17 @@ impl VerifyPass {
 
 /// A directory with a project ID or the inherit flag.
 impl VerifyPass {
-    /// Lustre layouts of two open entries (files, or directories' default
-    /// layouts, compared where the source sets one): the difference, if any.
-    fn layout_diff(&self, s: BorrowedFd, d: BorrowedFd, rel: &[u8], dir: bool) -> Option<String> {
+    /// Lustre layouts of two open files, the source's as this run's copy
+    /// creates it (wide-striping rule): the difference, if any. Directory
+    /// default layouts are not compared: the copy sets them only on the
+    /// directories it creates, never on existing ones (the root included).
+    fn layout_diff(&self, s: BorrowedFd, d: BorrowedFd, rel: &[u8]) -> Option<String> {
         let l = self.lustre.as_ref()?;
         let a = l
             .layout_of_fd(s)
             .map_err(|e| self.ctx.err(Side::Source, rel, e))
-            .ok()?;
-        if dir && a.is_unset() {
-            return None;
-        }
+            .ok()
+            .map(|a| l.as_created(&a))?;
         let b = l
             .layout_of_fd(d)
             .map_err(|e| self.ctx.err(Side::Target, rel, e))
@@ -614,7 +613,7 @@ impl VerifyPass {
         };
         let (sf, _) = open(sd, s, Side::Source)?;
         let (df, _) = open(dd, d, Side::Target)?;
-        self.layout_diff(sf.as_fd(), df.as_fd(), rel, false)
+        self.layout_diff(sf.as_fd(), df.as_fd(), rel)
     }
 }
 
