@@ -515,6 +515,7 @@ impl VerifyPass {
             diffs.push(format!("mtime {} vs {}", show_time(&st), show_time(&dt)));
         }
         diffs.extend(self.xattr_diffs(At::Fd(s.as_fd()), At::Fd(d.as_fd()), rel));
+        diffs.extend(project_diff(s.as_fd(), d.as_fd()));
         self.judge(rel, diffs);
     }
 }
