@@ -72,8 +72,18 @@ impl std::fmt::Display for Layout {
         };
         for (i, c) in self.components.iter().enumerate() {
             let sep = if i == 0 { "" } else { "; " };
-            let end = if c.end == u64::MAX { "eof".to_string() } else { c.end.to_string() };
-            write!(f, "{sep}{}-{end} {}x{}", c.start, v(c.stripe_count), v(c.stripe_size))?;
+            let end = if c.end == u64::MAX {
+                "eof".to_string()
+            } else {
+                c.end.to_string()
+            };
+            write!(
+                f,
+                "{sep}{}-{end} {}x{}",
+                c.start,
+                v(c.stripe_count),
+                v(c.stripe_size)
+            )?;
             write!(f, " pattern {}", c.pattern)?;
             if !c.pool.is_empty() {
                 write!(f, " pool {}", c.pool)?;

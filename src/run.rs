@@ -687,7 +687,11 @@ fn run_final<T: Transport + ?Sized>(
 /// in into its partials' records (so no record lists a chunk another node
 /// has not synced) and keep them for the next pass. The summary says how
 /// many were kept or removed, over all ranks.
-fn partials_note<T: Transport + ?Sized>(t: &mut T, p: &copy::CopyPass, stopped: bool) -> Vec<String> {
+fn partials_note<T: Transport + ?Sized>(
+    t: &mut T,
+    p: &copy::CopyPass,
+    stopped: bool,
+) -> Vec<String> {
     let stopped = t.all_reduce_max(&[stopped as u64])[0] != 0;
     let synced = !stopped || p.sync_written();
     let synced = t.all_reduce_max(&[!synced as u64])[0] == 0;
@@ -824,7 +828,12 @@ fn run_verify<T: Transport + ?Sized>(
         chunk_size: cfg.chunk_size,
     };
     let links = Default::default();
-    let p = Arc::new(verify::VerifyPass { ctx, opts, lustre, links });
+    let p = Arc::new(verify::VerifyPass {
+        ctx,
+        opts,
+        lustre,
+        links,
+    });
     PhasesDone::new(env.run(t, p, seeds, monitor, 1), false, Vec::new())
 }
 

@@ -461,17 +461,33 @@ fn verify_compares_layouts() {
     let cfg = "require_mountpoints = false\n[lustre]\nmode = \"require\"\nmdts = [0, 1]\nwide_striping_rule = true\n";
     let out = run_pass("final", Launch::Alone, (&src, &dst), &lib, cfg, tmp.path());
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let launch = if have("mpirun") { Launch::Mpirun(2) } else { Launch::Alone };
+    let launch = if have("mpirun") {
+        Launch::Mpirun(2)
+    } else {
+        Launch::Alone
+    };
     let out = run_pass("verify", launch, (&src, &dst), &lib, cfg, tmp.path());
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    set_x(&dst.join("top0/striped"), LAYOUT, &comp(0, EOF, 2, 4 << 20, "fast"));
-    set_x(&dst.join("top1/deeper/pfl"), LAYOUT, &comp(0, EOF, 4, 2 << 20, "archive"));
+    set_x(
+        &dst.join("top0/striped"),
+        LAYOUT,
+        &comp(0, EOF, 2, 4 << 20, "fast"),
+    );
+    set_x(
+        &dst.join("top1/deeper/pfl"),
+        LAYOUT,
+        &comp(0, EOF, 4, 2 << 20, "archive"),
+    );
     let _ = std::fs::remove_file(tmp.path().join("errors.log"));
     let out = run_pass("verify", Launch::Alone, (&src, &dst), &lib, cfg, tmp.path());
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let log = std::fs::read_to_string(tmp.path().join("errors.log")).unwrap();
     let lines: Vec<&str> = log.lines().filter(|l| l.contains("layout")).collect();
     assert_eq!(lines.len(), 2, "{log}");
-    assert!(lines.iter().any(|l| l.contains("top0/striped") && l.contains("4x4194304 pattern 0 pool fast vs 0-eof 2x4194304")), "{log}");
+    assert!(
+        lines.iter().any(|l| l.contains("top0/striped")
+            && l.contains("4x4194304 pattern 0 pool fast vs 0-eof 2x4194304")),
+        "{log}"
+    );
     assert!(lines.iter().any(|l| l.contains("top1/deeper/pfl")), "{log}");
 }

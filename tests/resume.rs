@@ -47,7 +47,12 @@ fn partials(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(".lmpi-resume-"))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".lmpi-resume-")
+        })
         .collect()
 }
 
@@ -96,24 +101,49 @@ fn start_copy(launch: Launch, src: &Path, dst: &Path, chunk: u64, write_us: u32)
 /// Start a copy whose chunks are written slowly, and SIGTERM it once the
 /// partial file holds at least `want` chunks of data (its allocated blocks:
 /// the record is written only after the stop). Returns (exit code, output).
-fn stop_after_chunks(launch: Launch, src: &Path, dst: &Path, chunk: u64, want: u64) -> (Option<i32>, String) {
+fn stop_after_chunks(
+    launch: Launch,
+    src: &Path,
+    dst: &Path,
+    chunk: u64,
+    want: u64,
+) -> (Option<i32>, String) {
     let mut child = start_copy(launch, src, dst, chunk, 200_000);
     let t0 = Instant::now();
     loop {
-        let held = partials(dst).first().and_then(|p| std::fs::metadata(p).ok()).map_or(0, |m| m.blocks() * 512);
+        let held = partials(dst)
+            .first()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map_or(0, |m| m.blocks() * 512);
         if held >= want * chunk {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(120), "the copy never got {want} chunks in");
-        assert!(child.try_wait().unwrap().is_none(), "the copy ended before the stop");
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "the copy never got {want} chunks in"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the copy ended before the stop"
+        );
         std::thread::sleep(Duration::from_millis(3));
     }
     // SAFETY: kill only sends a signal to our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let mut out = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     let status = child.wait().unwrap();
     (status.code(), out + &err)
 }
@@ -133,8 +163,14 @@ fn big_file_resumes(launch: Launch) {
     let chunk = 64 * MIB; // 32 chunks
     let (code, out) = stop_after_chunks(launch, &src, &dst, chunk, 21);
     assert_ne!(code, Some(0), "a stopped run must not exit 0:\n{out}");
-    assert!(out.contains("1 partly copied big files kept for the next pass to resume"), "{out}");
-    assert!(!dst.join("big").exists(), "a partial file must never have the real name");
+    assert!(
+        out.contains("1 partly copied big files kept for the next pass to resume"),
+        "{out}"
+    );
+    assert!(
+        !dst.join("big").exists(),
+        "a partial file must never have the real name"
+    );
     let part = partials(&dst);
     assert_eq!(part.len(), 1, "{part:?}");
     let rec = record(&part[0]).expect("the partial carries its record");
@@ -151,11 +187,23 @@ fn big_file_resumes(launch: Launch) {
     assert_eq!(code, 0, "{}", text(&o));
     let (data, resumed) = (total(&rep, "data"), total(&rep, "resumed"));
     println!("{launch:?}: stopped with {before} of 32 chunks recorded; the rerun resumed {resumed} bytes and copied {data}");
-    assert!(resumed >= before * chunk, "resumed {resumed} < {before} chunks\n{rep}");
-    assert!(data < size / 2, "copied {data} bytes again, not less than half of {size}\n{rep}");
+    assert!(
+        resumed >= before * chunk,
+        "resumed {resumed} < {before} chunks\n{rep}"
+    );
+    assert!(
+        data < size / 2,
+        "copied {data} bytes again, not less than half of {size}\n{rep}"
+    );
     // The small file may have gone in before the stop.
-    assert!(data + resumed == size || data + resumed == size + 11, "{rep}");
-    assert!(partials(&dst).is_empty(), "the partial is renamed into place");
+    assert!(
+        data + resumed == size || data + resumed == size + 11,
+        "{rep}"
+    );
+    assert!(
+        partials(&dst).is_empty(),
+        "the partial is renamed into place"
+    );
     let diffs = compare_trees(&src, &dst, false);
     assert!(diffs.is_empty(), "{}", diffs.join("\n"));
 }
@@ -193,7 +241,10 @@ fn changed_source_starts_over() {
     let (_tmp, src, dst) = stopped_small(Launch::Alone);
     // Same size, and the mtime put back: only the ctime tells.
     let m = std::fs::metadata(src.join("big")).unwrap();
-    let f = std::fs::OpenOptions::new().write(true).open(src.join("big")).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(src.join("big"))
+        .unwrap();
     std::os::unix::fs::FileExt::write_at(&f, b"CHANGED", 100).unwrap();
     drop(f);
     let sd = open(&src);
@@ -211,7 +262,11 @@ fn delete_keeps_a_wanted_partial_and_copy_drops_a_stale_one() {
     let (_tmp, src, dst) = stopped_small(Launch::Alone);
     let (code, _, o) = pass(Launch::Alone, "delete", &src, &dst, &[]);
     assert_eq!(code, 0, "{}", text(&o));
-    assert_eq!(partials(&dst).len(), 1, "delete keeps the partial of a file the source has");
+    assert_eq!(
+        partials(&dst).len(),
+        1,
+        "delete keeps the partial of a file the source has"
+    );
     // The source file goes: the next copy removes its partial.
     std::fs::remove_file(src.join("big")).unwrap();
     let (code, _, o) = pass(Launch::Alone, "copy", &src, &dst, SMALL_CHUNKS);
@@ -234,7 +289,10 @@ fn final_pass_resumes_and_delete_pass_drops_a_stale_partial() {
     std::fs::remove_file(src.join("big")).unwrap();
     let (code, _, o) = pass(Launch::Alone, "delete", &src, &dst, &[]);
     assert_eq!(code, 0, "{}", text(&o));
-    assert!(partials(&dst).is_empty(), "delete removes a partial whose source is gone");
+    assert!(
+        partials(&dst).is_empty(),
+        "delete removes a partial whose source is gone"
+    );
 }
 
 /// What a user leaves under a partial's name is never trusted nor touched
@@ -267,7 +325,11 @@ fn planted_partials_are_not_trusted() {
     assert_eq!(code, 0, "{}", text(&o));
     assert_eq!(total(&rep, "resumed"), 0, "{rep}");
     assert_eq!(std::fs::read(&outside).unwrap(), b"not yours");
-    assert_eq!(std::fs::read(&planted).unwrap().len(), 16 << 20, "not ours: untouched");
+    assert_eq!(
+        std::fs::read(&planted).unwrap().len(),
+        16 << 20,
+        "not ours: untouched"
+    );
     assert!(link.symlink_metadata().unwrap().file_type().is_symlink());
     let (code, _, o) = pass(Launch::Alone, "delete", &src, &dst, &[]);
     assert_eq!(code, 0, "{}", text(&o));
@@ -282,7 +344,11 @@ fn planted_partials_are_not_trusted() {
 fn a_tampered_partial_starts_over() {
     let (_tmp, src, dst) = stopped_small(Launch::Alone);
     let part = partials(&dst).remove(0);
-    assert_eq!(std::fs::metadata(&part).unwrap().mode() & 0o777, 0o600, "owner-only while partial");
+    assert_eq!(
+        std::fs::metadata(&part).unwrap().mode() & 0o777,
+        0o600,
+        "owner-only while partial"
+    );
     std::fs::set_permissions(&part, std::fs::Permissions::from_mode(0o660)).unwrap();
     let (code, rep, o) = pass(Launch::Alone, "copy", &src, &dst, SMALL_CHUNKS);
     assert_eq!(code, 0, "{}", text(&o));

@@ -138,14 +138,22 @@ impl Bridge {
         };
         let tag = format!("lmpi-{}", self.job);
         let pidbox = ch
-            .basic_consume(queue.as_str().into(), tag.into(), copts, FieldTable::default())
+            .basic_consume(
+                queue.as_str().into(),
+                tag.into(),
+                copts,
+                FieldTable::default(),
+            )
             .await?;
         let tasks = match self.want_start {
             true => Some(self.start_consumer(&ch).await?),
             false => None,
         };
         if self.down_said {
-            eprintln!("lmpi: control: connected to broker {}", self.cfg.shown_url());
+            eprintln!(
+                "lmpi: control: connected to broker {}",
+                self.cfg.shown_url()
+            );
             self.down_said = false;
         }
         Ok(Session { ch, pidbox, tasks })
@@ -208,7 +216,11 @@ impl Bridge {
     }
 
     /// A pidbox request: act on it if it is addressed to us, and reply.
-    async fn on_pidbox(&mut self, ch: &Channel, d: lapin::message::Delivery) -> Result<(), BridgeError> {
+    async fn on_pidbox(
+        &mut self,
+        ch: &Channel,
+        d: lapin::message::Delivery,
+    ) -> Result<(), BridgeError> {
         if header_f64(&d.properties, "expires").is_some_and(|exp| exp > 0.0 && now() > exp) {
             return Ok(()); // kombu drops expired requests too
         }

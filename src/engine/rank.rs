@@ -395,7 +395,13 @@ impl<'a, T: Transport + ?Sized, P: Processor> RankLoop<'a, T, P> {
         }
         let to = self.random_other();
         self.safra.sent_work();
-        self.send(to, Msg::Work { items, pinned: false });
+        self.send(
+            to,
+            Msg::Work {
+                items,
+                pinned: false,
+            },
+        );
     }
 
     fn random_other(&mut self) -> Rank {

@@ -45,7 +45,9 @@ pub fn partial_name(ino: u64) -> Vec<u8> {
 pub fn is_partial_name(name: &[u8]) -> bool {
     name.strip_prefix(PREFIX)
         .and_then(|n| n.strip_suffix(SUFFIX))
-        .is_some_and(|hex| hex.len() == 16 && hex.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        .is_some_and(|hex| {
+            hex.len() == 16 && hex.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        })
 }
 
 /// What the source file was when the partial copy began.
@@ -229,7 +231,12 @@ impl Record {
         let chunk = num(field("chunk")).filter(|&c| c > 0)?;
         let done = Chunks::parse(field("done")?)?;
         let name: Vec<u8> = percent_decode(field("name")?.as_bytes()).collect();
-        if name.is_empty() || done.0.last().is_some_and(|&(_, z)| z > source.size.div_ceil(chunk)) {
+        if name.is_empty()
+            || done
+                .0
+                .last()
+                .is_some_and(|&(_, z)| z > source.size.div_ceil(chunk))
+        {
             return None;
         }
         Some(Record {
@@ -243,7 +250,11 @@ impl Record {
     /// The record of partial file `name` in `dir` (read without following a
     /// link; through `fd` when given): `Ok(None)` if it carries none lmpi
     /// wrote (then it is not ours), `Err` if that cannot be told.
-    pub fn read(fd: Option<BorrowedFd>, dir: BorrowedFd, name: &[u8]) -> Result<Option<Record>, OsError> {
+    pub fn read(
+        fd: Option<BorrowedFd>,
+        dir: BorrowedFd,
+        name: &[u8],
+    ) -> Result<Option<Record>, OsError> {
         match fsops::get_xattr(fd, dir, name, KEY) {
             Ok(raw) => Ok(Record::decode(&raw)),
             Err(e) if matches!(e.errno, libc::ENODATA | libc::EOPNOTSUPP | libc::EPERM) => Ok(None),
@@ -298,7 +309,13 @@ mod tests {
     #[test]
     fn record_roundtrip_with_odd_names() {
         let s = stat();
-        for name in [&b"plain"[..], b"sp ace", b"100%", b"nl\nx\xff\x01", b"=done=1"] {
+        for name in [
+            &b"plain"[..],
+            b"sp ace",
+            b"100%",
+            b"nl\nx\xff\x01",
+            b"=done=1",
+        ] {
             let mut r = Record::new(&s, name, 1 << 20);
             r.done.insert(0);
             let back = Record::decode(&r.encode().unwrap()).unwrap();
@@ -318,7 +335,11 @@ mod tests {
         assert!(line.len() <= MAX_RECORD);
         let back = Record::decode(&line).unwrap();
         assert!(!back.done.ranges().is_empty());
-        assert!(back.done.ranges().iter().all(|&(a, z)| (a..z).all(|i| r.done.contains(i))));
+        assert!(back
+            .done
+            .ranges()
+            .iter()
+            .all(|&(a, z)| (a..z).all(|i| r.done.contains(i))));
     }
 
     #[test]

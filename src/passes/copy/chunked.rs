@@ -3,9 +3,9 @@
 //! carries a record of the chunks that are in (`passes::resume`), so a
 //! stopped pass leaves work the next pass resumes instead of redoing.
 
+use super::resume::Found;
 use super::*;
 use crate::passes::resume::{self, Record};
-use super::resume::Found;
 
 pub(super) struct PendingFile {
     pub(super) dir: Vec<u8>,
@@ -299,14 +299,23 @@ impl CopyPass {
             Err(f) => {
                 // One line per file and rank, not one per chunk (a full
                 // target fails every chunk left).
-                let first = self.chunk_failed.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
+                let first = self
+                    .chunk_failed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id);
                 if first {
                     self.report(&rel, f);
                 }
                 (ChunkEnd::Failed, 0)
             }
         };
-        let done = Item::ChunkDone { id, off, end, bytes };
+        let done = Item::ChunkDone {
+            id,
+            off,
+            end,
+            bytes,
+        };
         out.send_to((id >> 40) as usize, done);
     }
 

@@ -666,7 +666,12 @@ impl Processor for CopyPass {
             Item::Dir { rel, ids } => self.dir(&rel, ids, out),
             Item::Batch(b) => self.batch(b, out),
             Item::Chunk { id, job } => self.chunk(id, job, out),
-            Item::ChunkDone { id, off, end, bytes } => self.chunk_done(id, off, end, bytes),
+            Item::ChunkDone {
+                id,
+                off,
+                end,
+                bytes,
+            } => self.chunk_done(id, off, end, bytes),
             Item::LinkRef { dev, ino, name } => {
                 self.links
                     .lock()

@@ -5,7 +5,6 @@
 use super::*;
 use crate::passes::resume::{self, Record, Source, KEY};
 
-
 impl CopyPass {
     /// Whether the partial-file name of `s` may be ours: the source
     /// directory does not hold that name itself (then it is data, not ours).
@@ -18,13 +17,24 @@ impl CopyPass {
     /// file is as we left it: our own, mode 0600, one link, full size), or
     /// nothing, or something that is not ours and stays untouched. A partial
     /// of ours that cannot be resumed is removed: the copy starts over.
-    pub(super) fn find_partial(&self, dd: BorrowedFd, rel: &[u8], name: &[u8], s: &Stat) -> Res<Found> {
+    pub(super) fn find_partial(
+        &self,
+        dd: BorrowedFd,
+        rel: &[u8],
+        name: &[u8],
+        s: &Stat,
+    ) -> Res<Found> {
         let tmp = resume::partial_name(s.ino);
         let (fd, st) = match fsops::open_own_file(dd, &tmp) {
             Ok(opened) => opened,
             Err(e) if e.is_not_found() => return Ok(Found::Free),
             // A symlink, FIFO, socket, directory or device: not ours.
-            Err(e) if matches!(e.errno, libc::ELOOP | libc::ENXIO | libc::EISDIR | fsops::ECHANGED) => {
+            Err(e)
+                if matches!(
+                    e.errno,
+                    libc::ELOOP | libc::ENXIO | libc::EISDIR | fsops::ECHANGED
+                ) =>
+            {
                 return Ok(Found::Taken)
             }
             Err(e) => return Err(Fail::Os(Side::Target, e)),
@@ -34,7 +44,8 @@ impl CopyPass {
             Ok(_) => return Ok(Found::Taken),
             Err(e) => return Err(Fail::Os(Side::Target, e)),
         };
-        let intact = st.uid == self.euid && st.nlink == 1 && st.perm & 0o077 == 0 && st.size == s.size;
+        let intact =
+            st.uid == self.euid && st.nlink == 1 && st.perm & 0o077 == 0 && st.size == s.size;
         if !(intact && record.source == Source::of(s) && record.name == name) {
             self.drop_partial(dd, rel, &tmp)?;
             return Ok(Found::Free);
@@ -51,7 +62,8 @@ impl CopyPass {
     fn drop_partial(&self, dd: BorrowedFd, rel: &[u8], tmp: &[u8]) -> Res<()> {
         match fsops::unlink_at(dd, tmp) {
             Ok(()) => {
-                let msg = "a partial copy from an earlier pass does not match the source: starting over";
+                let msg =
+                    "a partial copy from an earlier pass does not match the source: starting over";
                 self.ctx.log.note(Side::Target, rel, msg);
                 Ok(())
             }
@@ -113,7 +125,13 @@ impl CopyPass {
     /// while they will be resumed (`partial_wanted`); the others are removed
     /// (noted). A file of that name without our record is left in `names`,
     /// an entry like any other.
-    pub(super) fn settle_partials(&self, sd: BorrowedFd, dd: BorrowedFd, rel: &[u8], names: &mut Names) {
+    pub(super) fn settle_partials(
+        &self,
+        sd: BorrowedFd,
+        dd: BorrowedFd,
+        rel: &[u8],
+        names: &mut Names,
+    ) {
         let found: Vec<Vec<u8>> = names
             .iter()
             .filter(|(n, k)| resume::is_partial_name(n) && k.is_none_or(|k| k == Kind::File))
