@@ -231,7 +231,10 @@ impl Record {
         let chunk = num(field("chunk")).filter(|&c| c > 0)?;
         let done = Chunks::parse(field("done")?)?;
         let name: Vec<u8> = percent_decode(field("name")?.as_bytes()).collect();
-        if name.is_empty()
+        // One name in the directory, never a path to walk.
+        let one_name = !name.contains(&b'/') && name != b"." && name != b"..";
+        if !one_name
+            || name.is_empty()
             || done
                 .0
                 .last()
@@ -353,6 +356,9 @@ mod tests {
             good.replace("done=", "done=5-3"),
             good.replace("done=", "done=9"),
             good.replace(" name=f", ""),
+            good.replace(" name=f", " name=a/f"),
+            good.replace(" name=f", " name=a%2Ff"),
+            good.replace(" name=f", " name=.."),
             good.replace("mtime=", "mtime=x"),
         ] {
             assert!(Record::decode(bad.as_bytes()).is_none(), "{bad}");

@@ -94,12 +94,7 @@ impl VerifyPass {
             }
             Err(e) => return c.err(Side::Target, rel, e),
         };
-        let mut diffs = self.meta_diffs(&s, &d);
-        if s.mtime != d.mtime {
-            diffs.push(format!("mtime {} vs {}", show_time(&s), show_time(&d)));
-        }
-        diffs.extend(self.xattr_diffs(At::Fd(sd.as_fd()), At::Fd(dd.as_fd()), rel));
-        diffs.extend(project_diff(sd.as_fd(), dd.as_fd()));
+        let diffs = self.dir_diffs((sd.as_fd(), &s), (dd.as_fd(), &d), rel);
         self.judge(rel, diffs);
         let Some(mut only_target) = self.target_names(rel, &dd) else {
             return;
@@ -510,13 +505,25 @@ impl VerifyPass {
             (Err(e), _) => return c.err(Side::Source, rel, e),
             (_, Err(e)) => return c.err(Side::Target, rel, e),
         };
-        let mut diffs = self.meta_diffs(&st, &dt);
-        if st.mtime != dt.mtime {
-            diffs.push(format!("mtime {} vs {}", show_time(&st), show_time(&dt)));
-        }
-        diffs.extend(self.xattr_diffs(At::Fd(s.as_fd()), At::Fd(d.as_fd()), rel));
-        diffs.extend(project_diff(s.as_fd(), d.as_fd()));
+        let diffs = self.dir_diffs((s.as_fd(), &st), (d.as_fd(), &dt), rel);
         self.judge(rel, diffs);
+    }
+
+    /// A directory's own differences (not its entries'): mode, owner, mtime,
+    /// xattrs and ACLs, project ID; both opened and fstat'ed by the caller.
+    fn dir_diffs(
+        &self,
+        (sd, s): (BorrowedFd, &Stat),
+        (dd, d): (BorrowedFd, &Stat),
+        rel: &[u8],
+    ) -> Vec<String> {
+        let mut diffs = self.meta_diffs(s, d);
+        if s.mtime != d.mtime {
+            diffs.push(format!("mtime {} vs {}", show_time(s), show_time(d)));
+        }
+        diffs.extend(self.xattr_diffs(At::Fd(sd), At::Fd(dd), rel));
+        diffs.extend(project_diff(sd, dd));
+        diffs
     }
 }
 
