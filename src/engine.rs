@@ -13,7 +13,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -152,8 +152,15 @@ pub struct RunOutcome {
     pub stopped: bool,
     /// Items dropped because of a stop.
     pub abandoned: u64,
-    /// Steal requests this rank sent (the balance benchmark's cost measure).
+    /// Steal requests this rank sent, and unasked pushes of surplus work
+    /// (the balance benchmark's cost measures).
     pub steals: u64,
+    pub shares: u64,
+    /// When this rank learned the phase was over, before its I/O threads
+    /// were joined (the balance benchmark's clock: hundreds of simulated
+    /// ranks joining their threads on one small host is not what a cluster's
+    /// nodes do in parallel).
+    pub settled: Instant,
 }
 
 /// Run one phase to global termination (or graceful stop) on this rank.

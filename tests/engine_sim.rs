@@ -187,6 +187,25 @@ fn random_schedules_wide_tree() {
     }
 }
 
+/// Enough ranks that termination waves pass through inner ranks of the
+/// wave tree (4 children each) and reach depth 3.
+#[test]
+fn random_schedules_many_ranks() {
+    for seed in 0..12u64 {
+        let ranks = 6 + (seed as usize * 7 % 20);
+        simulate(
+            Shape::Wide {
+                fanout: 4,
+                depth: 4,
+            },
+            ranks,
+            Some(seed),
+            1 + (seed as usize % 2),
+        );
+        simulate(Shape::Flat(2_000), ranks, Some(seed), 2);
+    }
+}
+
 #[test]
 fn random_schedules_chain_and_flat() {
     for seed in 0..12u64 {

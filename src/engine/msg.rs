@@ -4,7 +4,7 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::safra::Token;
+use super::safra::Tally;
 use super::Command;
 use super::RankReport;
 
@@ -18,8 +18,10 @@ pub(crate) enum Msg<I> {
     Steal,
     /// The answer to `Steal` when there is nothing to give.
     NoWork,
-    /// Dijkstra–Safra's termination token on its way round the ring.
-    Token(Token),
+    /// A termination wave coming down the tree (see `safra`).
+    Probe,
+    /// A subtree's answer to the wave, going up.
+    Answer(Tally),
     /// Rank 0 saw a clean wave: everyone stops this phase.
     Terminate,
     /// A rank's counters and active items, for rank 0's status.
@@ -62,7 +64,8 @@ mod tests {
             },
             Msg::Steal,
             Msg::NoWork,
-            Msg::Token(Token { q: -3, black: true }),
+            Msg::Probe,
+            Msg::Answer(Tally { q: -3, black: true }),
             Msg::Terminate,
             Msg::Report(RankReport {
                 counters: Default::default(),

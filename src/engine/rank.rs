@@ -37,11 +37,11 @@ const MAX_POLL_GAP: Duration = Duration::from_millis(2);
 const MIN_STEAL_BACKOFF: Duration = Duration::from_micros(50);
 const MAX_STEAL_BACKOFF: Duration = Duration::from_millis(10);
 /// A rank with more than this many queued items per thread shares...
-const SHARE_ABOVE: usize = 4;
+const SHARE_ABOVE: usize = 2;
 /// ...at most once per this long...
-const SHARE_GAP: Duration = Duration::from_micros(500);
+const SHARE_GAP: Duration = Duration::from_micros(250);
 /// ...and not within this long of being given work.
-const SHARE_HOLD: Duration = Duration::from_millis(2);
+const SHARE_HOLD: Duration = Duration::from_micros(1000);
 
 pub(crate) struct RankLoop<'a, T: Transport + ?Sized, P: Processor> {
     env: Env<'a, T>,
@@ -59,6 +59,7 @@ pub(crate) struct RankLoop<'a, T: Transport + ?Sized, P: Processor> {
     /// Items dropped because of a stop.
     abandoned: u64,
     steals: u64,
+    shares: u64,
     safra: Safra,
     /// Seeds wait here until the start gate opens (rank 0 with --wait-for-start).
     held_seeds: Option<Vec<P::Item>>,
@@ -98,6 +99,7 @@ impl<'a, T: Transport + ?Sized, P: Processor> RankLoop<'a, T, P> {
             inflight: 0,
             abandoned: 0,
             steals: 0,
+            shares: 0,
             safra: Safra::default(),
             held_seeds: Some(seeds),
             gate_open,
@@ -146,6 +148,7 @@ impl<'a, T: Transport + ?Sized, P: Processor> RankLoop<'a, T, P> {
                 self.wait(progressed, heard);
             }
         }
+        let settled = Instant::now();
         self.pool.shutdown();
         self.env.counters.queued.store(0, Ordering::Relaxed);
         self.env.counters.inflight.store(0, Ordering::Relaxed);
@@ -153,6 +156,8 @@ impl<'a, T: Transport + ?Sized, P: Processor> RankLoop<'a, T, P> {
             stopped: self.env.ctl.stopping(),
             abandoned: self.abandoned,
             steals: self.steals,
+            shares: self.shares,
+            settled,
         }
     }
 
@@ -197,7 +202,11 @@ impl<'a, T: Transport + ?Sized, P: Processor> RankLoop<'a, T, P> {
                 self.last_victim = None;
                 self.refused()
             }
-            Msg::Token(t) => self.safra.got_token(t),
+            Msg::Probe => {
+                let step = self.safra.got_probe(self.me, self.n);
+                self.follow(step);
+            }
+            Msg::Answer(t) => self.safra.got_answer(t),
             Msg::Terminate => self.terminated = true,
             Msg::Report(r) => {
                 if let Some(slot) = self.reports.get_mut(from) {
@@ -395,6 +404,7 @@ impl<'a, T: Transport + ?Sized, P: Processor> RankLoop<'a, T, P> {
         }
         let to = self.random_other();
         self.safra.sent_work();
+        self.shares += 1;
         self.send(
             to,
             Msg::Work {
@@ -421,9 +431,20 @@ impl<'a, T: Transport + ?Sized, P: Processor> RankLoop<'a, T, P> {
     }
 
     fn when_passive(&mut self) {
-        match self.safra.when_passive(self.me, self.n) {
+        let step = self.safra.when_passive(self.me, self.n);
+        self.follow(step);
+    }
+
+    /// Carry out what termination detection asks of this rank.
+    fn follow(&mut self, step: Step) {
+        match step {
             Step::Nothing => {}
-            Step::Send(to, token) => self.send(to, Msg::Token(token)),
+            Step::Probe(kids) => {
+                for k in kids {
+                    self.send(k, Msg::Probe);
+                }
+            }
+            Step::Answer(to, tally) => self.send(to, Msg::Answer(tally)),
             Step::Terminate => {
                 for r in 1..self.n {
                     self.send(r, Msg::Terminate);

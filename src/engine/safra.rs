@@ -1,37 +1,75 @@
-//! Dijkstra–Safra termination detection. Each rank counts work messages
-//! sent minus received and turns black when it receives work; rank 0 sends
-//! a token round the ring when it is passive, and the phase is over when a
-//! white token comes back with the counts summing to zero while rank 0 is
-//! white and passive too.
+//! Dijkstra–Safra termination detection, with its waves run over a tree of
+//! the ranks instead of round a ring. Each rank counts work messages sent
+//! minus received and turns black when it receives work. Rank 0, passive,
+//! starts a wave: a `Probe` goes down the tree (rank r's children are
+//! `FANOUT * r + 1 ..= FANOUT * r + FANOUT`) at once, and each rank, once
+//! all its children have answered and it is passive itself, answers its
+//! parent with the sum of its subtree's counts and whether any of them was
+//! black, and turns white. The phase is over when rank 0 sees a wave come
+//! back white with the counts summing to zero while it is white and passive.
+//!
+//! Safra's proof holds for any wave in which every rank contributes once
+//! while passive (it splits the ranks into those that have contributed and
+//! those that have not; the ring's order plays no part). A ring costs N
+//! hops per wave, paid after the last work item ends; the tree costs
+//! 2 × log_FANOUT(N): at 256 ranks, 8 hops instead of 256.
 
 use serde::{Deserialize, Serialize};
 
 use crate::transport::Rank;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Token {
+/// Children per rank in the wave tree.
+const FANOUT: usize = 4;
+
+/// A subtree's answer to a wave.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tally {
+    /// Work messages sent minus received, summed over the subtree.
     pub q: i64,
+    /// Some rank of the subtree received work since its last answer.
     pub black: bool,
 }
 
-/// What a passive rank must do about termination.
+impl Tally {
+    fn add(&mut self, other: Tally) {
+        self.q += other.q;
+        self.black |= other.black;
+    }
+}
+
+/// What a rank must do about termination.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Step {
     Nothing,
-    /// Pass the token to the next rank on the ring.
-    Send(Rank, Token),
-    /// Rank 0: the phase is over; tell everyone.
+    /// Send a probe to each of these ranks (the children): a wave begins.
+    Probe(Vec<Rank>),
+    /// Answer the parent.
+    Answer(Rank, Tally),
     Terminate,
+}
+
+/// This rank's part of the current wave, until it has answered.
+#[derive(Debug)]
+struct Wave {
+    /// Children that have not answered yet.
+    waiting: usize,
+    tally: Tally,
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct Safra {
-    /// Work messages sent minus received.
     count: i64,
     black: bool,
-    token: Option<Token>,
-    /// Rank 0: a token is on its way round.
-    wave_out: bool,
+    wave: Option<Wave>,
+}
+
+fn children(me: Rank, n: usize) -> Vec<Rank> {
+    let first = FANOUT * me + 1;
+    (first..(first + FANOUT).min(n)).collect()
+}
+
+fn parent(me: Rank) -> Rank {
+    (me - 1) / FANOUT
 }
 
 impl Safra {
@@ -44,41 +82,68 @@ impl Safra {
         self.black = true;
     }
 
-    pub fn got_token(&mut self, t: Token) {
-        self.token = Some(t);
+    /// A wave reached this rank (never rank 0): it goes on down at once;
+    /// this rank answers later, when passive.
+    pub fn got_probe(&mut self, me: Rank, n: usize) -> Step {
+        let kids = children(me, n);
+        self.wave = Some(Wave {
+            waiting: kids.len(),
+            tally: Tally::default(),
+        });
+        if kids.is_empty() {
+            Step::Nothing
+        } else {
+            Step::Probe(kids)
+        }
     }
 
-    /// Called whenever this rank has nothing queued and nothing in flight.
+    pub fn got_answer(&mut self, t: Tally) {
+        if let Some(w) = &mut self.wave {
+            w.waiting = w.waiting.saturating_sub(1);
+            w.tally.add(t);
+        }
+    }
+
+    /// Called whenever this rank is passive.
     pub fn when_passive(&mut self, me: Rank, n: usize) -> Step {
-        if me != 0 {
-            let Some(t) = self.token.take() else {
-                return Step::Nothing;
+        let Some(w) = &self.wave else {
+            return if me == 0 {
+                self.start(n)
+            } else {
+                Step::Nothing
             };
-            let out = Token {
-                q: t.q + self.count,
-                black: t.black || self.black,
-            };
-            self.black = false;
-            return Step::Send((me + 1) % n, out);
-        }
-        if let Some(t) = self.token.take() {
-            if !t.black && !self.black && t.q + self.count == 0 {
-                return Step::Terminate;
-            }
-            self.wave_out = false;
-        }
-        if self.wave_out {
+        };
+        if w.waiting > 0 {
             return Step::Nothing;
         }
+        let mut tally = w.tally;
+        tally.add(Tally {
+            q: self.count,
+            black: self.black,
+        });
         self.black = false;
-        self.wave_out = true;
-        let fresh = Token { q: 0, black: false };
-        if n == 1 {
-            // Alone: the token is back at once.
-            self.token = Some(fresh);
+        self.wave = None;
+        if me != 0 {
+            return Step::Answer(parent(me), tally);
+        }
+        if !tally.black && tally.q == 0 {
+            return Step::Terminate;
+        }
+        self.start(n)
+    }
+
+    /// Rank 0 begins a wave.
+    fn start(&mut self, n: usize) -> Step {
+        let kids = children(0, n);
+        self.wave = Some(Wave {
+            waiting: kids.len(),
+            tally: Tally::default(),
+        });
+        if kids.is_empty() {
+            // Alone: the wave is over at the next passive look.
             return Step::Nothing;
         }
-        Step::Send(1, fresh)
+        Step::Probe(kids)
     }
 }
 
@@ -86,64 +151,121 @@ impl Safra {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_quiet_ring_terminates_after_one_clean_wave() {
-        let mut r: Vec<Safra> = (0..3).map(|_| Safra::default()).collect();
-        assert_eq!(
-            r[0].when_passive(0, 3),
-            Step::Send(1, Token { q: 0, black: false })
-        );
-        assert_eq!(r[0].when_passive(0, 3), Step::Nothing, "one wave at a time");
-        r[1].got_token(Token { q: 0, black: false });
-        let Step::Send(2, t) = r[1].when_passive(1, 3) else {
-            panic!()
-        };
-        r[2].got_token(t);
-        let Step::Send(0, t) = r[2].when_passive(2, 3) else {
-            panic!()
-        };
-        r[0].got_token(t);
-        assert_eq!(r[0].when_passive(0, 3), Step::Terminate);
-    }
-
-    /// One round trip of a token from rank 0 through rank 1 and back.
-    fn round(r: &mut [Safra]) -> Step {
-        let Step::Send(1, t) = r[0].when_passive(0, 2) else {
+    /// Rank 0 starts a wave; `finish` runs it.
+    fn wave(r: &mut [Safra]) -> Step {
+        let Step::Probe(kids) = r[0].when_passive(0, r.len()) else {
             panic!("rank 0 should start a wave")
         };
-        r[1].got_token(t);
-        let Step::Send(0, t) = r[1].when_passive(1, 2) else {
-            panic!("rank 1 should pass the token on")
+        finish(r, kids)
+    }
+
+    /// Deliver every probe of the wave rank 0 sent to `kids`, let each rank
+    /// answer as soon as it can (all passive), deepest first; rank 0's verdict.
+    fn finish(r: &mut [Safra], mut frontier: Vec<Rank>) -> Step {
+        let n = r.len();
+        let mut order = Vec::new();
+        while let Some(k) = frontier.pop() {
+            order.push(k);
+            if let Step::Probe(more) = r[k].got_probe(k, n) {
+                frontier.extend(more);
+            }
+        }
+        order.sort_unstable_by(|a, b| b.cmp(a));
+        for k in order {
+            let Step::Answer(p, t) = r[k].when_passive(k, n) else {
+                panic!("rank {k} should answer")
+            };
+            assert_eq!(p, parent(k));
+            r[p].got_answer(t);
+        }
+        r[0].when_passive(0, n)
+    }
+
+    #[test]
+    fn the_tree_covers_every_rank_once() {
+        for n in [1, 2, 5, 17, 256] {
+            let mut seen = vec![0; n];
+            seen[0] = 1;
+            for me in 0..n {
+                for k in children(me, n) {
+                    seen[k] += 1;
+                    assert_eq!(parent(k), me);
+                }
+            }
+            assert!(seen.iter().all(|&s| s == 1), "{n}: {seen:?}");
+        }
+    }
+
+    #[test]
+    fn a_quiet_job_terminates_after_one_clean_wave() {
+        let mut r: Vec<Safra> = (0..23).map(|_| Safra::default()).collect();
+        assert_eq!(wave(&mut r), Step::Terminate);
+    }
+
+    #[test]
+    fn a_rank_answers_only_after_its_children() {
+        let mut r: Vec<Safra> = (0..6).map(|_| Safra::default()).collect();
+        let Step::Probe(k) = r[0].when_passive(0, 6) else {
+            panic!()
         };
-        r[0].got_token(t);
-        r[0].when_passive(0, 2)
+        assert_eq!(k, vec![1, 2, 3, 4]);
+        assert_eq!(r[0].when_passive(0, 6), Step::Nothing, "one wave at a time");
+        assert_eq!(r[1].got_probe(1, 6), Step::Probe(vec![5]));
+        assert_eq!(r[1].when_passive(1, 6), Step::Nothing);
+        assert_eq!(r[5].got_probe(5, 6), Step::Nothing);
+        let Step::Answer(1, t) = r[5].when_passive(5, 6) else {
+            panic!()
+        };
+        r[1].got_answer(t);
+        assert!(matches!(r[1].when_passive(1, 6), Step::Answer(0, _)));
     }
 
     #[test]
     fn work_in_flight_or_a_black_rank_forces_another_wave() {
-        let mut r: Vec<Safra> = (0..2).map(|_| Safra::default()).collect();
-        r[0].sent_work(); // not received yet: the counts sum to 1
-        let Step::Send(1, t) = round(&mut r) else {
-            panic!("must not terminate")
+        let mut r: Vec<Safra> = (0..9).map(|_| Safra::default()).collect();
+        r[7].sent_work(); // not received yet: the counts sum to 1
+        assert!(matches!(wave(&mut r), Step::Probe(_)), "must not terminate");
+        r[2].got_work(); // now it arrives: counts sum to 0, but rank 2 is black
+        let Step::Probe(_) = finish(&mut r, children(0, 9)) else {
+            panic!("black wave")
         };
-        r[1].got_work(); // now it arrives: counts sum to 0, but rank 1 is black
-        r[1].got_token(t);
-        let Step::Send(0, t) = r[1].when_passive(1, 2) else {
-            panic!()
-        };
-        assert!(t.black);
-        r[0].got_token(t);
-        assert!(
-            matches!(r[0].when_passive(0, 2), Step::Send(1, _)),
-            "black wave"
+        assert_eq!(
+            finish(&mut r, children(0, 9)),
+            Step::Terminate,
+            "the next wave is clean"
         );
-        // The next wave is clean: done.
-        r[1].got_token(Token { q: 0, black: false });
-        let Step::Send(0, t) = r[1].when_passive(1, 2) else {
+    }
+
+    #[test]
+    fn work_received_by_a_rank_that_answered_is_seen_next_wave() {
+        // Rank 3 answers white, then rank 4 (not yet answered) sends it work
+        // and goes passive: q counts the send but not the receipt.
+        let n = 5;
+        let mut r: Vec<Safra> = (0..n).map(|_| Safra::default()).collect();
+        let Step::Probe(kids) = r[0].when_passive(0, n) else {
             panic!()
         };
-        r[0].got_token(t);
-        assert_eq!(r[0].when_passive(0, 2), Step::Terminate);
+        for &k in &kids {
+            r[k].got_probe(k, n);
+        }
+        let Step::Answer(0, t3) = r[3].when_passive(3, n) else {
+            panic!()
+        };
+        r[0].got_answer(t3);
+        r[4].sent_work();
+        r[3].got_work();
+        for k in [1, 2, 4] {
+            let Step::Answer(0, t) = r[k].when_passive(k, n) else {
+                panic!()
+            };
+            r[0].got_answer(t);
+        }
+        assert!(matches!(r[0].when_passive(0, n), Step::Probe(_)), "q is 1");
+        assert!(
+            matches!(finish(&mut r, children(0, n)), Step::Probe(_)),
+            "3 is black"
+        );
+        assert_eq!(finish(&mut r, children(0, n)), Step::Terminate);
     }
 
     #[test]
