@@ -99,7 +99,7 @@ const CASES: &[(&str, &str, &str)] = &[
     (
         "a missing hardlink",
         "rm linked.2 && cp -p linked linked.2 && touch -r {S} .",
-        "differs: hard links 3 vs",
+        "differs: hard link group: linked to",
     ),
     (
         "hardlinks regrouped: the same link counts, other groups",
@@ -152,6 +152,48 @@ fn verify_finds_each_kind_of_difference_alone_and_under_mpirun() {
                 "{what} ({l:?}): wanted {said:?} in:\n{log}"
             );
         }
+    }
+}
+
+/// A source file may have names outside the tree (the migration of one
+/// project's directory): its copy cannot, so that is no difference; but two
+/// such files joined into one on the target are.
+#[test]
+fn hardlinks_with_names_outside_the_tree() {
+    let launch = if have("mpirun") {
+        Launch::Mpirun(2)
+    } else {
+        Launch::Alone
+    };
+    let (t, src, dst) = src_and_dst();
+    let out = t.path().display();
+    sh(&format!(
+        "cd {} && echo a > a && ln a {out}/a.outside && echo b > b && ln b {out}/b.outside \
+         && echo c > c && ln c c.2 && ln c {out}/c.outside && touch -r a b",
+        src.display()
+    ));
+    for p in ["copy", "dirtime"] {
+        let (code, _, o) = pass(Launch::Alone, p, &src, &dst, &[]);
+        assert_eq!(code, 0, "{p}: {}", text(&o));
+    }
+    for l in [Launch::Alone, launch] {
+        let (code, log) = verify(l, &src, &dst, &[]);
+        assert_eq!(code, 0, "names outside the tree ({l:?}): {log}");
+    }
+    sh(&format!(
+        "cd {} && rm b && ln a b && touch -r {} .",
+        dst.display(),
+        src.display()
+    ));
+    for l in [Launch::Alone, launch] {
+        let (code, log) = verify(l, &src, &dst, &[]);
+        assert_eq!(code, 1, "joined ({l:?}): {log}");
+        assert!(
+            log.contains(
+                "differs: hard links: 1 names of this file in the source tree, 2 on the target"
+            ),
+            "joined ({l:?}): {log}"
+        );
     }
 }
 

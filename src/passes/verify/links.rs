@@ -2,8 +2,11 @@
 //! inode. Each hardlinked file's pair of inodes goes to an owner rank chosen
 //! by the source inode (as the copy pass groups links), which remembers the
 //! first target inode seen for it and names any name that lands elsewhere.
-//! With the link counts compared per entry, a target that splits a group or
-//! joins two is found.
+//! After a whole-tree walk, the owner also checks that the target inode has
+//! as many names as the source inode has in the tree: a source file may have
+//! names outside the tree, which no copy of the tree can have, so the two
+//! link counts themselves are not compared. A split group is found by the
+//! first check, a group joined with another by the second.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -20,12 +23,23 @@ pub struct LinkName {
     pub rel: Vec<u8>,
     pub src: Ident,
     pub dst: Ident,
+    /// The target inode's link count.
+    pub dst_links: u32,
 }
 
-/// Per source inode (owned by this rank): the target inode its first name
-/// seen names, and that name.
+/// One source inode's names as seen by its owner.
+struct Group {
+    /// The target inode its first name seen names, and that name.
+    dst: Ident,
+    first: Vec<u8>,
+    dst_links: u32,
+    /// Names of the source inode seen in the walk (that named `dst`).
+    names: u32,
+}
+
+/// Hardlink groups of the source inodes this rank owns.
 #[derive(Default)]
-pub struct LinkGroups(Mutex<HashMap<Ident, (Ident, Vec<u8>)>>);
+pub struct LinkGroups(Mutex<HashMap<Ident, Group>>);
 
 impl VerifyPass {
     /// A hardlinked file compared by this rank: its pair goes to the owner.
@@ -35,6 +49,7 @@ impl VerifyPass {
             rel: rel.to_vec(),
             src: s.ident(),
             dst: d.ident(),
+            dst_links: d.nlink,
         };
         out.send_to(owner as usize, Item::Link(name));
     }
@@ -43,11 +58,20 @@ impl VerifyPass {
     pub(super) fn link_check(&self, n: LinkName) {
         let first = {
             let mut g = self.links.0.lock().unwrap_or_else(|p| p.into_inner());
-            match g.get(&n.src) {
-                Some((dst, _)) if *dst == n.dst => return,
-                Some((_, first)) => first.clone(),
+            match g.get_mut(&n.src) {
+                Some(grp) if grp.dst == n.dst => {
+                    grp.names += 1;
+                    return;
+                }
+                Some(grp) => grp.first.clone(),
                 None => {
-                    g.insert(n.src, (n.dst, n.rel));
+                    let grp = Group {
+                        dst: n.dst,
+                        first: n.rel,
+                        dst_links: n.dst_links,
+                        names: 1,
+                    };
+                    g.insert(n.src, grp);
                     return;
                 }
             }
@@ -57,5 +81,20 @@ impl VerifyPass {
             fsops::show(&first)
         );
         self.differs(&n.rel, &what);
+    }
+}
+
+impl VerifyPass {
+    /// After a whole-tree walk: each target inode of a group this rank owns
+    /// must have exactly the names its source inode has in the tree.
+    pub fn check_link_counts(&self) {
+        let g = self.links.0.lock().unwrap_or_else(|p| p.into_inner());
+        for grp in g.values().filter(|grp| grp.dst_links != grp.names) {
+            let what = format!(
+                "differs: hard links: {} names of this file in the source tree, {} on the target",
+                grp.names, grp.dst_links
+            );
+            self.differs(&grp.first, &what);
+        }
     }
 }
