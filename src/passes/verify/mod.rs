@@ -590,7 +590,6 @@ impl VerifyPass {
     }
 }
 
-/// A directory with a project ID or the inherit flag.
 impl VerifyPass {
     /// Lustre layouts of two open files, the source's as this run's copy
     /// creates it (wide-striping rule): the difference, if any. Directory
@@ -631,6 +630,7 @@ impl VerifyPass {
     }
 }
 
+/// An entry with a project ID or the inherit flag.
 fn has_projects(fd: BorrowedFd) -> bool {
     fsops::get_fsxattr(fd)
         .is_ok_and(|x| x.fsx_projid != 0 || x.fsx_xflags & fsops::XFLAG_PROJINHERIT != 0)
