@@ -1,6 +1,6 @@
 /* Fault and latency injection for lmpi's tests and benchmarks, loaded with
  * LD_PRELOAD into the real binaries (lmpi, rsync, cp alike).
- *   LMPI_FAULT_EIO=substr     statx/openat of a name containing substr fail with EIO
+ *   LMPI_FAULT_EIO=substr     statx/openat(64)/openat2 of a name containing substr fail with EIO
  *                             (or with errno LMPI_FAULT_ERRNO: ESTALE, ENOTCONN, ...)
  *   LMPI_FAULT_VANISH=substr  the entry is unlinked just before its statx (or a
  *                             non-creating openat): it vanishes between readdir
@@ -72,9 +72,9 @@ static void maybe_hang(const char *name) {
     }
 }
 
-int openat(int dirfd, const char *path, int flags, ...) {
-    REAL(openat);
-    va_list ap; va_start(ap, flags); mode_t mode = mode_arg(flags, ap); va_end(ap);
+/* openat and openat64 alike: lmpi's opens (rustix on glibc) call openat64. */
+static int faulty_openat(int (*real)(int, const char *, int, ...), int dirfd,
+                         const char *path, int flags, mode_t mode) {
     maybe_slow(path);
     maybe_hang(path);
     if (matches("LMPI_FAULT_EIO", path)) { errno = fault_errno(); return -1; }
@@ -83,11 +83,16 @@ int openat(int dirfd, const char *path, int flags, ...) {
     return real(dirfd, path, flags, mode);
 }
 
+int openat(int dirfd, const char *path, int flags, ...) {
+    REAL(openat);
+    va_list ap; va_start(ap, flags); mode_t mode = mode_arg(flags, ap); va_end(ap);
+    return faulty_openat(real, dirfd, path, flags, mode);
+}
+
 int openat64(int dirfd, const char *path, int flags, ...) {
     REAL(openat64);
     va_list ap; va_start(ap, flags); mode_t mode = mode_arg(flags, ap); va_end(ap);
-    maybe_slow(path);
-    return real(dirfd, path, flags, mode);
+    return faulty_openat(real, dirfd, path, flags, mode);
 }
 
 int open(const char *path, int flags, ...) {
@@ -170,7 +175,8 @@ SLOW3(int, mknod, const char *, mode_t, dev_t)
 SLOWAT3(int, mknodat, mode_t, dev_t)
 
 /* lmpi opens directories with openat2, which glibc reaches only through
- * syscall(2): faults and latency apply to it as to openat. */
+ * syscall(2): faults and latency apply to it as to openat. rustix on glibc
+ * also makes copy_file_range (and getdents64, fchown, fchmod) this way. */
 long syscall(long n, ...) {
     REAL(syscall);
     va_list ap; va_start(ap, n);
@@ -183,6 +189,9 @@ long syscall(long n, ...) {
         maybe_slow(path);
         if (matches("LMPI_FAULT_EIO", path)) { errno = fault_errno(); return -1; }
     }
+#endif
+#ifdef SYS_copy_file_range
+    if (n == SYS_copy_file_range) maybe_slow_write();
 #endif
     return real(n, a[0], a[1], a[2], a[3], a[4], a[5]);
 }
