@@ -2,22 +2,30 @@
 //! (bytes), so depth is unlimited and no path is ever re-resolved from `/`.
 //! Errors are `OsError { op, errno }`; callers add the path with `.at(path)`.
 //!
-//! Most calls go through `libc`, not rustix, so that the tests' fault shim
-//! (`tests/faults/shim.c`, built by `tests/common` as `lmpi-fault-shim.so`
-//! and loaded with LD_PRELOAD; `bench/latency.sh` uses it for Lustre-like
-//! latency) can intercept them: it defines `statx`, `openat`, `mkdirat`,
-//! `unlinkat`, `fchownat`, `utimensat`, `readlinkat`, `mknodat`, `syscall`
-//! and others in front of glibc's. rustix's linux_raw backend, the one this
-//! crate builds with (the `use-libc` feature is not enabled), makes system
-//! calls itself with inline assembly, so no such shim can see them. The libc
-//! crate has no openat2 wrapper, so `openat2_dir` calls it through
-//! `libc::syscall`, which the shim catches for `SYS_openat2`. The rustix
-//! calls that remain (getdents64 in `DirReader`; the statx, flock, pread,
-//! pwrite and fstatfs of the run-level checks at the end) are invisible to
-//! the shim.
+//! The calls are rustix's, built with its `use-libc` feature: rustix then
+//! calls glibc's functions instead of making system calls itself with
+//! inline assembly, so the tests' fault shim (`tests/faults/shim.c`, built
+//! by `tests/common` as `lmpi-fault-shim.so` and loaded with LD_PRELOAD;
+//! `bench/latency.sh` uses it for Lustre-like latency) still sees them. The
+//! glibc symbol is not always the one a C program would call, and the shim
+//! defines the ones lmpi reaches: `openat64` (rustix's `openat` on glibc),
+//! `statx` (looked up with dlsym, so the preloaded one wins), and
+//! `syscall` for `openat2` and `copy_file_range` (rustix makes those with
+//! syscall(2), not a glibc wrapper; getdents64, fchown and fchmod pass
+//! through it too, untouched by the shim as before). `mkdirat`, `unlinkat`, `fchownat`, `utimensat`, `readlinkat`,
+//! `mknodat` and `pwrite64` are called by their own names.
+//!
+//! Left on `libc`: constants only (errno values, `S_IF*`, the FUSE-sized
+//! `c_int` buffers and `libc::FS_IOC_*FLAGS` in a test). The ioctls
+//! (FS_IOC_GETFLAGS/SETFLAGS, FS_IOC_FSGETXATTR/FSSETXATTR) go through
+//! rustix's `ioctl` with `Updater`/`Setter`, still `unsafe`: rustix cannot
+//! check that a buffer fits an opcode.
 
-use std::ffi::{CStr, CString};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use rustix::fs::{Advice, AtFlags, Gid, Mode, OFlags, StatxFlags, Uid};
+use rustix::ioctl::{ioctl, opcode, Opcode, Setter, Updater};
+use std::ffi::CString;
+use std::num::NonZeroU64;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -84,20 +92,11 @@ pub fn strerror(errno: i32) -> String {
         .to_string()
 }
 
-fn last(op: &'static str) -> OsError {
-    OsError {
+/// rustix's errno as an `OsError` for `op`: `.map_err(err("open"))`.
+fn err(op: &'static str) -> impl Fn(rustix::io::Errno) -> OsError {
+    move |e| OsError {
         op,
-        errno: std::io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO),
-    }
-}
-
-fn check(op: &'static str, rc: libc::c_int) -> Res<libc::c_int> {
-    if rc < 0 {
-        Err(last(op))
-    } else {
-        Ok(rc)
+        errno: e.raw_os_error(),
     }
 }
 
@@ -195,11 +194,18 @@ pub struct Time {
 }
 
 impl Time {
-    fn ts(self) -> libc::timespec {
-        libc::timespec {
-            tv_sec: self.sec as libc::time_t,
-            tv_nsec: self.nsec as libc::c_long,
+    fn ts(self) -> rustix::fs::Timespec {
+        rustix::fs::Timespec {
+            tv_sec: self.sec,
+            tv_nsec: self.nsec.into(),
         }
+    }
+}
+
+fn timestamps(atime: Time, mtime: Time) -> rustix::fs::Timestamps {
+    rustix::fs::Timestamps {
+        last_access: atime.ts(),
+        last_modification: mtime.ts(),
     }
 }
 
@@ -267,8 +273,9 @@ impl Stat {
     }
 }
 
-fn from_statx(s: &libc::statx) -> Stat {
-    let mode = s.stx_mode as u32;
+fn from_statx(s: &rustix::fs::Statx) -> Stat {
+    use rustix::fs::makedev;
+    let mode = u32::from(s.stx_mode);
     Stat {
         kind: Kind::from_mode(mode),
         perm: mode & 0o7777,
@@ -277,9 +284,9 @@ fn from_statx(s: &libc::statx) -> Stat {
         size: s.stx_size,
         blocks: s.stx_blocks,
         nlink: s.stx_nlink,
-        dev: libc::makedev(s.stx_dev_major, s.stx_dev_minor),
+        dev: makedev(s.stx_dev_major, s.stx_dev_minor),
         ino: s.stx_ino,
-        rdev: libc::makedev(s.stx_rdev_major, s.stx_rdev_minor),
+        rdev: makedev(s.stx_rdev_major, s.stx_rdev_minor),
         atime: Time {
             sec: s.stx_atime.tv_sec,
             nsec: s.stx_atime.tv_nsec,
@@ -292,95 +299,56 @@ fn from_statx(s: &libc::statx) -> Stat {
             sec: s.stx_ctime.tv_sec,
             nsec: s.stx_ctime.tv_nsec,
         },
-        flags: (s.stx_attributes as u32) & FLAGS_COPIED,
+        flags: (s.stx_attributes.bits() as u32) & FLAGS_COPIED,
     }
 }
 
-fn statx_raw(dirfd: RawFd, name: &CStr, flags: libc::c_int) -> Res<Stat> {
-    // SAFETY: `libc::statx` is integers and arrays of integers only, for
-    // which all-zero bytes are a valid value.
-    let mut sx: libc::statx = unsafe { std::mem::zeroed() };
-    // SAFETY: `name` is a NUL-terminated C string borrowed for the whole call
-    // (statx only reads it); `&mut sx` is a live, exclusively borrowed
-    // `struct statx`, the type and size statx fills. `dirfd` is the raw fd of
-    // a `BorrowedFd` in both callers (`stat_at`, `fstat`), so it stays open
-    // for the call.
-    let rc = unsafe {
-        libc::statx(
-            dirfd,
-            name.as_ptr(),
-            flags,
-            libc::STATX_BASIC_STATS,
-            &mut sx,
-        )
-    };
-    check("statx", rc)?;
+/// statx through glibc's `statx` (rustix finds it with dlsym, so the
+/// preloaded shim's comes first).
+fn statx_at(dir: BorrowedFd, name: impl rustix::path::Arg, flags: AtFlags) -> Res<Stat> {
+    let sx = rustix::fs::statx(dir, name, flags, StatxFlags::BASIC_STATS).map_err(err("statx"))?;
     Ok(from_statx(&sx))
 }
 
 /// lstat of `name` in `dir`.
 pub fn stat_at(dir: BorrowedFd, name: &[u8]) -> Res<Stat> {
-    statx_raw(
-        dir.as_raw_fd(),
-        &cstr("statx", name)?,
-        libc::AT_SYMLINK_NOFOLLOW,
-    )
+    statx_at(dir, name, AtFlags::SYMLINK_NOFOLLOW)
 }
 
 pub fn fstat(fd: BorrowedFd) -> Res<Stat> {
-    statx_raw(fd.as_raw_fd(), c"", libc::AT_EMPTY_PATH)
+    statx_at(fd, c"", AtFlags::EMPTY_PATH)
 }
 
-fn open_raw(dirfd: RawFd, name: &CStr, flags: libc::c_int, mode: libc::mode_t) -> Res<OwnedFd> {
-    let flags = flags | libc::O_CLOEXEC;
-    // SAFETY: `name` is a NUL-terminated C string borrowed for the call
-    // (openat only reads it). `dirfd` is AT_FDCWD (`open_root`) or the raw fd
-    // of a `BorrowedFd` every other caller holds across this function. The
-    // variadic mode goes as the `unsigned int` that openat reads (mode_t
-    // after promotion). A new fd is only returned, and owned below.
-    let mut fd = unsafe { libc::openat(dirfd, name.as_ptr(), flags, mode as libc::c_uint) };
-    if fd < 0
-        && flags & libc::O_NOATIME != 0
-        && std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-    {
+/// openat (glibc's `openat64`) with O_CLOEXEC always added.
+fn open_raw(dir: BorrowedFd, name: &[u8], flags: OFlags, mode: Mode) -> Res<OwnedFd> {
+    use rustix::fs::openat;
+    let flags = flags | OFlags::CLOEXEC;
+    match openat(dir, name, flags, mode) {
         // O_NOATIME needs ownership or CAP_FOWNER; without it, reading updates atime.
-        // SAFETY: as for the first openat: the same live `name` and `dirfd`.
-        fd = unsafe {
-            libc::openat(
-                dirfd,
-                name.as_ptr(),
-                flags & !libc::O_NOATIME,
-                mode as libc::c_uint,
-            )
-        };
+        Err(rustix::io::Errno::PERM) if flags.contains(OFlags::NOATIME) => {
+            openat(dir, name, flags - OFlags::NOATIME, mode)
+        }
+        r => r,
     }
-    if fd < 0 {
-        return Err(last("open"));
-    }
-    // SAFETY: `fd` is non-negative, so it is the descriptor openat just
-    // created; nothing else in the process holds it, so this OwnedFd is its
-    // only owner and closes it exactly once.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    .map_err(err("open"))
 }
 
 /// Open a tree root given on the command line.
 pub fn open_root(path: &Path) -> Res<OwnedFd> {
-    let c = cstr("open", path.as_os_str().as_bytes())?;
     open_raw(
-        libc::AT_FDCWD,
-        &c,
-        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOATIME,
-        0,
+        rustix::fs::CWD,
+        path.as_os_str().as_bytes(),
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOATIME,
+        Mode::empty(),
     )
 }
 
 pub fn open_dir_at(dir: BorrowedFd, name: &[u8]) -> Res<OwnedFd> {
-    let c = cstr("open", name)?;
     open_raw(
-        dir.as_raw_fd(),
-        &c,
-        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_NOATIME,
-        0,
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::NOATIME,
+        Mode::empty(),
     )
 }
 
@@ -481,46 +449,20 @@ fn open_dir_piece(base: BorrowedFd, piece: &[u8]) -> Res<OwnedFd> {
     })
 }
 
-/// openat2 through libc's `syscall` (glibc has no wrapper), not rustix's
-/// inline syscalls: the tests' LD_PRELOAD shim (faults, Lustre-like
-/// latency in `bench/latency.sh`) must see it as it sees every other call.
+/// openat2 as rustix's libc backend makes it, through glibc's `syscall`
+/// (glibc has no wrapper), which the tests' LD_PRELOAD shim (faults,
+/// Lustre-like latency in `bench/latency.sh`) catches for `SYS_openat2`.
 fn openat2_dir(base: BorrowedFd, path: &[u8]) -> Res<OwnedFd> {
-    let c = cstr("open", path)?;
-    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    let call = |flags: libc::c_int| {
-        // SAFETY: `open_how` is three u64s; all zero is a valid value, and
-        // the mode the kernel wants without O_CREAT (anything else: EINVAL).
-        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-        how.flags = flags as u64;
-        how.resolve =
-            libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
-        // SAFETY: openat2(int dirfd, const char *path, struct open_how *how,
-        // size_t size): `base` is borrowed, so open for the call; `c` (a
-        // NUL-terminated C string captured by reference) and `how` (a local)
-        // both outlive the call, which only reads them; `size` is exactly
-        // size_of::<open_how>(), so the kernel reads no more than `how` holds.
-        // Every argument is an int, pointer or usize, as syscall(2) expects.
-        unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                base.as_raw_fd(),
-                c.as_ptr(),
-                &how as *const libc::open_how,
-                std::mem::size_of::<libc::open_how>(),
-            )
-        }
-    };
-    let mut fd = call(flags | libc::O_NOATIME);
-    if fd < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) {
+    use rustix::fs::{openat2, ResolveFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    let call = |flags| openat2(base, path, flags, Mode::empty(), resolve);
+    match call(flags | OFlags::NOATIME) {
         // O_NOATIME needs ownership or CAP_FOWNER, as in `open_raw`.
-        fd = call(flags);
+        Err(rustix::io::Errno::PERM) => call(flags),
+        r => r,
     }
-    if fd < 0 {
-        return Err(last("open"));
-    }
-    // SAFETY: `fd` is non-negative, so it is the descriptor openat2 just
-    // created (fds are ints, so the cast is exact); nothing else holds it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    .map_err(err("open"))
 }
 
 /// `open_dir_beneath`, then check that the directory is still the inode
@@ -585,12 +527,11 @@ pub fn open_write_checked(dir: BorrowedFd, name: &[u8], want: Ident) -> Res<Owne
 /// or blocking on a FIFO, and fstat it: for lmpi's own partial copies, which
 /// the caller then checks (owner, links, size) before trusting.
 pub fn open_own_file(dir: BorrowedFd, name: &[u8]) -> Res<(OwnedFd, Stat)> {
-    let c = cstr("open", name)?;
     let fd = open_raw(
-        dir.as_raw_fd(),
-        &c,
-        libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY,
-        0,
+        dir,
+        name,
+        OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY,
+        Mode::empty(),
     )?;
     let st = fstat(fd.as_fd_b())?;
     if st.kind != Kind::File {
@@ -601,9 +542,7 @@ pub fn open_own_file(dir: BorrowedFd, name: &[u8]) -> Res<(OwnedFd, Stat)> {
 
 /// Data (and the metadata needed to read it back) on stable storage.
 pub fn fdatasync(fd: BorrowedFd) -> Res<()> {
-    // SAFETY: fdatasync takes an fd, borrowed here, so open for the call,
-    // and touches no memory of ours.
-    check("fdatasync", unsafe { libc::fdatasync(fd.as_raw_fd()) }).map(drop)
+    rustix::fs::fdatasync(fd).map_err(err("fdatasync"))
 }
 
 /// An entry held by an `O_PATH` fd and checked to be the inode an lstat
@@ -616,8 +555,7 @@ pub struct Pinned {
 
 /// Pin `name` in `dir`; with `want`, it must be that inode (else ECHANGED).
 pub fn pin_at(dir: BorrowedFd, name: &[u8], want: Option<Ident>) -> Res<Pinned> {
-    let c = cstr("open", name)?;
-    let fd = open_raw(dir.as_raw_fd(), &c, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+    let fd = open_raw(dir, name, OFlags::PATH | OFlags::NOFOLLOW, Mode::empty())?;
     let st = fstat(fd.as_fd_b())?;
     if want.is_some_and(|w| w != st.ident()) {
         return Err(changed("open"));
@@ -627,19 +565,9 @@ pub fn pin_at(dir: BorrowedFd, name: &[u8], want: Option<Ident>) -> Res<Pinned> 
 
 impl Pinned {
     pub fn chown(&self, uid: u32, gid: u32) -> Res<()> {
-        // SAFETY: `self.fd` is an O_PATH fd owned by `self`, so open for the
-        // call; `c""` is a static NUL-terminated empty string, read only, that
-        // AT_EMPTY_PATH makes fchownat apply to the fd's own inode.
-        check("chown", unsafe {
-            libc::fchownat(
-                self.fd.as_raw_fd(),
-                c"".as_ptr(),
-                uid,
-                gid,
-                libc::AT_EMPTY_PATH,
-            )
-        })
-        .map(drop)
+        let (u, g) = owner(uid, gid);
+        // AT_EMPTY_PATH: the fd's own inode, which the pin checked.
+        rustix::fs::chownat(&self.fd, c"", u, g, AtFlags::EMPTY_PATH).map_err(err("chown"))
     }
 
     /// Symlinks have no mode of their own on Linux: refused, never followed.
@@ -651,25 +579,32 @@ impl Pinned {
             });
         }
         // fchmod refuses O_PATH fds; the fd's /proc link reaches exactly its inode.
-        let p = cstr(
-            "chmod",
-            format!("/proc/self/fd/{}", self.fd.as_raw_fd()).as_bytes(),
-        )?;
-        // SAFETY: `p` is a NUL-terminated CString that outlives the call
-        // (chmod only reads it); the fd it names is `self.fd`, open while
-        // `self` is borrowed.
-        check("chmod", unsafe { libc::chmod(p.as_ptr(), perm) }).map(drop)
+        let p = format!("/proc/self/fd/{}", self.fd.as_raw_fd());
+        rustix::fs::chmod(p.as_bytes(), mode(perm)).map_err(err("chmod"))
     }
+}
+
+/// A mode as rustix takes it, every bit kept (setuid, setgid, sticky too).
+fn mode(perm: u32) -> Mode {
+    Mode::from_bits_retain(perm)
+}
+
+/// An owner and group as rustix takes them; -1 stays "leave unchanged",
+/// as it was for libc's chown calls.
+fn owner(uid: u32, gid: u32) -> (Option<Uid>, Option<Gid>) {
+    (
+        (uid != u32::MAX).then(|| Uid::from_raw(uid)),
+        (gid != u32::MAX).then(|| Gid::from_raw(gid)),
+    )
 }
 
 /// Create a new file; fails if `name` exists (never truncates something else).
 pub fn create_at(dir: BorrowedFd, name: &[u8], perm: u32) -> Res<OwnedFd> {
-    let c = cstr("create", name)?;
     open_raw(
-        dir.as_raw_fd(),
-        &c,
-        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
-        perm,
+        dir,
+        name,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW,
+        mode(perm),
     )
     .map_err(|e| OsError { op: "create", ..e })
 }
@@ -677,115 +612,52 @@ pub fn create_at(dir: BorrowedFd, name: &[u8], perm: u32) -> Res<OwnedFd> {
 /// Open `name` for reading without following a symlink or blocking on a
 /// FIFO. Callers that move data use `open_read_checked`.
 pub fn open_read_at(dir: BorrowedFd, name: &[u8]) -> Res<OwnedFd> {
-    let c = cstr("open", name)?;
     open_raw(
-        dir.as_raw_fd(),
-        &c,
-        libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NOATIME | libc::O_NONBLOCK | libc::O_NOCTTY,
-        0,
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NOATIME | OFlags::NONBLOCK | OFlags::NOCTTY,
+        Mode::empty(),
     )
 }
 
 pub fn mkdir_at(dir: BorrowedFd, name: &[u8], perm: u32) -> Res<()> {
-    let c = cstr("mkdir", name)?;
-    // SAFETY: `c` is a NUL-terminated CString that outlives the call (read
-    // only); `dir` is borrowed, so it stays open for the call.
-    check("mkdir", unsafe {
-        libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), perm)
-    })
-    .map(drop)
+    rustix::fs::mkdirat(dir, name, mode(perm)).map_err(err("mkdir"))
 }
 
 pub fn unlink_at(dir: BorrowedFd, name: &[u8]) -> Res<()> {
-    let c = cstr("unlink", name)?;
-    // SAFETY: `c` is a NUL-terminated CString that outlives the call (read
-    // only); `dir` is borrowed, so it stays open for the call.
-    check("unlink", unsafe {
-        libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), 0)
-    })
-    .map(drop)
+    rustix::fs::unlinkat(dir, name, AtFlags::empty()).map_err(err("unlink"))
 }
 
 pub fn rmdir_at(dir: BorrowedFd, name: &[u8]) -> Res<()> {
-    let c = cstr("rmdir", name)?;
-    // SAFETY: `c` is a NUL-terminated CString that outlives the call (read
-    // only); `dir` is borrowed, so it stays open for the call.
-    check("rmdir", unsafe {
-        libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), libc::AT_REMOVEDIR)
-    })
-    .map(drop)
+    rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR).map_err(err("rmdir"))
 }
 
 pub fn rename_at(dir: BorrowedFd, from: &[u8], to: &[u8]) -> Res<()> {
-    let (a, b) = (cstr("rename", from)?, cstr("rename", to)?);
-    // SAFETY: `a` and `b` are NUL-terminated CStrings that outlive the call
-    // (read only); `dir`, used on both sides, is borrowed, so it stays open.
-    check("rename", unsafe {
-        libc::renameat(dir.as_raw_fd(), a.as_ptr(), dir.as_raw_fd(), b.as_ptr())
-    })
-    .map(drop)
+    rustix::fs::renameat(dir, from, dir, to).map_err(err("rename"))
 }
 
 pub fn link_at(from_dir: BorrowedFd, from: &[u8], to_dir: BorrowedFd, to: &[u8]) -> Res<()> {
-    let (a, b) = (cstr("link", from)?, cstr("link", to)?);
-    // SAFETY: `a` and `b` are NUL-terminated CStrings that outlive the call
-    // (read only); `from_dir` and `to_dir` are borrowed, so both stay open.
-    check("link", unsafe {
-        libc::linkat(
-            from_dir.as_raw_fd(),
-            a.as_ptr(),
-            to_dir.as_raw_fd(),
-            b.as_ptr(),
-            0,
-        )
-    })
-    .map(drop)
+    rustix::fs::linkat(from_dir, from, to_dir, to, AtFlags::empty()).map_err(err("link"))
 }
 
 pub fn readlink_at(dir: BorrowedFd, name: &[u8]) -> Res<Vec<u8>> {
-    let c = cstr("readlink", name)?;
-    let mut buf = vec![0u8; 4096];
-    loop {
-        // SAFETY: readlinkat writes at most `buf.len()` bytes (no NUL) to
-        // `buf`, an initialised Vec of exactly that length, mutably borrowed
-        // for the call; only the `n` bytes it reports are kept. `c` is a live
-        // C string it only reads; `dir` is borrowed, so open.
-        let n = unsafe {
-            libc::readlinkat(
-                dir.as_raw_fd(),
-                c.as_ptr(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-            )
-        };
-        if n < 0 {
-            return Err(last("readlink"));
-        }
-        if (n as usize) < buf.len() {
-            buf.truncate(n as usize);
-            return Ok(buf);
-        }
-        buf.resize(buf.len() * 2, 0);
-    }
+    rustix::fs::readlinkat(dir, name, Vec::with_capacity(4096))
+        .map(CString::into_bytes)
+        .map_err(err("readlink"))
 }
 
 pub fn symlink_at(target: &[u8], dir: BorrowedFd, name: &[u8]) -> Res<()> {
-    let (t, c) = (cstr("symlink", target)?, cstr("symlink", name)?);
-    // SAFETY: `t` and `c` are NUL-terminated CStrings that outlive the call
-    // (read only; the target is stored, never resolved); `dir` is borrowed.
-    check("symlink", unsafe {
-        libc::symlinkat(t.as_ptr(), dir.as_raw_fd(), c.as_ptr())
-    })
-    .map(drop)
+    // The target is stored as given, never resolved.
+    rustix::fs::symlinkat(target, dir, name).map_err(err("symlink"))
 }
 
 pub fn mknod_at(dir: BorrowedFd, name: &[u8], st: &Stat) -> Res<()> {
-    let c = cstr("mknod", name)?;
+    use rustix::fs::FileType;
     let fmt = match st.kind {
-        Kind::Fifo => libc::S_IFIFO,
-        Kind::Socket => libc::S_IFSOCK,
-        Kind::Char => libc::S_IFCHR,
-        Kind::Block => libc::S_IFBLK,
+        Kind::Fifo => FileType::Fifo,
+        Kind::Socket => FileType::Socket,
+        Kind::Char => FileType::CharacterDevice,
+        Kind::Block => FileType::BlockDevice,
         _ => {
             return Err(OsError {
                 op: "mknod",
@@ -793,94 +665,48 @@ pub fn mknod_at(dir: BorrowedFd, name: &[u8], st: &Stat) -> Res<()> {
             })
         }
     };
-    // SAFETY: `c` is a NUL-terminated CString that outlives the call (read
-    // only); mode and dev are plain integers; `dir` is borrowed, so open.
-    check("mknod", unsafe {
-        libc::mknodat(dir.as_raw_fd(), c.as_ptr(), fmt | st.perm, st.rdev)
-    })
-    .map(drop)
+    rustix::fs::mknodat(dir, name, fmt, mode(st.perm), st.rdev).map_err(err("mknod"))
 }
 
 /// chown without following symlinks.
 pub fn chown_at(dir: BorrowedFd, name: &[u8], uid: u32, gid: u32) -> Res<()> {
-    let c = cstr("chown", name)?;
-    // SAFETY: `c` is a NUL-terminated CString that outlives the call (read
-    // only); `dir` is borrowed, so it stays open for the call.
-    check("chown", unsafe {
-        libc::fchownat(
-            dir.as_raw_fd(),
-            c.as_ptr(),
-            uid,
-            gid,
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    })
-    .map(drop)
+    let (u, g) = owner(uid, gid);
+    rustix::fs::chownat(dir, name, u, g, AtFlags::SYMLINK_NOFOLLOW).map_err(err("chown"))
 }
 
 pub fn fchown(fd: BorrowedFd, uid: u32, gid: u32) -> Res<()> {
-    // SAFETY: no pointers; `fd` is borrowed, so it stays open for the call.
-    check("chown", unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) }).map(drop)
+    let (u, g) = owner(uid, gid);
+    rustix::fs::fchown(fd, u, g).map_err(err("chown"))
 }
 
 pub fn fchmod(fd: BorrowedFd, perm: u32) -> Res<()> {
-    // SAFETY: no pointers; `fd` is borrowed, so it stays open for the call.
-    check("chmod", unsafe { libc::fchmod(fd.as_raw_fd(), perm) }).map(drop)
+    rustix::fs::fchmod(fd, mode(perm)).map_err(err("chmod"))
 }
 
 pub fn futimes(fd: BorrowedFd, atime: Time, mtime: Time) -> Res<()> {
-    let ts = [atime.ts(), mtime.ts()];
-    // SAFETY: futimens reads exactly two timespecs through its pointer and
-    // `ts` is a live local [timespec; 2]; `fd` is borrowed, so open.
-    check("utimens", unsafe {
-        libc::futimens(fd.as_raw_fd(), ts.as_ptr())
-    })
-    .map(drop)
+    rustix::fs::futimens(fd, &timestamps(atime, mtime)).map_err(err("utimens"))
 }
 
 /// Set times without following symlinks.
 pub fn utimes_at(dir: BorrowedFd, name: &[u8], atime: Time, mtime: Time) -> Res<()> {
-    let c = cstr("utimens", name)?;
-    let ts = [atime.ts(), mtime.ts()];
-    // SAFETY: utimensat reads exactly two timespecs through its pointer and
-    // `ts` is a live local [timespec; 2]; `c` is a live C string it only
-    // reads; `dir` is borrowed, so open.
-    check("utimens", unsafe {
-        libc::utimensat(
-            dir.as_raw_fd(),
-            c.as_ptr(),
-            ts.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    })
-    .map(drop)
+    let ts = timestamps(atime, mtime);
+    rustix::fs::utimensat(dir, name, &ts, AtFlags::SYMLINK_NOFOLLOW).map_err(err("utimens"))
 }
 
 pub fn ftruncate(fd: BorrowedFd, size: u64) -> Res<()> {
-    // SAFETY: no pointers; `fd` is borrowed, so it stays open for the call.
-    check("truncate", unsafe {
-        libc::ftruncate(fd.as_raw_fd(), size as libc::off_t)
-    })
-    .map(drop)
+    rustix::fs::ftruncate(fd, size).map_err(err("truncate"))
 }
 
 /// Tell the kernel we read once, front to back (as the old tool did).
 pub fn advise_sequential(fd: BorrowedFd) {
-    // SAFETY: no pointers, advice only; `fd` is borrowed, so open.
-    unsafe { libc::posix_fadvise(fd.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
+    // Advice only: a filesystem without it copies as well.
+    let _ = rustix::fs::fadvise(fd, 0, None, Advice::Sequential);
 }
 
 /// Drop the copied range from the page cache: a migration reads everything once.
 pub fn advise_dontneed(fd: BorrowedFd, off: u64, len: u64) {
-    // SAFETY: no pointers, advice only; `fd` is borrowed, so open.
-    unsafe {
-        libc::posix_fadvise(
-            fd.as_raw_fd(),
-            off as libc::off_t,
-            len as libc::off_t,
-            libc::POSIX_FADV_DONTNEED,
-        )
-    };
+    // Advice only. A zero length (None) means "to the end", as in posix_fadvise.
+    let _ = rustix::fs::fadvise(fd, off, NonZeroU64::new(len), Advice::DontNeed);
 }
 
 /// Data segments of [off, end): holes are skipped so they stay holes.
@@ -890,34 +716,31 @@ pub fn data_segments(
     end: u64,
     maybe_sparse: bool,
 ) -> Res<Vec<(u64, u64)>> {
+    use rustix::fs::{seek, SeekFrom};
     if !maybe_sparse {
         return Ok(vec![(off, end)]);
     }
     let mut segs = Vec::new();
     let mut pos = off;
     while pos < end {
-        // SAFETY: no pointers; `fd` is borrowed, so it stays open for the call.
-        let d = unsafe { libc::lseek(fd.as_raw_fd(), pos as libc::off_t, libc::SEEK_DATA) };
-        if d < 0 {
-            let e = last("seek_data");
-            if e.errno == libc::ENXIO {
-                break; // only a hole remains
+        let d = match seek(fd, SeekFrom::Data(pos)) {
+            Ok(d) => d,
+            Err(e) => {
+                let e = err("seek_data")(e);
+                if e.errno == libc::ENXIO {
+                    break; // only a hole remains
+                }
+                if e.errno == libc::EINVAL {
+                    return Ok(vec![(off, end)]); // no SEEK_DATA support: copy it all
+                }
+                return Err(e);
             }
-            if e.errno == libc::EINVAL {
-                return Ok(vec![(off, end)]); // no SEEK_DATA support: copy it all
-            }
-            return Err(e);
-        }
-        let d = d as u64;
+        };
         if d >= end {
             break;
         }
-        // SAFETY: no pointers; `fd` is borrowed, so it stays open for the call.
-        let h = unsafe { libc::lseek(fd.as_raw_fd(), d as libc::off_t, libc::SEEK_HOLE) };
-        if h < 0 {
-            return Err(last("seek_hole"));
-        }
-        let h = (h as u64).min(end);
+        let h = seek(fd, SeekFrom::Hole(d)).map_err(err("seek_hole"))?;
+        let h = h.min(end);
         segs.push((d, h));
         pos = h;
     }
@@ -959,32 +782,20 @@ pub fn copy_range(
 
 /// One `copy_file_range` at `at` on both sides: bytes copied (0 at the
 /// source's end), or None where the kernel cannot do it for these files.
+/// rustix makes it as `syscall(SYS_copy_file_range, ...)`, which the
+/// tests' shim slows as it does glibc's `copy_file_range`.
 fn copy_file_range_at(src: BorrowedFd, dst: BorrowedFd, at: u64, want: usize) -> Res<Option<u64>> {
     loop {
-        let mut so = at as libc::loff_t;
-        let mut doff = so;
-        // SAFETY: both fds are borrowed, so open for the call; the offset
-        // pointers are to live locals the kernel updates and we then drop.
-        let n = unsafe {
-            libc::copy_file_range(
-                src.as_raw_fd(),
-                &mut so,
-                dst.as_raw_fd(),
-                &mut doff,
-                want,
-                0,
-            )
-        };
-        if n >= 0 {
-            return Ok(Some(n as u64));
-        }
-        let e = last("copy_file_range");
-        match e.errno {
-            libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL | libc::EBADF => {
-                return Ok(None)
-            }
-            libc::EINTR => continue,
-            _ => return Err(e),
+        let (mut so, mut doff) = (at, at);
+        match rustix::fs::copy_file_range(src, Some(&mut so), dst, Some(&mut doff), want) {
+            Ok(n) => return Ok(Some(n as u64)),
+            Err(e) => match e.raw_os_error() {
+                libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL | libc::EBADF => {
+                    return Ok(None)
+                }
+                libc::EINTR => continue,
+                _ => return Err(err("copy_file_range")(e)),
+            },
         }
     }
 }
@@ -998,49 +809,25 @@ fn read_write_at(
     want: usize,
     buf: &mut Vec<u8>,
 ) -> Res<u64> {
+    use rustix::io::{pread, pwrite, Errno};
     if buf.is_empty() {
         buf.resize(4 << 20, 0);
     }
     let chunk = want.min(buf.len());
     let n = loop {
-        // SAFETY: `buf` is a live, initialised allocation of at least
-        // `chunk` bytes, borrowed mutably for the call; `src` is open.
-        let n = unsafe {
-            libc::pread(
-                src.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                chunk,
-                at as libc::off_t,
-            )
-        };
-        if n >= 0 {
-            break n as usize;
-        }
-        let e = last("read");
-        if e.errno != libc::EINTR {
-            return Err(e);
+        match pread(src, &mut buf[..chunk], at) {
+            Ok(n) => break n,
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(err("read")(e)),
         }
     };
     let mut w = 0usize;
     while w < n {
-        // SAFETY: `buf[w..n]` is initialised (pread filled `n` bytes) and
-        // lives across the call; `dst` is open.
-        let m = unsafe {
-            libc::pwrite(
-                dst.as_raw_fd(),
-                buf[w..].as_ptr().cast(),
-                n - w,
-                (at + w as u64) as libc::off_t,
-            )
-        };
-        if m < 0 {
-            let e = last("write");
-            if e.errno == libc::EINTR {
-                continue;
-            }
-            return Err(e);
+        match pwrite(dst, &buf[w..n], at + w as u64) {
+            Ok(m) => w += m,
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(err("write")(e)),
         }
-        w += m as usize;
     }
     Ok(n as u64)
 }
@@ -1049,62 +836,51 @@ fn read_write_at(
 pub fn read_at(fd: BorrowedFd, buf: &mut [u8], off: u64) -> Res<usize> {
     let mut got = 0;
     while got < buf.len() {
-        // SAFETY: `buf[got..]` is a live, mutably borrowed slice of exactly
-        // the length passed; `fd` is borrowed, so open.
-        let n = unsafe {
-            libc::pread(
-                fd.as_raw_fd(),
-                buf[got..].as_mut_ptr().cast(),
-                buf.len() - got,
-                (off + got as u64) as libc::off_t,
-            )
-        };
-        match n {
-            0 => break,
-            n if n > 0 => got += n as usize,
-            _ => {
-                let e = last("read");
-                if e.errno != libc::EINTR {
-                    return Err(e);
-                }
-            }
+        match rustix::io::pread(fd, &mut buf[got..], off + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(err("read")(e)),
         }
     }
     Ok(got)
 }
 
+/// Where an xattr call goes: the open file, or a `/proc/self/fd` path to
+/// a name, used with the `l*` calls so a symlink is never followed.
+enum XattrOn<'a> {
+    Fd(BorrowedFd<'a>),
+    Path(CString),
+}
+
+fn xattr_on<'a>(fd: Option<BorrowedFd<'a>>, dir: BorrowedFd, name: &[u8]) -> Res<XattrOn<'a>> {
+    Ok(match fd {
+        Some(fd) => XattrOn::Fd(fd),
+        None => XattrOn::Path(proc_path(dir, name)?),
+    })
+}
+
 /// Names of a file's extended attributes (`fd`), or of `name` in `dir` without
 /// following a symlink when `fd` is None.
 pub fn list_xattrs(fd: Option<BorrowedFd>, dir: BorrowedFd, name: &[u8]) -> Res<Vec<Vec<u8>>> {
+    use rustix::fs::{flistxattr, llistxattr};
+    let on = xattr_on(fd, dir, name)?;
     let mut buf = vec![0u8; 1024];
     loop {
-        let n = match fd {
-            // SAFETY: flistxattr writes at most `buf.len()` bytes to `buf`, an
-            // initialised Vec of that length mutably borrowed for the call
-            // (ERANGE if the list is longer); only the `n` written are kept.
-            // `fd` is borrowed, so open.
-            Some(fd) => unsafe {
-                libc::flistxattr(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len())
-            },
-            None => {
-                let p = proc_path(dir, name)?;
-                // SAFETY: as for flistxattr on `buf`; `p` is a NUL-terminated
-                // CString that lives to the end of this arm, past the call.
-                unsafe { libc::llistxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) }
-            }
+        let r = match &on {
+            XattrOn::Fd(fd) => flistxattr(fd, &mut buf[..]),
+            XattrOn::Path(p) => llistxattr(p.as_c_str(), &mut buf[..]),
         };
-        if n < 0 {
-            let e = last("listxattr");
-            match e.errno {
-                libc::ERANGE => {
-                    buf.resize(buf.len() * 4, 0);
-                    continue;
-                }
-                libc::ENOTSUP => return Ok(Vec::new()),
-                _ => return Err(e),
+        let n = match r.map_err(err("listxattr")) {
+            Ok(n) => n,
+            Err(e) if e.errno == libc::ERANGE => {
+                buf.resize(buf.len() * 4, 0);
+                continue;
             }
-        }
-        buf.truncate(n as usize);
+            Err(e) if e.errno == libc::ENOTSUP => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        buf.truncate(n);
         return Ok(buf
             .split(|&b| b == 0)
             .filter(|s| !s.is_empty())
@@ -1121,44 +897,25 @@ pub fn proc_path(dir: BorrowedFd, name: &[u8]) -> Res<CString> {
 }
 
 pub fn get_xattr(fd: Option<BorrowedFd>, dir: BorrowedFd, name: &[u8], key: &[u8]) -> Res<Vec<u8>> {
+    use rustix::fs::{fgetxattr, lgetxattr};
     let k = cstr("getxattr", key)?;
-    let p = if fd.is_none() {
-        Some(proc_path(dir, name)?)
-    } else {
-        None
-    };
+    let on = xattr_on(fd, dir, name)?;
     let mut buf = vec![0u8; 256];
     loop {
-        let n = match (fd, &p) {
-            // SAFETY: fgetxattr writes at most `buf.len()` bytes to `buf`, an
-            // initialised Vec of that length mutably borrowed for the call
-            // (ERANGE if the value is longer); only the `n` written are kept.
-            // `k` is a live C string it only reads; `fd` is borrowed, so open.
-            (Some(fd), _) => unsafe {
-                libc::fgetxattr(
-                    fd.as_raw_fd(),
-                    k.as_ptr(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                )
-            },
-            // SAFETY: as for fgetxattr on `buf` and `k`; `p` is a CString owned
-            // by this function, alive past the call.
-            (None, Some(p)) => unsafe {
-                libc::lgetxattr(p.as_ptr(), k.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
-            },
-            (None, None) => -1,
+        let r = match &on {
+            XattrOn::Fd(fd) => fgetxattr(fd, k.as_c_str(), &mut buf[..]),
+            XattrOn::Path(p) => lgetxattr(p.as_c_str(), k.as_c_str(), &mut buf[..]),
         };
-        if n < 0 {
-            let e = last("getxattr");
-            if e.errno == libc::ERANGE && buf.len() < (1 << 20) {
-                buf.resize(buf.len() * 8, 0);
-                continue;
+        match r.map_err(err("getxattr")) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
             }
-            return Err(e);
+            Err(e) if e.errno == libc::ERANGE && buf.len() < (1 << 20) => {
+                buf.resize(buf.len() * 8, 0);
+            }
+            Err(e) => return Err(e),
         }
-        buf.truncate(n as usize);
-        return Ok(buf);
     }
 }
 
@@ -1169,55 +926,25 @@ pub fn set_xattr(
     key: &[u8],
     value: &[u8],
 ) -> Res<()> {
+    use rustix::fs::{fsetxattr, lsetxattr, XattrFlags};
     let k = cstr("setxattr", key)?;
-    let rc = match fd {
-        // SAFETY: fsetxattr reads exactly `value.len()` bytes from `value`, a
-        // slice borrowed for the call (none when it is empty, so the dangling
-        // pointer of an empty slice is never read); `k` is a live C string;
-        // `fd` is borrowed, so open.
-        Some(fd) => unsafe {
-            libc::fsetxattr(
-                fd.as_raw_fd(),
-                k.as_ptr(),
-                value.as_ptr().cast(),
-                value.len(),
-                0,
-            )
-        },
-        None => {
-            let p = proc_path(dir, name)?;
-            // SAFETY: as for fsetxattr on `value` and `k`; `p` is a CString
-            // alive to the end of this arm, past the call.
-            unsafe {
-                libc::lsetxattr(
-                    p.as_ptr(),
-                    k.as_ptr(),
-                    value.as_ptr().cast(),
-                    value.len(),
-                    0,
-                )
-            }
-        }
-    };
-    check("setxattr", rc).map(drop)
+    match xattr_on(fd, dir, name)? {
+        XattrOn::Fd(fd) => fsetxattr(fd, k.as_c_str(), value, XattrFlags::empty()),
+        XattrOn::Path(p) => lsetxattr(p.as_c_str(), k.as_c_str(), value, XattrFlags::empty()),
+    }
+    .map_err(err("setxattr"))
 }
 
 /// Remove an xattr from a file (`fd`), or from `name` in `dir` without
 /// following a symlink when `fd` is None.
 pub fn remove_xattr(fd: Option<BorrowedFd>, dir: BorrowedFd, name: &[u8], key: &[u8]) -> Res<()> {
+    use rustix::fs::{fremovexattr, lremovexattr};
     let k = cstr("removexattr", key)?;
-    let rc = match fd {
-        // SAFETY: `k` is a NUL-terminated CString alive past the call (read
-        // only); `fd` is borrowed, so open.
-        Some(fd) => unsafe { libc::fremovexattr(fd.as_raw_fd(), k.as_ptr()) },
-        None => {
-            let p = proc_path(dir, name)?;
-            // SAFETY: `p` and `k` are NUL-terminated CStrings alive past the
-            // call, which only reads them.
-            unsafe { libc::lremovexattr(p.as_ptr(), k.as_ptr()) }
-        }
-    };
-    check("removexattr", rc).map(drop)
+    match xattr_on(fd, dir, name)? {
+        XattrOn::Fd(fd) => fremovexattr(fd, k.as_c_str()),
+        XattrOn::Path(p) => lremovexattr(p.as_c_str(), k.as_c_str()),
+    }
+    .map_err(err("removexattr"))
 }
 
 /// One directory entry: name, the type readdir reported (None: unknown),
@@ -1347,25 +1074,15 @@ pub fn remove_tree_at(dir: BorrowedFd, name: &[u8]) -> Res<u64> {
 }
 
 pub fn is_root() -> bool {
-    // SAFETY: geteuid takes no arguments, touches no memory and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    rustix::process::geteuid().is_root()
 }
 
 /// Files we create must carry exactly the source's mode bits.
 pub fn clear_umask() {
-    // SAFETY: umask takes and returns a plain mode and cannot fail; it changes
-    // only the process's file-creation mask, which is the point.
-    unsafe { libc::umask(0) };
+    rustix::process::umask(Mode::empty());
 }
 
 // ---------- run-level safety: mount points and the job lock ----------
-
-fn rustix_err(op: &'static str) -> impl Fn(rustix::io::Errno) -> OsError {
-    move |e| OsError {
-        op,
-        errno: e.raw_os_error(),
-    }
-}
 
 /// Whether directory `dir` is the root of a mount. statx's
 /// STATX_ATTR_MOUNT_ROOT (Linux 5.8+) also sees a bind mount of a directory
@@ -1374,8 +1091,7 @@ fn rustix_err(op: &'static str) -> impl Fn(rustix::io::Errno) -> OsError {
 /// being its own parent).
 pub fn is_mount_root(dir: BorrowedFd) -> Res<bool> {
     use rustix::fs::{statx, AtFlags, StatxAttributes, StatxFlags};
-    let sx = statx(dir, c"", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS)
-        .map_err(rustix_err("statx"))?;
+    let sx = statx(dir, c"", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS).map_err(err("statx"))?;
     if sx.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT) {
         return Ok(sx.stx_attributes.contains(StatxAttributes::MOUNT_ROOT));
     }
@@ -1388,12 +1104,11 @@ pub fn is_mount_root(dir: BorrowedFd) -> Res<bool> {
 /// on a FIFO planted there. The caller checks the returned stat (a regular
 /// file with one link) before writing to it.
 pub fn open_lock_file(dir: BorrowedFd, name: &[u8]) -> Res<(OwnedFd, Stat)> {
-    let c = cstr("open", name)?;
     let fd = open_raw(
-        dir.as_raw_fd(),
-        &c,
-        libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY,
-        0o600,
+        dir,
+        name,
+        OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY,
+        mode(0o600),
     )?;
     let st = fstat(fd.as_fd_b())?;
     Ok((fd, st))
@@ -1407,14 +1122,14 @@ pub fn try_lock(fd: BorrowedFd) -> Res<bool> {
     match flock(fd, FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Ok(true),
         Err(rustix::io::Errno::WOULDBLOCK) => Ok(false),
-        Err(e) => Err(rustix_err("flock")(e)),
+        Err(e) => Err(err("flock")(e)),
     }
 }
 
 /// The first `max` bytes of an open file.
 pub fn read_head(fd: BorrowedFd, max: usize) -> Res<Vec<u8>> {
     let mut buf = vec![0u8; max];
-    let n = rustix::io::pread(fd, &mut buf, 0).map_err(rustix_err("read"))?;
+    let n = rustix::io::pread(fd, &mut buf, 0).map_err(err("read"))?;
     buf.truncate(n);
     Ok(buf)
 }
@@ -1422,7 +1137,7 @@ pub fn read_head(fd: BorrowedFd, max: usize) -> Res<Vec<u8>> {
 /// Make an open file hold exactly `data`.
 pub fn replace_contents(fd: BorrowedFd, data: &[u8]) -> Res<()> {
     ftruncate(fd, 0)?;
-    let n = rustix::io::pwrite(fd, data, 0).map_err(rustix_err("write"))?;
+    let n = rustix::io::pwrite(fd, data, 0).map_err(err("write"))?;
     if n != data.len() {
         return Err(OsError {
             op: "write",
@@ -1457,40 +1172,36 @@ const PSEUDO_FS: &[(i64, &str)] = &[
 
 /// The name of the pseudo filesystem `fd` is on, if it is one.
 pub fn pseudo_fs(fd: BorrowedFd) -> Res<Option<&'static str>> {
-    let st = rustix::fs::fstatfs(fd).map_err(|e| OsError {
-        op: "statfs",
-        errno: e.raw_os_error(),
-    })?;
+    let st = rustix::fs::fstatfs(fd).map_err(err("statfs"))?;
     let magic = st.f_type as i64;
     Ok(PSEUDO_FS.iter().find(|(m, _)| *m == magic).map(|(_, n)| *n))
 }
 
+// linux/fs.h: _IOR('f', 1, long) and _IOW('f', 2, long). The flags are an
+// int, but the numbers encode a long, and FUSE without the 2020 fix "fuse:
+// Fix parameter for FS_IOC_{GET,SET}FLAGS" copies sizeof(long) bytes each
+// way: the buffers below have room for that, the int first.
+const FS_IOC_GETFLAGS: Opcode = opcode::read::<libc::c_long>(b'f', 1);
+const FS_IOC_SETFLAGS: Opcode = opcode::write::<libc::c_long>(b'f', 2);
+
 /// Set the copied inode flags of `fd` to exactly `want` (others untouched).
 /// Immutable and append-only forbid later changes: set them last.
 pub fn set_inode_flags(fd: BorrowedFd, want: u32) -> Res<()> {
-    // The flags are an int, but the ioctl numbers encode a long, and FUSE
-    // without the 2020 fix "fuse: Fix parameter for FS_IOC_{GET,SET}FLAGS"
-    // copies sizeof(long) bytes each way: room for that, the int first.
     let mut got: [libc::c_int; 2] = [0; 2];
     // SAFETY: FS_IOC_GETFLAGS writes an int (a long through an unfixed FUSE)
-    // to the pointer: `got` is a live local of 8 bytes, mutably borrowed for
-    // the call. `fd` is borrowed, so open.
-    check("getflags", unsafe {
-        libc::ioctl(fd.as_raw_fd(), libc::FS_IOC_GETFLAGS, got.as_mut_ptr())
-    })?;
+    // through the pointer: `got` is an initialised local of 8 bytes (the
+    // Updater's type), so a short write leaves no byte uninitialised. `fd`
+    // is borrowed, so open.
+    unsafe { ioctl(fd, Updater::<FS_IOC_GETFLAGS, _>::new(&mut got)) }.map_err(err("getflags"))?;
     let flags = got[0];
     let new = (flags & !(FLAGS_COPIED as libc::c_int)) | want as libc::c_int;
     if new == flags {
         return Ok(());
     }
-    let put: [libc::c_int; 2] = [new, 0];
     // SAFETY: FS_IOC_SETFLAGS reads an int (a long through an unfixed FUSE)
-    // from the pointer: `put` is a live, initialised local of 8 bytes. `fd`
-    // is borrowed, so open.
-    check("setflags", unsafe {
-        libc::ioctl(fd.as_raw_fd(), libc::FS_IOC_SETFLAGS, put.as_ptr())
-    })
-    .map(drop)
+    // through the pointer, to the Setter's own initialised 8 bytes. `fd` is
+    // borrowed, so open.
+    unsafe { ioctl(fd, Setter::<FS_IOC_SETFLAGS, _>::new([new, 0])) }.map_err(err("setflags"))
 }
 
 /// The kernel's `struct fsxattr` (linux/fs.h), read and written by
@@ -1510,24 +1221,22 @@ pub struct FsXattr {
 /// `fsx_xflags` bit: new entries of this directory take its project ID.
 pub const XFLAG_PROJINHERIT: u32 = 0x200;
 
-// The libc crate has no FS_IOC_FSGETXATTR/FS_IOC_FSSETXATTR: built here as
-// linux/fs.h does, _IOR('X', 31, struct fsxattr) and _IOW('X', 32, struct
-// fsxattr), with libc's _IOR/_IOW, which know each architecture's encoding
-// (0x801c581f and 0x401c5820 on x86_64 and aarch64).
-const FS_IOC_FSGETXATTR: libc::Ioctl = libc::_IOR::<FsXattr>(b'X' as u32, 31);
-const FS_IOC_FSSETXATTR: libc::Ioctl = libc::_IOW::<FsXattr>(b'X' as u32, 32);
+// linux/fs.h: _IOR('X', 31, struct fsxattr) and _IOW('X', 32, struct
+// fsxattr); rustix's `opcode` knows each architecture's encoding (0x801c581f
+// and 0x401c5820 on x86_64 and aarch64).
+const FS_IOC_FSGETXATTR: Opcode = opcode::read::<FsXattr>(b'X', 31);
+const FS_IOC_FSSETXATTR: Opcode = opcode::write::<FsXattr>(b'X', 32);
 
 /// The fsxattr of open file or directory `fd`. ENOTTY, EOPNOTSUPP or
 /// EINVAL: its filesystem has none.
 pub fn get_fsxattr(fd: BorrowedFd) -> Res<FsXattr> {
     let mut x = FsXattr::default();
-    // SAFETY: FS_IOC_FSGETXATTR writes one `struct fsxattr` (28 bytes) to
-    // the pointer; `x` is a live local of exactly that `repr(C)` layout
-    // (its size is encoded in the request number), mutably borrowed for
-    // the call. `fd` is borrowed, so open.
-    check("fsgetxattr", unsafe {
-        libc::ioctl(fd.as_raw_fd(), FS_IOC_FSGETXATTR, &mut x as *mut FsXattr)
-    })?;
+    // SAFETY: FS_IOC_FSGETXATTR writes one `struct fsxattr` (28 bytes)
+    // through the pointer; `x` is an initialised local of exactly that
+    // `repr(C)` layout (its size is encoded in the opcode), mutably
+    // borrowed for the call. `fd` is borrowed, so open.
+    unsafe { ioctl(fd, Updater::<FS_IOC_FSGETXATTR, _>::new(&mut x)) }
+        .map_err(err("fsgetxattr"))?;
     Ok(x)
 }
 
@@ -1547,12 +1256,10 @@ pub fn set_project(fd: BorrowedFd, projid: u32, inherit: Option<bool>) -> Res<bo
     }
     x.fsx_projid = projid;
     x.fsx_xflags = xflags;
-    // SAFETY: FS_IOC_FSSETXATTR reads one `struct fsxattr` (28 bytes) from
-    // the pointer; `x` is a live, initialised local of exactly that
-    // `repr(C)` layout, borrowed for the call. `fd` is borrowed, so open.
-    check("fssetxattr", unsafe {
-        libc::ioctl(fd.as_raw_fd(), FS_IOC_FSSETXATTR, &x as *const FsXattr)
-    })?;
+    // SAFETY: FS_IOC_FSSETXATTR reads one `struct fsxattr` (28 bytes)
+    // through the pointer, to the Setter's own copy of `x`, initialised and
+    // of exactly that `repr(C)` layout. `fd` is borrowed, so open.
+    unsafe { ioctl(fd, Setter::<FS_IOC_FSSETXATTR, _>::new(x)) }.map_err(err("fssetxattr"))?;
     Ok(true)
 }
 
@@ -1566,6 +1273,12 @@ mod tests {
         assert_eq!(show(b"x\ny"), "x\\x0ay");
         assert_eq!(show(b"\xff\xfe"), "\\xff\\xfe");
         assert_eq!(show("é".as_bytes()), "é");
+    }
+
+    #[test]
+    fn flags_ioctl_numbers_match_libc() {
+        assert_eq!(FS_IOC_GETFLAGS, libc::FS_IOC_GETFLAGS);
+        assert_eq!(FS_IOC_SETFLAGS, libc::FS_IOC_SETFLAGS);
     }
 
     #[test]
