@@ -44,9 +44,11 @@ static int claimed(const char *path) {
         *slash = 0;
         if (!realpath(tmp[0] ? tmp : "/", real)) return 0;
     }
-    char buf[4096];
+    char buf[4096], *save = NULL;
     snprintf(buf, sizeof buf, "%s", roots);
-    for (char *tok = strtok(buf, ":"); tok; tok = strtok(NULL, ":")) {
+    /* strtok_r: lmpi's threads call this at once, and strtok's one saved
+     * position made a claimed path look unclaimed now and then (ENOTTY). */
+    for (char *tok = strtok_r(buf, ":", &save); tok; tok = strtok_r(NULL, ":", &save)) {
         size_t n = strlen(tok);
         if (n && strncmp(real, tok, n) == 0 && (real[n] == 0 || real[n] == '/')) return 1;
     }
