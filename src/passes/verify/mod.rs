@@ -685,7 +685,10 @@ fn first_difference(
     len: u64,
     read: &std::sync::atomic::AtomicU64,
 ) -> Result<Option<u64>, (Side, fsops::OsError)> {
-    const BUF: usize = 128 << 10;
+    // Both blocks stay in the core's cache between the reads and the
+    // compare: on dataset C (tmpfs) 64 KiB took 0.54 s, 16/32/128/256 KiB
+    // 0.61/0.57/0.63/0.69 s.
+    const BUF: usize = 64 << 10;
     thread_local! {
         // Reused: a fresh megabyte per file would cost an mmap and page faults.
         static BUFS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = const {
