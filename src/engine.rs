@@ -156,10 +156,10 @@ pub struct RunOutcome {
     /// (the balance benchmark's cost measures).
     pub steals: u64,
     pub shares: u64,
-    /// When this rank learned the phase was over, before its I/O threads
-    /// were joined (the balance benchmark's clock: hundreds of simulated
-    /// ranks joining their threads on one small host is not what a cluster's
-    /// nodes do in parallel).
+    /// When this rank found (rank 0) or learned the phase was over, before
+    /// its I/O threads were joined: the balance benchmark's clock, which
+    /// must not count hundreds of simulated ranks waking and joining their
+    /// threads on one small host, where a cluster's nodes do it in parallel.
     pub settled: Instant,
 }
 
