@@ -836,8 +836,11 @@ fn run_verify<T: Transport + ?Sized>(
         links,
     });
     let outcome = env.run(t, p.clone(), seeds, monitor, 1);
-    // A stopped walk saw only some names of a group.
-    if opts.whole_tree && !outcome.stopped {
+    // A stopped walk saw only some names of a group. Agreed by all ranks: a
+    // signal is seen by each rank on its own, and one that comes after the
+    // phase ended leaves that rank unaware of a stop that dropped others' names.
+    let stopped = t.all_reduce_max(&[outcome.stopped as u64])[0] != 0;
+    if opts.whole_tree && !stopped {
         p.check_link_counts();
     }
     PhasesDone::new(outcome, false, Vec::new())

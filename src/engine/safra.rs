@@ -98,6 +98,9 @@ impl Safra {
     }
 
     pub fn got_answer(&mut self, t: Tally) {
+        // Answers come only from children, once per wave, before this
+        // rank answers: anything else is a bug in the protocol.
+        debug_assert!(self.wave.as_ref().is_some_and(|w| w.waiting > 0));
         if let Some(w) = &mut self.wave {
             w.waiting = w.waiting.saturating_sub(1);
             w.tally.add(t);
