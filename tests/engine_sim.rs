@@ -175,17 +175,15 @@ fn simulate(shape: Shape, ranks: usize, seed: Option<u64>, threads: usize) {
 fn random_schedules_wide_tree() {
     for seed in 0..40u64 {
         let ranks = 1 + (seed as usize % 5);
-        simulate(
-            Shape::Wide {
-                fanout: 4,
-                depth: 4,
-            },
-            ranks,
-            Some(seed),
-            1 + (seed as usize % 3),
-        );
+        simulate(WIDE, ranks, Some(seed), 1 + (seed as usize % 3));
     }
 }
+
+/// 341 directories of a 4-way tree.
+const WIDE: Shape = Shape::Wide {
+    fanout: 4,
+    depth: 4,
+};
 
 /// Enough ranks that termination waves pass through inner ranks of the
 /// wave tree (4 children each) and reach depth 3.
@@ -193,15 +191,7 @@ fn random_schedules_wide_tree() {
 fn random_schedules_many_ranks() {
     for seed in 0..12u64 {
         let ranks = 6 + (seed as usize * 7 % 20);
-        simulate(
-            Shape::Wide {
-                fanout: 4,
-                depth: 4,
-            },
-            ranks,
-            Some(seed),
-            1 + (seed as usize % 2),
-        );
+        simulate(WIDE, ranks, Some(seed), 1 + (seed as usize % 2));
         simulate(Shape::Flat(2_000), ranks, Some(seed), 2);
     }
 }
