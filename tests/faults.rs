@@ -109,6 +109,36 @@ fn unopenable_source_dir_protects_its_target_subtree() {
     assert!(dst.join("eio-dir/only-on-target").exists());
 }
 
+/// A directory deeper than the root's children is opened with openat2 from
+/// the root, by its whole relative path. The fault names that path (no
+/// single name contains a '/'), so only openat2 sees it: this proves the shim
+/// reaches openat2 (made through syscall(2)), which `bench/latency.sh` and
+/// the tests of unopenable directories rely on.
+#[test]
+fn eio_opening_a_deep_directory_by_its_path() {
+    let shim = shim();
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst, elog) = dirs(tmp.path());
+    std::fs::create_dir_all(src.join("top/deep/deeper")).unwrap();
+    std::fs::write(src.join("top/deep/deeper/f"), b"f").unwrap();
+    std::fs::write(src.join("top/g"), b"g").unwrap();
+    let out = lmpi_with_env(
+        &base_args("copy", &src, &dst, &elog),
+        &[
+            ("LD_PRELOAD", shim.as_os_str()),
+            ("LMPI_FAULT_EIO", OsStr::new("top/deep")),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let log = std::fs::read_to_string(&elog).unwrap();
+    assert!(
+        log.contains("top/deep") && log.contains("Input/output error"),
+        "{log}"
+    );
+    assert!(dst.join("top/g").exists(), "the rest is copied");
+    assert!(!dst.join("top/deep/deeper/f").exists());
+}
+
 #[test]
 fn files_vanishing_between_readdir_and_stat() {
     let shim = shim();
