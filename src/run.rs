@@ -828,22 +828,40 @@ fn run_verify<T: Transport + ?Sized>(
         chunk_size: cfg.chunk_size,
         whole_tree: env.args.from_manifest.is_empty(),
     };
-    let links = Default::default();
     let p = Arc::new(verify::VerifyPass {
         ctx,
         opts,
         lustre,
-        links,
+        links: Default::default(),
+        differences: Default::default(),
     });
     let outcome = env.run(t, p.clone(), seeds, monitor, 1);
-    // A stopped walk saw only some names of a group. Agreed by all ranks: a
-    // signal is seen by each rank on its own, and one that comes after the
-    // phase ended leaves that rank unaware of a stop that dropped others' names.
-    let stopped = t.all_reduce_max(&[outcome.stopped as u64])[0] != 0;
-    if opts.whole_tree && !stopped {
-        p.check_link_counts();
+    let notes = link_counts(t, &p, outcome.stopped);
+    PhasesDone::new(outcome, false, notes)
+}
+
+/// Hardlink counts per group, once the whole tree was walked. A stopped
+/// walk, or one with entries it could not read, saw only some names of a
+/// group: each such group would be a second, false line. Agreed by all ranks:
+/// a signal is seen by each rank on its own, and one that comes after the
+/// phase ended leaves that rank unaware of a stop that dropped others' names.
+fn link_counts<T: Transport + ?Sized>(
+    t: &mut T,
+    p: &verify::VerifyPass,
+    stopped: bool,
+) -> Vec<String> {
+    let agreed = t.all_reduce_max(&[stopped as u64, (p.unread() > 0) as u64]);
+    match (p.opts.whole_tree, agreed.as_slice()) {
+        (true, [0, 0]) => {
+            p.check_link_counts();
+            Vec::new()
+        }
+        (true, [0, _]) => vec![
+            "hardlink counts were not checked: some entries could not be read (see the errors)"
+                .into(),
+        ],
+        _ => Vec::new(),
     }
-    PhasesDone::new(outcome, false, Vec::new())
 }
 
 /// What every pass of this rank shares.

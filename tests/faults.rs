@@ -139,6 +139,44 @@ fn eio_opening_a_deep_directory_by_its_path() {
     assert!(!dst.join("top/deep/deeper/f").exists());
 }
 
+/// verify with a name it cannot read: one error line for it, and no
+/// second, false line for the hardlink group the unread name belongs to.
+#[test]
+fn verify_skips_hardlink_counts_when_it_could_not_read_a_name() {
+    let shim = shim();
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst, elog) = dirs(tmp.path());
+    std::fs::write(src.join("a"), b"a").unwrap();
+    std::fs::hard_link(src.join("a"), src.join("eio-b")).unwrap();
+    for p in ["copy", "dirtime"] {
+        let out = lmpi_with_env(&base_args(p, &src, &dst, &elog), &[]);
+        assert_eq!(out.status.code(), Some(0), "{p}: {}", text(&out));
+    }
+    let out = lmpi_with_env(&base_args("verify", &src, &dst, &elog), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let mut args = base_args("verify", &src, &dst, &elog);
+    args.retain(|a| *a != OsStr::new("-q"));
+    let out = lmpi_with_env(
+        &args,
+        &[
+            ("LD_PRELOAD", shim.as_os_str()),
+            ("LMPI_FAULT_EIO", OsStr::new("eio-")),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let log = std::fs::read_to_string(&elog).unwrap();
+    assert!(
+        log.contains("eio-b") && log.contains("Input/output error"),
+        "{log}"
+    );
+    assert!(!log.contains("hard links"), "{log}");
+    assert!(
+        text(&out).contains("hardlink counts were not checked"),
+        "{}",
+        text(&out)
+    );
+}
+
 #[test]
 fn files_vanishing_between_readdir_and_stat() {
     let shim = shim();

@@ -72,6 +72,9 @@ pub struct VerifyPass {
     pub lustre: Option<crate::lustre::Lustre>,
     /// Hardlink groups of the source inodes this rank owns.
     pub links: links::LinkGroups,
+    /// Differences this rank logged (the rest of its errors are entries
+    /// it could not read).
+    pub differences: std::sync::atomic::AtomicU64,
 }
 
 /// Kernel-maintained attributes that differ between any two filesystems.
@@ -80,7 +83,20 @@ const NOT_COMPARED: &[&[u8]] = &[b"security.selinux"];
 impl VerifyPass {
     /// One difference: a line naming the path (counted as an error).
     fn differs(&self, rel: &[u8], what: &str) {
+        self.differences
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.ctx.log.error_msg(Side::Target, rel, what);
+    }
+
+    /// Entries this rank could not read or compare (errors that are not
+    /// differences): names the walk may have missed.
+    pub fn unread(&self) -> u64 {
+        let all = self
+            .ctx
+            .counters
+            .errors
+            .load(std::sync::atomic::Ordering::Relaxed);
+        all.saturating_sub(self.differences.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     fn dir(&self, rel: &[u8], ids: DirIds, out: &mut Emitter<'_, Item>) {
