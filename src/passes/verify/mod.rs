@@ -545,7 +545,6 @@ impl VerifyPass {
         }
         diffs.extend(self.xattr_diffs(At::Fd(sd), At::Fd(dd), rel));
         diffs.extend(project_diff(sd, dd));
-        diffs.extend(self.dir_layout_diff(sd, dd, rel));
         diffs
     }
 }
@@ -609,43 +608,21 @@ impl VerifyPass {
 
 impl VerifyPass {
     /// Lustre layouts of two open files, the source's as this run's copy
-    /// creates it (wide-striping rule): the difference, if any.
+    /// creates it (wide-striping rule): the difference, if any. Directory
+    /// default layouts are not compared: the copy sets them only on the
+    /// directories it creates, never on existing ones (the root included).
     fn layout_diff(&self, s: BorrowedFd, d: BorrowedFd, rel: &[u8]) -> Option<String> {
-        let a = self.read_layout(s, Side::Source, rel)?;
-        self.layout_vs(a, d, rel)
-    }
-
-    /// Source layout `a` as this run creates it, against the target's.
-    fn layout_vs(&self, a: crate::lustre::Layout, d: BorrowedFd, rel: &[u8]) -> Option<String> {
-        let a = self.lustre.as_ref()?.as_created(&a);
-        let b = self.read_layout(d, Side::Target, rel)?;
-        (a != b).then(|| format!("layout {a} vs {b}"))
-    }
-
-    /// The layout of an open entry (None without Lustre, or on an error,
-    /// which is reported).
-    fn read_layout(&self, fd: BorrowedFd, side: Side, rel: &[u8]) -> Option<crate::lustre::Layout> {
         let l = self.lustre.as_ref()?;
-        l.layout_of_fd(fd)
-            .map_err(|e| self.ctx.err(side, rel, e))
+        let a = l
+            .layout_of_fd(s)
+            .map_err(|e| self.ctx.err(Side::Source, rel, e))
             .ok()
-    }
-
-    /// A directory's default layout, where the source directory has one of
-    /// its own: the copy gives a directory it creates the source's. The
-    /// root is left out (the copy never sets the existing target root's, an
-    /// admin's choice on the new filesystem), and so is a source directory
-    /// without one: what its copy then shows depends on whether this Lustre
-    /// version copies a parent's default into new subdirectories.
-    fn dir_layout_diff(&self, sd: BorrowedFd, dd: BorrowedFd, rel: &[u8]) -> Option<String> {
-        if rel.is_empty() {
-            return None;
-        }
-        let a = self.read_layout(sd, Side::Source, rel)?;
-        if a.is_unset() {
-            return None;
-        }
-        self.layout_vs(a, dd, rel).map(|d| format!("default {d}"))
+            .map(|a| l.as_created(&a))?;
+        let b = l
+            .layout_of_fd(d)
+            .map_err(|e| self.ctx.err(Side::Target, rel, e))
+            .ok()?;
+        (a != b).then(|| format!("layout {a} vs {b}"))
     }
 
     /// A file's layout, read through fds checked to be the files just
