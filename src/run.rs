@@ -833,7 +833,7 @@ fn run_verify<T: Transport + ?Sized>(
         opts,
         lustre,
         links: Default::default(),
-        differences: Default::default(),
+        missed: Default::default(),
     });
     let outcome = env.run(t, p.clone(), seeds, monitor, 1);
     let notes = link_counts(t, &p, outcome.stopped);
@@ -841,8 +841,8 @@ fn run_verify<T: Transport + ?Sized>(
 }
 
 /// Hardlink counts per group, once the whole tree was walked. A stopped
-/// walk, or one with entries it could not read, saw only some names of a
-/// group: each such group would be a second, false line. Agreed by all ranks:
+/// walk, or one that went on past names it could not see, saw only some
+/// names of a group: each such group would be a second, false line. Agreed by all ranks:
 /// a signal is seen by each rank on its own, and one that comes after the
 /// phase ended leaves that rank unaware of a stop that dropped others' names.
 fn link_counts<T: Transport + ?Sized>(
@@ -850,14 +850,14 @@ fn link_counts<T: Transport + ?Sized>(
     p: &verify::VerifyPass,
     stopped: bool,
 ) -> Vec<String> {
-    let agreed = t.all_reduce_max(&[stopped as u64, (p.unread() > 0) as u64]);
+    let agreed = t.all_reduce_max(&[stopped as u64, p.missed_names() as u64]);
     match (p.opts.whole_tree, agreed.as_slice()) {
         (true, [0, 0]) => {
             p.check_link_counts();
             Vec::new()
         }
         (true, [0, _]) => vec![
-            "hardlink counts were not checked: some entries could not be read (see the errors)"
+            "hardlink counts were not checked: some names could not be read (see the errors)"
                 .into(),
         ],
         _ => Vec::new(),

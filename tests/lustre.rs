@@ -491,3 +491,47 @@ fn verify_compares_layouts() {
     );
     assert!(lines.iter().any(|l| l.contains("top1/deeper/pfl")), "{log}");
 }
+
+/// An error that drops no name (an unreadable layout) leaves verify's
+/// per-group hardlink counts checked: a group joined with another on the
+/// target is still found beside the error.
+#[test]
+fn an_unreadable_layout_leaves_hardlink_counts_checked() {
+    let Some((lib, tmp, src, dst)) = setup() else {
+        return;
+    };
+    for n in ["a1", "b1", "z"] {
+        std::fs::write(src.join(n), b"same").unwrap();
+    }
+    std::fs::hard_link(src.join("a1"), src.join("a2")).unwrap();
+    std::fs::hard_link(src.join("b1"), src.join("b2")).unwrap();
+    let cfg = "require_mountpoints = false\n[lustre]\nmode = \"require\"\n";
+    for p in ["copy", "dirtime"] {
+        let out = run_pass(p, Launch::Alone, (&src, &dst), &lib, cfg, tmp.path());
+        assert_eq!(out.status.code(), Some(0), "{p}: {}", text(&out));
+    }
+    for n in ["b1", "b2"] {
+        std::fs::remove_file(dst.join(n)).unwrap();
+        std::fs::hard_link(dst.join("a1"), dst.join(n)).unwrap();
+    }
+    set_x(&src.join("z"), LAYOUT, "garbage");
+    let out = run_pass(
+        "dirtime",
+        Launch::Alone,
+        (&src, &dst),
+        &lib,
+        cfg,
+        tmp.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let _ = std::fs::remove_file(tmp.path().join("errors.log"));
+    let out = run_pass("verify", Launch::Alone, (&src, &dst), &lib, cfg, tmp.path());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let log = std::fs::read_to_string(tmp.path().join("errors.log")).unwrap();
+    assert!(log.contains("/z: llapi_layout_get_by_fd"), "{log}");
+    assert!(
+        log.contains("hard links: 2 names of this file in the source tree, 4 on the target"),
+        "{log}"
+    );
+    assert!(!text(&out).contains("not checked"), "{}", text(&out));
+}

@@ -72,9 +72,9 @@ pub struct VerifyPass {
     pub lustre: Option<crate::lustre::Lustre>,
     /// Hardlink groups of the source inodes this rank owns.
     pub links: links::LinkGroups,
-    /// Differences this rank logged (the rest of its errors are entries
-    /// it could not read).
-    pub differences: std::sync::atomic::AtomicU64,
+    /// Errors of this rank's walk after which some names went unseen (a
+    /// directory not opened or listed to its end, an entry not stat'ed).
+    pub missed: std::sync::atomic::AtomicU64,
 }
 
 /// Kernel-maintained attributes that differ between any two filesystems.
@@ -83,27 +83,26 @@ const NOT_COMPARED: &[&[u8]] = &[b"security.selinux"];
 impl VerifyPass {
     /// One difference: a line naming the path (counted as an error).
     fn differs(&self, rel: &[u8], what: &str) {
-        self.differences
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.ctx.log.error_msg(Side::Target, rel, what);
     }
 
-    /// Entries this rank could not read or compare (errors that are not
-    /// differences): names the walk may have missed.
-    pub fn unread(&self) -> u64 {
-        let all = self
-            .ctx
-            .counters
-            .errors
-            .load(std::sync::atomic::Ordering::Relaxed);
-        all.saturating_sub(self.differences.load(std::sync::atomic::Ordering::Relaxed))
+    /// An error after which the walk did not see some names (reported).
+    fn unseen(&self, side: Side, rel: &[u8], e: fsops::OsError) {
+        self.missed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.ctx.err(side, rel, e);
+    }
+
+    /// The walk of this rank went on past names it could not see.
+    pub fn missed_names(&self) -> bool {
+        self.missed.load(std::sync::atomic::Ordering::Relaxed) > 0
     }
 
     fn dir(&self, rel: &[u8], ids: DirIds, out: &mut Emitter<'_, Item>) {
         let c = &self.ctx;
         let (sd, s) = match c.open_src_dir(rel, ids.src) {
             Ok(v) => v,
-            Err(e) => return c.err(Side::Source, rel, e),
+            Err(e) => return self.unseen(Side::Source, rel, e),
         };
         c.bump(&c.counters.dirs, 1);
         let (dd, d) = match c.open_dst_dir(rel, ids.dst) {
@@ -111,7 +110,7 @@ impl VerifyPass {
             Err(e) if e.is_not_found() || e.errno == libc::ENOTDIR => {
                 return self.differs(rel, "directory missing on the target");
             }
-            Err(e) => return c.err(Side::Target, rel, e),
+            Err(e) => return self.unseen(Side::Target, rel, e),
         };
         let diffs = self.dir_diffs((sd.as_fd(), &s), (dd.as_fd(), &d), rel);
         self.judge(rel, diffs);
@@ -136,7 +135,7 @@ impl VerifyPass {
         let fd = match fsops::open_dir_at(dd.as_fd(), b".") {
             Ok(fd) => fd,
             Err(e) => {
-                self.ctx.err(Side::Target, rel, e);
+                self.unseen(Side::Target, rel, e);
                 return None;
             }
         };
@@ -149,7 +148,7 @@ impl VerifyPass {
                     names.insert(e.name);
                 }
                 Err(err) => {
-                    self.ctx.err(Side::Target, rel, err);
+                    self.unseen(Side::Target, rel, err);
                     return None;
                 }
             }
@@ -188,6 +187,11 @@ impl VerifyPass {
             },
         );
         batch.finish(out);
+        if listed != super::Listed::Complete {
+            // Reported by list_entries; the names after the failure went unseen.
+            self.missed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         listed == super::Listed::Complete
     }
 
@@ -205,9 +209,11 @@ impl VerifyPass {
             Ok(s) if s.kind == Kind::Dir => s,
             Ok(_) => return, // replaced since the listing: not judged now
             Err(e) if e.is_not_found() => return,
-            Err(e) => return c.err(Side::Source, &child, e),
+            Err(e) => return self.unseen(Side::Source, &child, e),
         };
         if c.is_other_root(Side::Source, &s) {
+            self.missed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return c.report_other_root(Side::Source, &child);
         }
         match fsops::stat_at(dd, name) {
@@ -220,7 +226,7 @@ impl VerifyPass {
             }
             Ok(d) => self.differs(&child, &format!("type dir vs {}", d.kind.name())),
             Err(e) if e.is_not_found() => self.differs(&child, "missing on the target"),
-            Err(e) => c.err(Side::Target, &child, e),
+            Err(e) => self.unseen(Side::Target, &child, e),
         }
     }
 
@@ -232,8 +238,8 @@ impl VerifyPass {
         );
         let (sd, dd) = match opened {
             (Ok((sd, _)), Ok((dd, _))) => (sd, dd),
-            (Err(e), _) => return c.err(Side::Source, &b.dir, e),
-            (_, Err(e)) => return c.err(Side::Target, &b.dir, e),
+            (Err(e), _) => return self.unseen(Side::Source, &b.dir, e),
+            (_, Err(e)) => return self.unseen(Side::Target, &b.dir, e),
         };
         // Files' project IDs cost an open per side: compared where the
         // directory has projects on either side (as the copy decides).
@@ -263,7 +269,7 @@ impl VerifyPass {
         let s = match fsops::stat_at(sd, name) {
             Ok(s) => s,
             Err(e) if e.is_not_found() => return, // gone since the listing
-            Err(e) => return c.err(Side::Source, rel, e),
+            Err(e) => return self.unseen(Side::Source, rel, e),
         };
         c.bump(&c.counters.scanned, 1);
         if c.filter.skip(&s) {
@@ -272,7 +278,7 @@ impl VerifyPass {
         let d = match fsops::stat_at(dd, name) {
             Ok(d) => d,
             Err(e) if e.is_not_found() => return self.differs(rel, "missing on the target"),
-            Err(e) => return c.err(Side::Target, rel, e),
+            Err(e) => return self.unseen(Side::Target, rel, e),
         };
         let mut diffs = self.entry_diffs(sd, dd, name, &s, &d);
         if diffs.is_empty() {
