@@ -842,9 +842,10 @@ fn run_verify<T: Transport + ?Sized>(
 
 /// Hardlink counts per group, once the whole tree was walked. A stopped
 /// walk, or one that went on past names it could not see, saw only some
-/// names of a group: each such group would be a second, false line. Agreed by all ranks:
-/// a signal is seen by each rank on its own, and one that comes after the
-/// phase ended leaves that rank unaware of a stop that dropped others' names.
+/// names of a group: each such group would be a second, false line. Agreed
+/// by all ranks: a signal is seen by each rank on its own, and one that
+/// comes after the phase ended leaves that rank unaware of a stop that
+/// dropped others' names.
 fn link_counts<T: Transport + ?Sized>(
     t: &mut T,
     p: &verify::VerifyPass,

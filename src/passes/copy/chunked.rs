@@ -122,8 +122,8 @@ impl CopyPass {
                 // The record on the file (empty, or an earlier pass's) lists
                 // only synced chunks: updated when every rank synced, kept
                 // as it is otherwise. Either way the partial stays.
-                let fd = fsops::open_write_checked(dd.as_fd(), &f.tmp, f.tmp_id);
-                if let (true, Ok(fd)) = (synced, fd) {
+                let fd = synced.then(|| fsops::open_write_checked(dd.as_fd(), &f.tmp, f.tmp_id));
+                if let Some(Ok(fd)) = fd {
                     self.write_record(fd.as_fd(), &fsops::join(&f.dir, &f.name), rec);
                 }
                 kept += 1;

@@ -82,9 +82,7 @@ impl VerifyPass {
         );
         self.differs(&n.rel, &what);
     }
-}
 
-impl VerifyPass {
     /// After a whole-tree walk: each target inode of a group this rank owns
     /// must have exactly the names its source inode has in the tree.
     pub fn check_link_counts(&self) {

@@ -88,9 +88,14 @@ impl VerifyPass {
 
     /// An error after which the walk did not see some names (reported).
     fn unseen(&self, side: Side, rel: &[u8], e: fsops::OsError) {
+        self.missed_some();
+        self.ctx.err(side, rel, e);
+    }
+
+    /// The walk goes on past names it did not see (already reported).
+    fn missed_some(&self) {
         self.missed
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.ctx.err(side, rel, e);
     }
 
     /// The walk of this rank went on past names it could not see.
@@ -189,8 +194,7 @@ impl VerifyPass {
         batch.finish(out);
         if listed != super::Listed::Complete {
             // Reported by list_entries; the names after the failure went unseen.
-            self.missed
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.missed_some();
         }
         listed == super::Listed::Complete
     }
@@ -212,8 +216,7 @@ impl VerifyPass {
             Err(e) => return self.unseen(Side::Source, &child, e),
         };
         if c.is_other_root(Side::Source, &s) {
-            self.missed
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.missed_some();
             return c.report_other_root(Side::Source, &child);
         }
         match fsops::stat_at(dd, name) {
