@@ -550,3 +550,71 @@ impl Proxy {
         self.open.store(true, Ordering::SeqCst);
     }
 }
+
+// ---------- a real unprivileged user, for attacks ----------
+
+/// The account the security tests attack lmpi from.
+pub const ATTACKER: &str = "lmpi-attacker";
+
+/// The attacker's (uid, gid), creating the account (no home, no login) on
+/// first use. None when the tests do not run as root (then no attack can be
+/// staged); in CI that fails the test, since CI runs as root.
+pub fn attacker() -> Option<(u32, u32)> {
+    static MADE: Mutex<()> = Mutex::new(());
+    if !is_root() {
+        assert!(!in_ci(), "the security tests need root in CI");
+        eprintln!("skipped: not root, no attacker account");
+        return None;
+    }
+    let _g = MADE.lock().unwrap_or_else(|p| p.into_inner());
+    let id = |flag: &str| {
+        Command::new("id")
+            .args([flag, ATTACKER])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<u32>().ok())
+    };
+    if id("-u").is_none() {
+        // Another test process may create it at the same time: judge by `id` after.
+        let _ = Command::new("useradd")
+            .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", ATTACKER])
+            .output();
+    }
+    let ids = id("-u").zip(id("-g"));
+    assert!(ids.is_some(), "useradd {ATTACKER} failed");
+    ids
+}
+
+/// Run `script` with `sh -c` as the attacker (real uid, gid and no
+/// supplementary groups: setpriv, not su, so no PAM and no tty).
+pub fn as_attacker(script: &str) -> Output {
+    let (uid, gid) = attacker().expect("attacker account");
+    Command::new("setpriv")
+        .args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={gid}"),
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+        .output()
+        .expect("start setpriv")
+}
+
+/// A temp dir the attacker can reach (0755: tempfile makes 0700 ones).
+pub fn shared_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    t
+}
+
+/// Give `p` to the attacker (lchown, not following a link).
+pub fn give_to_attacker(p: &Path) {
+    let (uid, gid) = attacker().expect("attacker account");
+    std::os::unix::fs::lchown(p, Some(uid), Some(gid)).expect("lchown");
+}
