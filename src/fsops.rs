@@ -514,10 +514,12 @@ pub fn open_listed_file(dir: BorrowedFd, name: &[u8], ino: u64) -> Res<Option<(O
 }
 
 /// Open our own temp file `name` for writing and check it is still the file
-/// we created (`want`): the target directory may belong to a user.
+/// we created (`want`): the target directory may belong to a user, who can
+/// swap in a file of their own, even one that got the freed inode number,
+/// but not one owned by us.
 pub fn open_write_checked(dir: BorrowedFd, name: &[u8], want: Ident) -> Res<OwnedFd> {
     let (fd, st) = open_own_file(dir, name)?;
-    if st.ident() != want {
+    if st.ident() != want || st.uid != rustix::process::geteuid().as_raw() {
         return Err(changed("open"));
     }
     Ok(fd)

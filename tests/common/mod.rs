@@ -573,12 +573,23 @@ pub fn attacker() -> Option<(u32, u32)> {
             .output()
             .ok()
             .filter(|o| o.status.success())
-            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<u32>().ok())
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .trim()
+                    .parse::<u32>()
+                    .ok()
+            })
     };
     if id("-u").is_none() {
         // Another test process may create it at the same time: judge by `id` after.
         let _ = Command::new("useradd")
-            .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", ATTACKER])
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                ATTACKER,
+            ])
             .output();
     }
     let ids = id("-u").zip(id("-g"));

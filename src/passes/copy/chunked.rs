@@ -379,7 +379,7 @@ impl CopyPass {
             let (sd, _) = on_src(self.ctx.open_src_dir(&f.dir, f.ids.src))?;
             let (src, after) = on_src(fsops::open_read_checked(sd.as_fd(), &f.name, f.st.ident()))?;
             let dst = on_dst(fsops::open_write_checked(dd.as_fd(), &f.tmp, f.tmp_id))?;
-            if after.size != f.st.size || after.mtime != f.st.mtime {
+            if !meta::unchanged(&f.st, &after) {
                 return Err(Fail::Changed);
             }
             if f.record.is_some() {

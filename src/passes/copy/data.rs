@@ -92,7 +92,7 @@ impl CopyPass {
                 on_dst(fsops::ftruncate(dst.as_fd(), s.size))?;
             }
             let after = on_src(fsops::fstat(src.as_fd()))?;
-            if after.size != s.size || after.mtime != s.mtime {
+            if !meta::unchanged(s, &after) {
                 return Err(Fail::Changed);
             }
             self.finish_file(src.as_fd(), dst.as_fd(), s, landing)?;

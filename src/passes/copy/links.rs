@@ -68,10 +68,14 @@ impl CopyPass {
             Err(e) => return Err(Fail::Os(Side::Target, e)),
         };
         let (sdf, ddf) = (sd.as_fd(), dd.as_fd());
-        match &d {
+        let settled = match &d {
             Some(d) if same_data(&s, d) && !self.shared_beyond(d, others)? => {
-                self.settle_in_place(sdf, ddf, pname, &first.rel, (&s, d), true)?
+                self.settle_trusted(sdf, ddf, (pname, &first.rel), (&s, d), true)?
             }
+            _ => false,
+        };
+        match &d {
+            _ if settled => {}
             _ if c.dry_run => c.act(&first.rel, Action::copied(&s)),
             _ => {
                 // A directory in the way goes; a file in the way is replaced atomically.

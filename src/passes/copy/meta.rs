@@ -114,6 +114,32 @@ pub(super) fn same_data(s: &Stat, d: &Stat) -> bool {
         && (!matches!(s.kind, Kind::Char | Kind::Block) || s.rdev == d.rdev)
 }
 
+/// Whether giving existing target file `d` the owner and mode of source
+/// `s` in place would grant a privilege: another owner, or a setuid or
+/// setgid bit (with its group) that `d` does not have yet. Size and mtime
+/// equal are no proof that the bytes are the source's: whoever could write
+/// `d` (its owner, or a user who replaced it) may have planted them, so
+/// such a file is copied again instead. A setid bit `d` already has is
+/// proof enough: the kernel clears it on any write by another user.
+pub(super) fn grants_privilege(s: &Stat, d: &Stat) -> bool {
+    let new_setid = s.perm & !d.perm & 0o6000 != 0;
+    let regrouped_setgid = s.perm & 0o2000 != 0 && s.gid != d.gid;
+    s.kind == Kind::File && (s.uid != d.uid || new_setid || regrouped_setgid)
+}
+
+/// Xattrs that grant a privilege to whoever runs the file: set on an
+/// existing target file only after its data is lmpi's own (see
+/// `grants_privilege`). The kernel drops them on any unprivileged write.
+const PRIVILEGED_XATTRS: &[&[u8]] = &[b"security.capability"];
+
+/// The source file read as `before` is still that file as `after` (fstat
+/// of the fd the data came from): size, mtime and ctime. ctime is the
+/// witness: an owner who rewrites a copied region and sets the mtime back
+/// moves it, and no user can set it back.
+pub(super) fn unchanged(before: &Stat, after: &Stat) -> bool {
+    after.size == before.size && after.mtime == before.mtime && after.ctime == before.ctime
+}
+
 pub(super) fn same_meta(s: &Stat, d: &Stat) -> bool {
     s.uid == d.uid && s.gid == d.gid && (s.kind == Kind::Symlink || s.perm == d.perm)
 }
@@ -176,10 +202,25 @@ impl CopyPass {
     }
 
     /// Make the target's xattrs exactly the source's (only compare unless
-    /// `apply`); true if they differ(ed).
+    /// `apply`); true if they differ(ed). The target's data is lmpi's own.
     pub(super) fn sync_xattrs(&self, src: At, dst: At, apply: bool) -> Res<bool> {
+        self.sync_xattrs_of(src, dst, apply, true)
+    }
+
+    /// `sync_xattrs` for an existing target file whose data lmpi may not
+    /// have written: a privileged xattr it lacks is `Fail::Untrusted`,
+    /// before anything is changed (the caller copies the file again).
+    pub(super) fn sync_xattrs_in_place(&self, src: At, dst: At, apply: bool) -> Res<bool> {
+        self.sync_xattrs_of(src, dst, apply, false)
+    }
+
+    fn sync_xattrs_of(&self, src: At, dst: At, apply: bool, ours: bool) -> Res<bool> {
         let s = self.xattr_map(src).map_err(|e| Fail::Os(Side::Source, e))?;
         let d = self.xattr_map(dst).map_err(|e| Fail::Os(Side::Target, e))?;
+        let granted = |k: &&[u8]| s.get(*k).is_some_and(|v| d.get(*k) != Some(v));
+        if !ours && PRIVILEGED_XATTRS.iter().any(granted) {
+            return Err(Fail::Untrusted);
+        }
         let mut changed = false;
         for (k, v) in &s {
             if d.get(k) != Some(v) {

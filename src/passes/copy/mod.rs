@@ -46,7 +46,7 @@ use chunked::{Partial, PendingFile};
 pub(crate) use join::Names;
 pub(crate) use links::mix;
 use links::LinkGroups;
-use meta::{same_data, same_meta, At, Landing};
+use meta::{grants_privilege, same_data, same_meta, At, Landing};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Item {
@@ -91,6 +91,9 @@ enum Fail {
     Os(Side, OsError),
     /// The source changed while we copied it: the target must not look up to date.
     Changed,
+    /// Fixing an existing target file in place would grant a privilege to
+    /// data lmpi may not have written: the caller copies it again.
+    Untrusted,
 }
 
 type Res<T> = Result<T, Fail>;
@@ -130,6 +133,8 @@ pub struct CopyPass {
     flags_noted: std::sync::atomic::AtomicBool,
     /// The target refused a resume record once: said once.
     resume_noted: std::sync::atomic::AtomicBool,
+    /// A privilege was due on a file lmpi did not write: said once.
+    untrusted_noted: std::sync::atomic::AtomicBool,
     /// Partial copies this rank wrote chunks into, by file id: synced after
     /// a stop, before any record lists those chunks.
     written: Mutex<HashMap<u64, chunked::Written>>,
@@ -159,6 +164,7 @@ impl CopyPass {
             egid,
             flags_noted: Default::default(),
             resume_noted: Default::default(),
+            untrusted_noted: Default::default(),
             written: Default::default(),
             kept: Default::default(),
             chunk_failed: Default::default(),
@@ -177,6 +183,13 @@ impl CopyPass {
                     "changed while being copied; target left out of date",
                 )
             }
+            // Callers of settle_in_place copy instead; reaching here is a bug
+            // of ours, said as an error rather than granted.
+            Fail::Untrusted => self.ctx.log.error_msg(
+                Side::Target,
+                rel,
+                "owner, setuid or capability not granted in place to data lmpi did not write",
+            ),
         }
     }
 
@@ -504,7 +517,9 @@ impl CopyPass {
                 && (s.kind != Kind::Symlink || self.same_link(h.sd, dd, name)?)
             {
                 let projects = self.files_projects(&h.landing);
-                return self.settle_in_place(h.sd, dd, name, rel, (&s, d), projects);
+                if self.settle_trusted(h.sd, dd, (name, rel), (&s, d), projects)? {
+                    return Ok(());
+                }
             }
         }
         if c.dry_run {
@@ -548,6 +563,34 @@ impl CopyPass {
         Ok(())
     }
 
+    /// `settle_in_place`, unless that would grant a privilege (another
+    /// owner, a setid bit, a capability) to target bytes lmpi may not have
+    /// written: then Ok(false), and the caller copies the file again, so
+    /// the privilege lands only on a new inode holding the source's data.
+    /// Where nothing is granted (every unchanged file) this costs no call.
+    fn settle_trusted(
+        &self,
+        sd: BorrowedFd,
+        dd: BorrowedFd,
+        (name, rel): (&[u8], &[u8]),
+        (s, d): (&Stat, &Stat),
+        projects: bool,
+    ) -> Res<bool> {
+        if !grants_privilege(s, d) {
+            match self.settle_in_place(sd, dd, name, rel, (s, d), projects) {
+                Err(Fail::Untrusted) => {}
+                r => return r.map(|()| true),
+            }
+        }
+        if !self.untrusted_noted.swap(true, Ordering::Relaxed) {
+            let msg = "an owner, setuid/setgid bit or capability is due on a target file \
+                       whose data lmpi did not write: copied again instead of granted in \
+                       place (said once per pass; the manifest lists every such copy)";
+            self.ctx.log.note(Side::Target, rel, msg);
+        }
+        Ok(false)
+    }
+
     /// `d` already holds `s`'s data: fix owner, mode, (with `check_xattrs`)
     /// xattrs, the project ID and inode flags in place, never copying; count
     /// it as up to date or metadata-only.
@@ -577,7 +620,7 @@ impl CopyPass {
             self.unlock(dd, name, d)?;
             self.fix_owner_mode(dd, name, s, d)?;
             if self.opts.check_xattrs || s.uid != d.uid || s.gid != d.gid {
-                self.sync_xattrs(src, dst, true)?;
+                self.sync_xattrs_in_place(src, dst, true)?;
             }
             let _ = fix_project()?;
             let (fd, _) = on_dst(fsops::open_read_checked(dd, name, d.ident()))?;
@@ -597,7 +640,7 @@ impl CopyPass {
             // then the xattrs are always put back, asked for or not.
             let chowned = s.uid != d.uid || s.gid != d.gid;
             if self.opts.check_xattrs || chowned {
-                self.sync_xattrs(src, dst, true)?;
+                self.sync_xattrs_in_place(src, dst, true)?;
             }
             let _ = fix_project()?;
             c.bump(&c.counters.meta, 1);
@@ -606,7 +649,7 @@ impl CopyPass {
         }
         // Owner and mode match: only xattrs can differ, and only if asked to
         // look. One read of each side both compares and fixes.
-        if self.opts.check_xattrs && self.sync_xattrs(src, dst, !c.dry_run)? {
+        if self.opts.check_xattrs && self.sync_xattrs_in_place(src, dst, !c.dry_run)? {
             let _ = fix_project()?;
             if !c.dry_run {
                 c.bump(&c.counters.meta, 1);
