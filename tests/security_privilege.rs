@@ -280,7 +280,7 @@ fn rewritten_and_retimed(launch: Launch, chunked: bool) {
         true => (2 * chunk, "300000"),
         false => (1 << 40, "2000000"),
     };
-    let mut child = launcher(launch, &bin())
+    let child = launcher(launch, &bin())
         .args(["--pass", "copy", "--threads", "1", "-q"])
         .args(["--chunk-size", &chunk.to_string()])
         .args(["--chunk-threshold", &threshold.to_string()])
