@@ -120,7 +120,7 @@ pub(super) fn same_data(s: &Stat, d: &Stat) -> bool {
 /// equal are no proof that the bytes are the source's: whoever could write
 /// `d` (its owner, or a user who replaced it) may have planted them, so
 /// such a file is copied again instead. A setid bit `d` already has is
-/// proof enough: the kernel clears it on any write by another user.
+/// proof enough: the kernel clears it on any write without CAP_FSETID.
 pub(super) fn grants_privilege(s: &Stat, d: &Stat) -> bool {
     let new_setid = s.perm & !d.perm & 0o6000 != 0;
     let regrouped_setgid = s.perm & 0o2000 != 0 && s.gid != d.gid;
