@@ -340,3 +340,48 @@ fn a_chunked_file_rewritten_and_retimed_during_its_copy_is_not_complete() {
         rewritten_and_retimed(Launch::Mpirun(2), true);
     }
 }
+
+/// A world-writable setuid root file (absurd, but a source may hold one):
+/// while its copy is being written the attacker must not be able to open
+/// it for writing (they could change bytes that then get the setuid bit;
+/// after it, any write of theirs clears the bit).
+#[test]
+fn a_new_copy_is_not_writable_by_others_until_complete() {
+    let Some(st) = stage() else { return };
+    let src_f = st.src.join("home/grouptool");
+    write_file(&src_f, &vec![b'x'; 256 << 10], 0o4757, (0, 0));
+    let child = launcher(Launch::Alone, &bin())
+        .args(["--pass", "copy", "--threads", "1", "-q"])
+        .arg("--source")
+        .arg(&st.src)
+        .arg("--target")
+        .arg(&st.dst)
+        .arg("--error-log")
+        .arg(st.dst.with_extension("errors"))
+        .env("LD_PRELOAD", shim())
+        .env("LMPI_FAULT_WRITE_US", "1500000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start lmpi");
+    let dst_f = st.dst.join("home/grouptool");
+    for _ in 0..1000 {
+        if dst_f.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let o = as_attacker(&format!("printf EVIL 1<> '{}'", dst_f.display()));
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        !o.status.success(),
+        "the attacker opened the copy in progress for writing"
+    );
+    let m = std::fs::metadata(&dst_f).unwrap();
+    assert_eq!((m.uid(), m.mode() & 0o7777), (0, 0o4757));
+    assert_eq!(
+        std::fs::read(&dst_f).unwrap(),
+        std::fs::read(&src_f).unwrap()
+    );
+}

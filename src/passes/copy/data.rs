@@ -74,7 +74,10 @@ impl CopyPass {
         };
         let tmp = replace.then(|| self.temp_name());
         let out_name: &[u8] = tmp.as_deref().unwrap_or(name);
-        let dst = match self.create_target(src.as_fd(), dd, rel, out_name, s.perm & 0o777) {
+        // Writable by its owner only until complete: a group or other
+        // writer who opened it now could change bytes that then get the
+        // setid bit or capability (a write after those clears them).
+        let dst = match self.create_target(src.as_fd(), dd, rel, out_name, s.perm & 0o755) {
             Ok((f, _)) => f,
             // Someone created it since we looked: go the replace way.
             Err(e) if e.errno == libc::EEXIST && !replace => {

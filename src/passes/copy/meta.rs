@@ -323,8 +323,9 @@ impl CopyPass {
         if s.uid != self.euid || s.gid != l.gid {
             on_dst(fsops::fchown(dfd, s.uid, s.gid))?;
         }
-        // An inherited default ACL changes the mode a file is created with.
-        if s.perm & 0o7000 != 0 || !self.ctx.is_root || l.inherits_acl {
+        // An inherited default ACL changes the mode a file is created with;
+        // group and other write were left out at creation (`copy_file`).
+        if s.perm & 0o7022 != 0 || !self.ctx.is_root || l.inherits_acl {
             on_dst(fsops::fchmod(dfd, s.perm))?;
         }
         if l.inherits_acl {
