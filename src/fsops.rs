@@ -653,6 +653,10 @@ pub fn symlink_at(target: &[u8], dir: BorrowedFd, name: &[u8]) -> Res<()> {
     rustix::fs::symlinkat(target, dir, name).map_err(err("symlink"))
 }
 
+/// Make a node of `st`'s kind and device numbers with no permission bits:
+/// in a directory a user owns (setgid, or with a default ACL) a device
+/// node would otherwise be open to them between its creation and the
+/// chown and chmod that follow (a disk's node is root).
 pub fn mknod_at(dir: BorrowedFd, name: &[u8], st: &Stat) -> Res<()> {
     use rustix::fs::FileType;
     let fmt = match st.kind {
@@ -667,7 +671,7 @@ pub fn mknod_at(dir: BorrowedFd, name: &[u8], st: &Stat) -> Res<()> {
             })
         }
     };
-    rustix::fs::mknodat(dir, name, fmt, mode(st.perm), st.rdev).map_err(err("mknod"))
+    rustix::fs::mknodat(dir, name, fmt, mode(0), st.rdev).map_err(err("mknod"))
 }
 
 /// chown without following symlinks.

@@ -21,4 +21,5 @@ pub mod signals;
 pub mod stats;
 pub mod statsd;
 pub mod status;
+pub mod track;
 pub mod transport;

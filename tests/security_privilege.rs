@@ -385,3 +385,71 @@ fn a_new_copy_is_not_writable_by_others_until_complete() {
         std::fs::read(&src_f).unwrap()
     );
 }
+
+/// The attacker's target directory is setgid to their group (new entries
+/// start in it). Root-only device nodes and 0640 root files copied into
+/// it must never be open to that group, not even between their creation
+/// and their chown: a loop of the attacker's opens every name it sees.
+#[test]
+fn new_nodes_and_files_in_a_users_setgid_directory_are_never_open_to_them() {
+    let Some(st) = stage() else { return };
+    std::fs::set_permissions(st.src.join("home"), std::fs::Permissions::from_mode(0o2755)).unwrap();
+    run_ok(Launch::Alone, "copy", &st, &[]);
+    for i in 0..40 {
+        let node = st.src.join(format!("home/null{i}"));
+        let o = Command::new("mknod")
+            .arg(&node)
+            .args(["c", "1", "3"])
+            .output();
+        assert!(o.expect("mknod").status.success());
+        // The source directory is setgid to the attacker's group too.
+        std::os::unix::fs::chown(&node, Some(0), Some(0)).unwrap();
+        std::fs::set_permissions(&node, std::fs::Permissions::from_mode(0o660)).unwrap();
+        write_file(
+            &st.src.join(format!("home/secret{i}")),
+            b"root only",
+            0o640,
+            (0, 0),
+        );
+    }
+    let (uid, gid) = attacker().unwrap();
+    // `:` with a redirection opens the name for reading (a char device
+    // does not block) and counts each open that worked.
+    let prober = "end=$((SECONDS+4)); hits=0; while [ $SECONDS -lt $end ]; do \
+        for f in \"$1\"/*; do : < \"$f\" 2>/dev/null && hits=$((hits+1)); done; done; echo $hits";
+    let spy = Command::new("setpriv")
+        .args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={gid}"),
+            "--clear-groups",
+        ])
+        .args(["--", "bash", "-c", prober, "prober"])
+        .arg(st.dst.join("home"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the prober");
+    std::thread::sleep(Duration::from_millis(300));
+    // Each node's open before its chown, and each file's data before its
+    // chown, take 20 ms: wide windows for the prober.
+    let copy = launcher(Launch::Alone, &bin())
+        .args(["--pass", "copy", "-q", "--error-log", "/dev/null"])
+        .arg("--source")
+        .arg(&st.src)
+        .arg("--target")
+        .arg(&st.dst)
+        .env("LD_PRELOAD", shim())
+        .env("LMPI_FAULT_SLOW", "null")
+        .env("LMPI_FAULT_SLOW_US", "20000")
+        .env("LMPI_FAULT_WRITE_US", "20000")
+        .output()
+        .expect("run lmpi");
+    assert_eq!(copy.status.code(), Some(0), "{}", text(&copy));
+    let out = spy.wait_with_output().expect("prober");
+    let hits = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(out.status.success(), "prober: {}", text(&out));
+    assert_eq!(hits, "0", "the attacker opened new root-only entries");
+    let m = std::fs::metadata(st.dst.join("home/secret7")).unwrap();
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (0, 0, 0o640));
+    assert!(compare_trees(&st.src, &st.dst, false).is_empty());
+}

@@ -74,10 +74,8 @@ impl CopyPass {
         };
         let tmp = replace.then(|| self.temp_name());
         let out_name: &[u8] = tmp.as_deref().unwrap_or(name);
-        // Writable by its owner only until complete: a group or other
-        // writer who opened it now could change bytes that then get the
-        // setid bit or capability (a write after those clears them).
-        let dst = match self.create_target(src.as_fd(), dd, rel, out_name, s.perm & 0o755) {
+        let perm = meta::creation_mode(s, &landing, self.egid);
+        let dst = match self.create_target(src.as_fd(), dd, rel, out_name, perm) {
             Ok((f, _)) => f,
             // Someone created it since we looked: go the replace way.
             Err(e) if e.errno == libc::EEXIST && !replace => {
@@ -185,7 +183,7 @@ impl CopyPass {
     fn finish_node(&self, sd: BorrowedFd, dd: BorrowedFd, name: &[u8], s: &Stat) -> Res<()> {
         // Pinned: the user who owns `dd` may swap the new node for a link.
         let pin = on_dst(fsops::pin_at(dd, name, None))?;
-        if pin.st.kind != s.kind {
+        if pin.st.kind != s.kind || pin.st.uid != self.euid {
             return Err(Fail::Os(Side::Target, fsops::changed("create")));
         }
         if self.ctx.is_root || s.uid != self.euid || s.gid != self.egid {

@@ -127,10 +127,25 @@ pub(super) fn grants_privilege(s: &Stat, d: &Stat) -> bool {
     s.kind == Kind::File && (s.uid != d.uid || new_setid || regrouped_setgid)
 }
 
-/// Xattrs that grant a privilege to whoever runs the file: set on an
-/// existing target file only after its data is lmpi's own (see
-/// `grants_privilege`). The kernel drops them on any unprivileged write.
-const PRIVILEGED_XATTRS: &[&[u8]] = &[b"security.capability"];
+/// Xattrs that grant a privilege to whoever runs the file (a capability;
+/// an SELinux label can make a domain transition): set on an existing
+/// target file only after its data is lmpi's own (see `grants_privilege`).
+const PRIVILEGED_XATTRS: &[&[u8]] = &[b"security.capability", b"security.selinux"];
+
+/// The mode a new target file is created with, before its owner and full
+/// mode are set after its data. Never group or other write: a writer who
+/// opened it now could change bytes that then get a setid bit or
+/// capability (a write after those clears them). Owner bits only where
+/// the file starts in a group other than ours and the source's (a user's
+/// setgid directory) or inherits an ACL (a user's default ACL): either
+/// would let them read bytes they cannot read on the source until the
+/// chown. The common case (a directory without either) costs no chmod.
+pub(super) fn creation_mode(s: &Stat, l: &Landing, egid: u32) -> u32 {
+    match (l.gid == s.gid || l.gid == egid) && !l.inherits_acl {
+        true => s.perm & 0o755,
+        false => s.perm & 0o700,
+    }
+}
 
 /// The source file read as `before` is still that file as `after` (fstat
 /// of the fd the data came from): size, mtime and ctime. ctime is the
@@ -208,8 +223,9 @@ impl CopyPass {
     }
 
     /// `sync_xattrs` for an existing target file whose data lmpi may not
-    /// have written: a privileged xattr it lacks is `Fail::Untrusted`,
-    /// before anything is changed (the caller copies the file again).
+    /// have written: a privileged xattr it lacks is `Fail::Untrusted`
+    /// before any xattr is changed (owner and mode may have been already:
+    /// the caller copies the file again, a new inode, so nothing stays).
     pub(super) fn sync_xattrs_in_place(&self, src: At, dst: At, apply: bool) -> Res<bool> {
         self.sync_xattrs_of(src, dst, apply, false)
     }
@@ -323,9 +339,12 @@ impl CopyPass {
         if s.uid != self.euid || s.gid != l.gid {
             on_dst(fsops::fchown(dfd, s.uid, s.gid))?;
         }
-        // An inherited default ACL changes the mode a file is created with;
-        // group and other write were left out at creation (`copy_file`).
-        if s.perm & 0o7022 != 0 || !self.ctx.is_root || l.inherits_acl {
+        // An inherited default ACL changes the mode a file is created with.
+        if s.perm & 0o7000 != 0
+            || !self.ctx.is_root
+            || l.inherits_acl
+            || creation_mode(s, &l, self.egid) != s.perm
+        {
             on_dst(fsops::fchmod(dfd, s.perm))?;
         }
         if l.inherits_acl {

@@ -354,7 +354,13 @@ impl CopyPass {
             return Ok(None);
         }
         // Without root, keep the directory writable for us; the dirtime pass sets the final mode.
-        let perm = if c.is_root { st.perm } else { st.perm | 0o700 };
+        // No group or other write until its walk sets owner and mode: in a
+        // user's setgid directory it starts in their group.
+        let perm = if c.is_root {
+            st.perm & !0o022
+        } else {
+            st.perm | 0o700
+        };
         let made = match (&self.lustre, mdt) {
             (Some(l), Some(mdt)) => l.mkdir_on_mdt(dd, name, perm, mdt),
             _ => fsops::mkdir_at(dd, name, perm),

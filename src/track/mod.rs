@@ -1,0 +1,172 @@
+//! `lmpi track`: record, beside the live copies, every change on the
+//! source by identity, so the downtime pass (`--pass final --changes J`)
+//! visits only what changed. A backend (fanotify here; Lustre changelogs
+//! through `lustre-sys` to come) yields `Change`s; the journal dedupes them
+//! and syncs them to disk; any loss is recorded and makes the final pass
+//! walk everything.
+
+pub mod fanotify;
+pub mod handle;
+pub mod journal;
+pub mod resolve;
+
+use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use handle::Handle;
+use serde::{Deserialize, Serialize};
+
+/// One change, by identity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Change {
+    /// Entry `name` of directory `dir` was created, removed or renamed in
+    /// or out (`dirent`), or written, truncated or had its attributes
+    /// changed.
+    Entry {
+        dir: Handle,
+        name: Vec<u8>,
+        dirent: bool,
+    },
+    /// The object itself changed (a directory's own attributes, or an
+    /// event that named no entry).
+    Itself(Handle),
+    /// Events were lost: no journal can stand for every change.
+    Loss(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrackError {
+    #[error("{path}: {op}: {msg}")]
+    Os {
+        path: String,
+        op: &'static str,
+        msg: String,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl TrackError {
+    pub fn os(path: &Path, op: &'static str, errno: i32) -> TrackError {
+        TrackError::Os {
+            path: path.display().to_string(),
+            op,
+            msg: crate::fsops::strerror(errno),
+        }
+    }
+    pub fn io(path: &Path, source: std::io::Error) -> TrackError {
+        TrackError::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}
+
+pub(crate) fn unix_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// Open (create 0600) a file lmpi writes for itself: no link followed, no
+/// FIFO blocked on, and only a regular file of ours.
+fn own_file(path: &Path) -> Result<std::fs::File, TrackError> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| TrackError::io(path, e))?;
+    let st = crate::fsops::fstat(f.as_fd()).map_err(|e| TrackError::os(path, e.op, e.errno))?;
+    let me = rustix::process::geteuid().as_raw();
+    if st.kind != crate::fsops::Kind::File || st.uid != me || st.perm & 0o022 != 0 {
+        return Err(TrackError::Other(format!(
+            "{}: not a regular file of ours, writable by us only: refused",
+            path.display()
+        )));
+    }
+    Ok(f)
+}
+
+/// Open a file to read: a regular file only (a FIFO would block, a device
+/// never end).
+fn open_regular(path: &Path) -> Result<std::fs::File, TrackError> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| TrackError::io(path, e))?;
+    let st = crate::fsops::fstat(f.as_fd()).map_err(|e| TrackError::os(path, e.op, e.errno))?;
+    if st.kind != crate::fsops::Kind::File {
+        return Err(TrackError::Other(format!(
+            "{}: not a regular file",
+            path.display()
+        )));
+    }
+    Ok(f)
+}
+
+/// What `lmpi track` was asked to do.
+#[derive(Debug, Clone)]
+pub struct TrackSettings {
+    pub source: PathBuf,
+    pub journal: PathBuf,
+    /// How often the journal is synced (and, on Lustre, the changelog cleared).
+    pub flush: Duration,
+    /// How often a progress line is printed (None: never).
+    pub report: Option<Duration>,
+}
+
+/// Run the tracker until SIGTERM/SIGINT; flushes what it has and writes a
+/// `stop` record. Err: it could not start, or the journal could not be
+/// written (then the journal has no `stop`, so no final pass trusts it).
+pub fn track(s: &TrackSettings) -> Result<u64, TrackError> {
+    let watched = resolve::watched(&s.source)?;
+    let mut src = fanotify::Fanotify::watch(&s.source)?;
+    let mut journal = journal::Writer::open(&s.journal, watched, unix_ns())?;
+    crate::signals::install();
+    println!(
+        "lmpi track: watching {} (fanotify, the whole filesystem), journal {}",
+        s.source.display(),
+        s.journal.display()
+    );
+    let (mut events, mut last_flush, mut last_report) = (0u64, Instant::now(), Instant::now());
+    let mut batch = Vec::new();
+    while !crate::signals::stop_requested() {
+        src.read(200, &mut batch)?;
+        events += batch.len() as u64;
+        for c in batch.drain(..) {
+            journal.add(c);
+        }
+        if last_flush.elapsed() >= s.flush {
+            journal.flush()?;
+            last_flush = Instant::now();
+        }
+        if s.report.is_some_and(|r| last_report.elapsed() >= r) {
+            println!(
+                "lmpi track: {events} events, {} distinct changes",
+                journal.distinct()
+            );
+            last_report = Instant::now();
+        }
+    }
+    // What arrived before the stop is still queued: take it too.
+    src.read(0, &mut batch)?;
+    events += batch.len() as u64;
+    for c in batch {
+        journal.add(c);
+    }
+    let distinct = journal.distinct();
+    journal.close()?;
+    println!("lmpi track: stopped: {events} events, {distinct} distinct changes in the journal");
+    Ok(events)
+}
