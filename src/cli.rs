@@ -36,11 +36,32 @@ pub struct Cli {
 pub enum Sub {
     /// Talk to a running job over RabbitMQ (stop, status, pool-grow, ...).
     Ctl(lmpi::control::client::CtlArgs),
+    /// Record every change on the live source by identity (fanotify), so
+    /// `--pass final --changes JOURNAL` visits only what changed. Runs until
+    /// SIGTERM/SIGINT, then syncs the journal and exits 0.
+    Track(TrackArgs),
     /// Stats tools.
     Stats {
         #[command(subcommand)]
         cmd: StatsCmd,
     },
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct TrackArgs {
+    /// The source tree to watch (the whole filesystem it is on is marked).
+    #[arg(long, value_name = "DIR")]
+    pub source: PathBuf,
+    /// The journal to append to (created 0600; a tracker restarted on it
+    /// records the gap, which makes the final pass walk everything).
+    #[arg(long, value_name = "FILE")]
+    pub journal: PathBuf,
+    /// Sync the journal at least this often (milliseconds).
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub flush_ms: u64,
+    /// Print a progress line this often (seconds; 0: never).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub report_interval: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -136,4 +157,9 @@ pub struct PassArgs {
     /// Print no progress lines, only errors and the summary.
     #[arg(long, short)]
     pub quiet: bool,
+    /// final: visit only what the `lmpi track` journal FILE recorded since
+    /// the last clean copy (walks everything, saying why, when the journal
+    /// cannot stand for every change).
+    #[arg(long, value_name = "FILE")]
+    pub changes: Option<PathBuf>,
 }

@@ -28,6 +28,22 @@ fn main() {
             };
             lmpi::control::client::run_ctl(&args, &cfg.control)
         }
+        Some(Sub::Track(args)) => {
+            let s = lmpi::track::TrackSettings {
+                source: args.source,
+                journal: args.journal,
+                flush: std::time::Duration::from_millis(args.flush_ms.max(1)),
+                report: (args.report_interval > 0)
+                    .then(|| std::time::Duration::from_secs(args.report_interval)),
+            };
+            match lmpi::track::track(&s) {
+                Ok(_) => ExitStatus::Done.code(),
+                Err(e) => {
+                    eprintln!("lmpi track: {e}");
+                    ExitStatus::Errors.code()
+                }
+            }
+        }
         Some(Sub::Stats {
             cmd: StatsCmd::Graphite(args),
         }) => {
@@ -146,6 +162,8 @@ enum SettingsError {
     NoPass,
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("{0} is for --pass {1} only")]
+    NotForPass(&'static str, &'static str),
 }
 
 /// The pass's settings: the config file with the command line applied.
@@ -166,5 +184,9 @@ fn settings(args: &PassArgs) -> Result<Settings, SettingsError> {
     }
     s.quiet = args.quiet;
     s.from_manifest = args.from_manifest.clone();
+    if args.changes.is_some() && pass != lmpi::settings::PassKind::Final {
+        return Err(SettingsError::NotForPass("--changes", "final"));
+    }
+    s.changes = args.changes.clone();
     Ok(s)
 }

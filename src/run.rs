@@ -17,6 +17,7 @@ use crate::engine::{self, Monitor, RankReport, RunControl, RunOpts, RunOutcome};
 use crate::errlog::{ErrorLog, Side};
 use crate::filter::Filter;
 use crate::fsops;
+use crate::passes::changes::{self, Seeds};
 use crate::passes::sink::Sink;
 use crate::passes::{self, copy, delete, dirtime, final_pass, verify, Ctx, RootIds};
 use crate::report::{self, Percentiles, RankFigures, Summary};
@@ -645,18 +646,35 @@ fn run_final<T: Transport + ?Sized>(
     monitor: &mut dyn Monitor,
 ) -> PhasesDone {
     let rank = ctx.rank;
+    let started_ns = crate::track::unix_ns();
+    let (seeds, mut notes) = final_seeds(&ctx, env.args.changes.as_deref());
+    // Agreed: only rank 0 read the journal.
+    let by_changes = t.all_reduce_max(&[matches!(seeds, Seeds::Changes(..)) as u64])[0] != 0;
     let ctx = Arc::new(ctx);
     let copy = copy::CopyPass::new(ctx.clone(), copy_opts(t, env), lustre);
-    let delete = delete::DeletePass::new(ctx, delete_cap(env));
+    let delete = delete::DeletePass::new(ctx.clone(), delete_cap(env));
     let p = Arc::new(final_pass::FinalPass::new(copy, delete));
-    let root = final_pass::Item::Dir {
+    let root = || final_pass::Item::Dir {
         rel: Vec::new(),
         ids: Default::default(),
     };
-    let mut outcome = env.run(t, p.clone(), root_seed(rank, root), monitor, 1);
+    let seeds = match seeds {
+        Seeds::Changes(items, _) => items,
+        Seeds::Walk(_) => root_seed(rank, root()),
+    };
+    let mut outcome = env.run(t, p.clone(), seeds, monitor, 1);
     let stopped = |t: &mut T, o: &RunOutcome| t.all_reduce_max(&[o.stopped as u64])[0] != 0;
     if !stopped(t, &outcome) {
-        let groups = p.copy().take_link_groups();
+        let mut groups = p.copy().take_link_groups();
+        // A journal names only the names that changed, never all of a
+        // hardlinked inode's: a group would be split. Walk to find them all.
+        if by_changes && t.all_reduce_max(&[!groups.is_empty() as u64])[0] != 0 {
+            notes.push("--changes: hardlinked files changed: the whole tree was walked to find each one's names".into());
+            outcome.stopped |= env
+                .run(t, p.clone(), root_seed(rank, root()), monitor, 1)
+                .stopped;
+            groups = p.copy().take_link_groups();
+        }
         let groups = groups.into_iter().map(final_pass::Item::Copy).collect();
         outcome.stopped |= env.run(t, p.clone(), groups, monitor, 2).stopped;
     }
@@ -677,8 +695,36 @@ fn run_final<T: Transport + ?Sized>(
         t.barrier();
         p.set_dir_times();
     }
-    let notes = partials_note(t, p.copy(), outcome.stopped);
+    notes.extend(partials_note(t, p.copy(), outcome.stopped));
+    if clean(t, &ctx, &outcome) && !over_cap {
+        changes::mark_synced(&ctx, started_ns);
+    }
     PhasesDone::new(outcome, over_cap, notes)
+}
+
+/// Rank 0's seeds for a final pass (the journal's changes, or the root
+/// with the reason), with the summary's note about them.
+fn final_seeds(ctx: &Ctx, journal: Option<&std::path::Path>) -> (Seeds, Vec<String>) {
+    let Some(j) = journal.filter(|_| ctx.rank == 0) else {
+        let why = changes::WalkWhy::Doubt(String::new());
+        return (Seeds::Walk(why), Vec::new());
+    };
+    match changes::seeds(ctx, j) {
+        Seeds::Changes(items, note) => (Seeds::Changes(items, note.clone()), vec![note]),
+        Seeds::Walk(why) => {
+            let note = format!(
+                "--changes {}: {why}: the whole tree was walked",
+                j.display()
+            );
+            (Seeds::Walk(why), vec![note])
+        }
+    }
+}
+
+/// Every rank ended the pass with nothing failed and no stop.
+fn clean<T: Transport + ?Sized>(t: &mut T, ctx: &Ctx, o: &RunOutcome) -> bool {
+    let bad = o.stopped || ctx.counters.errors.load(Ordering::Relaxed) > 0;
+    t.all_reduce_max(&[bad as u64])[0] == 0
 }
 
 /// After the phases, on every rank: big files a stop left partly copied.

@@ -57,6 +57,8 @@ pub struct Settings {
     pub quiet: bool,
     /// verify: only the entries these manifests name.
     pub from_manifest: Vec<PathBuf>,
+    /// final: only what this `lmpi track` journal recorded.
+    pub changes: Option<PathBuf>,
 }
 
 impl Settings {
@@ -78,6 +80,7 @@ impl Settings {
             manifest,
             quiet: false,
             from_manifest: Vec::new(),
+            changes: None,
         }
     }
 }

@@ -28,6 +28,17 @@ pub enum Item {
     Copy(copy::Item),
     /// The delete pass's work: doomed subtrees.
     Delete(delete::Item),
+    /// Entries of one directory a change journal named (`--changes`),
+    /// each with whether one appeared, went or was renamed under that
+    /// name; `itself`: the directory's own attributes changed.
+    Names {
+        rel: Vec<u8>,
+        ids: DirIds,
+        names: Vec<(Vec<u8>, bool)>,
+        /// Subdirectories whose own attributes changed: settled, not walked.
+        subdirs: Vec<Vec<u8>>,
+        itself: bool,
+    },
 }
 
 /// A copy item, except that a directory found by it is walked the final way.
@@ -82,14 +93,7 @@ impl FinalPass {
         };
         c.bump(&c.counters.dirs, 1);
         self.copy.settle_dir(rel, sd.as_fd(), dd.as_fd(), &s, &d);
-        self.dirs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(DirTimes {
-                rel: rel.to_vec(),
-                id: d.ident(),
-                src: s,
-            });
+        self.record_times(rel, d.ident(), s);
         let ids = DirIds {
             src: Some(s.ident()),
             dst: Some(d.ident()),
@@ -134,6 +138,137 @@ impl FinalPass {
         }
     }
 
+    /// Only the named entries of directory `rel` (`--changes`). A
+    /// directory the target lacks is new, and its parent's record walks it
+    /// whole; one the source lacks went, and its parent's record removes it.
+    fn names(
+        &self,
+        rel: &[u8],
+        ids: DirIds,
+        names: Vec<(Vec<u8>, bool)>,
+        itself: bool,
+        out: &mut Emitter<'_, Item>,
+    ) {
+        let c = &self.ctx;
+        let opened = c.open_src_dir(rel, ids.src).map(|src| {
+            let dst = c.open_dst_dir(rel, None).map_err(|e| (Side::Target, e));
+            (src, dst)
+        });
+        let ((sd, s), (dd, d)) = match opened.map_err(|e| (Side::Source, e)) {
+            Ok((src, Ok(dst))) => (src, dst),
+            Ok((_, Err((side, e)))) | Err((side, e)) if !e.is_not_found() => {
+                return c.err(side, rel, e)
+            }
+            _ => return,
+        };
+        c.bump(&c.counters.dirs, 1);
+        if itself {
+            self.copy.settle_dir(rel, sd.as_fd(), dd.as_fd(), &s, &d);
+        }
+        self.record_times(rel, d.ident(), s);
+        let ids = DirIds {
+            src: Some(s.ident()),
+            dst: Some(d.ident()),
+        };
+        let mut files = Vec::new();
+        for (name, dirent) in names {
+            if out.stopping() {
+                return;
+            }
+            // Only written or changed in place: still there, the copy looks.
+            if !dirent {
+                files.push(name);
+                continue;
+            }
+            let child = fsops::join(rel, &name);
+            match fsops::stat_at(sd.as_fd(), &name) {
+                Err(e) if e.errno == libc::ENOENT => {
+                    let one = std::iter::once((name, None));
+                    self.remove_gone(rel, sd.as_fd(), dd.as_fd(), d.ident(), one.collect(), out)
+                }
+                Ok(st) if st.kind == fsops::Kind::Dir => {
+                    self.renamed_dir(rel, (sd.as_fd(), dd.as_fd()), &name, out)
+                }
+                Ok(_) => files.push(name),
+                Err(e) => c.err(Side::Source, &child, e),
+            }
+        }
+        if !files.is_empty() {
+            let b = super::Batch {
+                dir: rel.to_vec(),
+                ids,
+                names: files,
+                absent: false,
+                inos: Vec::new(),
+            };
+            out.mapped(from_copy, |o| self.copy.process(copy::Item::Batch(b), o));
+        }
+    }
+
+    /// Subdirectories of `rel` whose own owner, mode, xattrs or times
+    /// changed: settled and their times recorded, not walked (their
+    /// entries, if changed, have records of their own). One the target
+    /// lacks is walked as new.
+    fn settle_subdirs(&self, rel: &[u8], subdirs: Vec<Vec<u8>>, out: &mut Emitter<'_, Item>) {
+        let c = &self.ctx;
+        for name in subdirs {
+            let child = fsops::join(rel, &name);
+            let (sd, s) = match c.open_src_dir(&child, None) {
+                Ok(v) => v,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => {
+                    c.err(Side::Source, &child, e);
+                    continue;
+                }
+            };
+            match c.open_dst_dir(&child, None) {
+                Ok((dd, d)) => {
+                    self.copy.settle_dir(&child, sd.as_fd(), dd.as_fd(), &s, &d);
+                    self.record_times(&child, d.ident(), s);
+                }
+                Err(e) if e.is_not_found() => {
+                    let parents = c
+                        .open_src_dir(rel, None)
+                        .and_then(|(ps, _)| c.open_dst_dir(rel, None).map(|(pd, _)| (ps, pd)));
+                    match parents {
+                        Ok((ps, pd)) => self.renamed_dir(rel, (ps.as_fd(), pd.as_fd()), &name, out),
+                        Err(e) => c.err(Side::Target, rel, e),
+                    }
+                }
+                Err(e) => c.err(Side::Target, &child, e),
+            }
+        }
+    }
+
+    /// A directory appeared, or was renamed, under `name`: walked whole
+    /// (created on the target if needed), as a new directory is.
+    fn renamed_dir(
+        &self,
+        rel: &[u8],
+        (sd, dd): (BorrowedFd, BorrowedFd),
+        name: &[u8],
+        out: &mut Emitter<'_, Item>,
+    ) {
+        let child = fsops::join(rel, name);
+        if let Some(ids) = self
+            .copy
+            .make_child_dir(sd, Some(dd), name, &child, None, false)
+        {
+            out.push(Item::Dir { rel: child, ids });
+        }
+    }
+
+    fn record_times(&self, rel: &[u8], id: Ident, src: Stat) {
+        self.dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(DirTimes {
+                rel: rel.to_vec(),
+                id,
+                src,
+            });
+    }
+
     /// After every change of the pass on every rank: the source times of
     /// each directory this rank walked (deepest first, though no order is
     /// needed once nothing else changes).
@@ -161,6 +296,16 @@ impl Processor for FinalPass {
             Item::Dir { rel, ids } => self.dir(&rel, ids, out),
             Item::Copy(i) => out.mapped(from_copy, |o| self.copy.process(i, o)),
             Item::Delete(i) => out.mapped(Item::Delete, |o| self.delete.process(i, o)),
+            Item::Names {
+                rel,
+                ids,
+                names,
+                subdirs,
+                itself,
+            } => {
+                self.names(&rel, ids, names, itself, out);
+                self.settle_subdirs(&rel, subdirs, out);
+            }
         }
     }
 
@@ -169,6 +314,7 @@ impl Processor for FinalPass {
             Item::Dir { .. } => true,
             Item::Copy(i) => self.copy.is_branch(i),
             Item::Delete(i) => self.delete.is_branch(i),
+            Item::Names { .. } => true,
         }
     }
     fn describe(&self, item: &Item) -> String {
@@ -176,6 +322,9 @@ impl Processor for FinalPass {
             Item::Dir { rel, .. } => format!("sync {}", fsops::show(rel)),
             Item::Copy(i) => self.copy.describe(i),
             Item::Delete(i) => self.delete.describe(i),
+            Item::Names { rel, names, .. } => {
+                format!("{} changed entries of {}", names.len(), fsops::show(rel))
+            }
         }
     }
 }

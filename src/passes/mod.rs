@@ -1,6 +1,7 @@
 //! The three passes. Each is a `Processor` for the engine: policy only; every
 //! syscall goes through `fsops`.
 
+pub mod changes;
 pub mod copy;
 pub mod delete;
 pub mod dirtime;

@@ -135,7 +135,7 @@ pub(super) fn parse_events(mut b: &[u8], out: &mut Vec<Change>) {
             drop(unsafe { OwnedFd::from_raw_fd(fd) });
         }
         out.push(match mask & libc::FAN_Q_OVERFLOW {
-            0 => event(&b[meta_len..len], mask & DIRENT != 0),
+            0 => event(&b[meta_len..len], mask),
             _ => Change::Loss("the kernel's event queue overflowed".into()),
         });
         b = &b[len..];
@@ -144,7 +144,8 @@ pub(super) fn parse_events(mut b: &[u8], out: &mut Vec<Change>) {
 
 /// One event's info records: its directory and name, or (an event on a
 /// directory itself, or one without a name) the object alone.
-fn event(mut info: &[u8], dirent: bool) -> Change {
+fn event(mut info: &[u8], mask: u64) -> Change {
+    let (dirent, ondir) = (mask & DIRENT != 0, mask & libc::FAN_ONDIR != 0);
     let mut object = None;
     while info.len() >= 4 {
         let kind = info[0];
@@ -159,7 +160,12 @@ fn event(mut info: &[u8], dirent: bool) -> Change {
                     if name.is_empty() || name == b"." {
                         return Change::Itself(dir);
                     }
-                    return Change::Entry { dir, name, dirent };
+                    return Change::Entry {
+                        dir,
+                        name,
+                        dirent,
+                        ondir,
+                    };
                 }
             }
             libc::FAN_EVENT_INFO_TYPE_FID | libc::FAN_EVENT_INFO_TYPE_DFID => {

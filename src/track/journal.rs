@@ -6,6 +6,7 @@
 //! start <unix ns>
 //! d <handle> <name>      an entry of directory <handle> appeared, went or was renamed
 //! e <handle> <name>      an entry of directory <handle> changed otherwise
+//! D, E                   the same for an entry that is a directory
 //! s <handle>             a directory (or file) itself changed
 //! loss <unix ns> <why>   events were lost: the journal cannot be trusted
 //! stop <unix ns>         the tracker stopped, everything before is in
@@ -115,8 +116,18 @@ impl Writer {
             return false;
         }
         let line = match &c {
-            Change::Entry { dir, name, dirent } => {
-                let tag = if *dirent { 'd' } else { 'e' };
+            Change::Entry {
+                dir,
+                name,
+                dirent,
+                ondir,
+            } => {
+                let tag = match (*dirent, *ondir) {
+                    (true, false) => 'd',
+                    (false, false) => 'e',
+                    (true, true) => 'D',
+                    (false, true) => 'E',
+                };
                 format!("{tag} {} {}\n", dir.encode(), manifest::encode(name))
             }
             Change::Itself(h) => format!("s {}\n", h.encode()),
@@ -240,13 +251,14 @@ fn apply(j: &mut Journal, text: &str, stopped: bool) -> Option<bool> {
             );
             Some(stopped)
         }
-        "e" | "d" => {
+        "e" | "d" | "E" | "D" => {
             let (h, name) = rest.split_once(' ')?;
             let name = manifest::decode(name.as_bytes())?;
             j.changes.insert(Change::Entry {
                 dir: Handle::decode(h)?,
                 name,
-                dirent: kind == "d",
+                dirent: kind.eq_ignore_ascii_case("d"),
+                ondir: kind == "D" || kind == "E",
             });
             Some(stopped)
         }
@@ -285,6 +297,7 @@ mod tests {
                 dir: h(1),
                 name: b"a \n\xff".to_vec(),
                 dirent: true,
+                ondir: false,
             });
         }
         w.add(Change::Itself(h(2)));

@@ -9,6 +9,7 @@ pub mod fanotify;
 pub mod handle;
 pub mod journal;
 pub mod resolve;
+pub mod synced;
 
 use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
@@ -28,6 +29,8 @@ pub enum Change {
         dir: Handle,
         name: Vec<u8>,
         dirent: bool,
+        /// The entry is a directory (fanotify's FAN_ONDIR).
+        ondir: bool,
     },
     /// The object itself changed (a directory's own attributes, or an
     /// event that named no entry).
@@ -130,10 +133,11 @@ pub struct TrackSettings {
 /// `stop` record. Err: it could not start, or the journal could not be
 /// written (then the journal has no `stop`, so no final pass trusts it).
 pub fn track(s: &TrackSettings) -> Result<u64, TrackError> {
+    // Before the journal says `start`: a stop from then on is graceful.
+    crate::signals::install();
     let watched = resolve::watched(&s.source)?;
     let mut src = fanotify::Fanotify::watch(&s.source)?;
     let mut journal = journal::Writer::open(&s.journal, watched, unix_ns())?;
-    crate::signals::install();
     println!(
         "lmpi track: watching {} (fanotify, the whole filesystem), journal {}",
         s.source.display(),

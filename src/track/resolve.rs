@@ -40,6 +40,8 @@ pub struct DirWork {
     /// Names to look at, and whether an entry appeared, went or was
     /// renamed under that name (then a directory there is walked whole).
     pub names: BTreeMap<Vec<u8>, bool>,
+    /// Subdirectories whose own attributes changed (settled, not walked).
+    pub subdirs: std::collections::BTreeSet<Vec<u8>>,
     /// The directory's own attributes changed.
     pub itself: bool,
 }
@@ -92,9 +94,14 @@ pub fn plan(j: &Journal, root: BorrowedFd) -> Result<Plan, TrackError> {
         Some((rel, st.ident(), st.kind))
     };
     for c in &j.changes {
-        let (h, name, dirent) = match c {
-            Change::Entry { dir, name, dirent } => (dir, Some(name), *dirent),
-            Change::Itself(h) => (h, None, false),
+        let (h, name, dirent, ondir) = match c {
+            Change::Entry {
+                dir,
+                name,
+                dirent,
+                ondir,
+            } => (dir, Some(name), *dirent, *ondir),
+            Change::Itself(h) => (h, None, false, false),
             Change::Loss(_) => continue,
         };
         let found = seen.entry(h).or_insert_with(|| locate(h)).clone();
@@ -106,15 +113,24 @@ pub fn plan(j: &Journal, root: BorrowedFd) -> Result<Plan, TrackError> {
             (Some(name), Kind::Dir) => {
                 let w = plan.dirs.entry(rel).or_default();
                 w.id = Some(id);
-                let d = w.names.entry(name.clone()).or_default();
-                *d |= dirent;
+                if ondir && !dirent {
+                    w.subdirs.insert(name.clone());
+                } else {
+                    *w.names.entry(name.clone()).or_default() |= dirent;
+                }
             }
             (None, Kind::Dir) if rel.is_empty() => {
                 let w = plan.dirs.entry(rel).or_default();
                 w.id = Some(id);
                 w.itself = true;
             }
-            // Anything else itself: an entry of its parent.
+            // A directory itself: settled from its parent.
+            (None, Kind::Dir) => {
+                let (parent, leaf) = fsops::parent_and_name(&rel);
+                let w = plan.dirs.entry(parent.to_vec()).or_default();
+                w.subdirs.insert(leaf.to_vec());
+            }
+            // Anything else: an entry of its parent.
             (_, _) => {
                 let (parent, leaf) = fsops::parent_and_name(&rel);
                 let w = plan.dirs.entry(parent.to_vec()).or_default();
@@ -122,7 +138,38 @@ pub fn plan(j: &Journal, root: BorrowedFd) -> Result<Plan, TrackError> {
             }
         }
     }
+    plan.drop_walked();
     Ok(plan)
+}
+
+impl Plan {
+    /// A name that appeared, went or was renamed is walked whole if it is
+    /// a directory: no other item may visit a directory below it, or two
+    /// would change one directory at once (one removing the other's temp
+    /// file as a name the source lacks).
+    fn drop_walked(&mut self) {
+        let walked: std::collections::HashSet<Vec<u8>> = self
+            .dirs
+            .iter()
+            .flat_map(|(rel, w)| {
+                w.names
+                    .iter()
+                    .filter(|(_, &dirent)| dirent)
+                    .map(move |(n, _)| fsops::join(rel, n))
+            })
+            .collect();
+        let below = |rel: &[u8]| {
+            let cuts = rel
+                .iter()
+                .enumerate()
+                .filter(|(_, &b)| b == b'/')
+                .map(|(i, _)| i);
+            walked.contains(rel) || cuts.into_iter().any(|i| walked.contains(&rel[..i]))
+        };
+        let before = self.dirs.len();
+        self.dirs.retain(|rel, _| !below(rel));
+        self.skipped += (before - self.dirs.len()) as u64;
+    }
 }
 
 #[cfg(test)]

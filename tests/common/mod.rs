@@ -629,3 +629,31 @@ pub fn give_to_attacker(p: &Path) {
     let (uid, gid) = attacker().expect("attacker account");
     std::os::unix::fs::lchown(p, Some(uid), Some(gid)).expect("lchown");
 }
+
+/// A tmpfs of our own at `at`, unmounted (lazily) on drop. None (a skip)
+/// where mounting is not allowed; in CI that fails the test.
+pub struct TmpfsMount(PathBuf);
+
+impl TmpfsMount {
+    pub fn at(at: &Path, opts: &str) -> Option<TmpfsMount> {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", opts, "tmpfs"])
+            .arg(at)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            assert!(!in_ci(), "mounting a tmpfs is required in CI");
+            eprintln!("skipped: cannot mount tmpfs");
+            return None;
+        }
+        Some(TmpfsMount(at.to_path_buf()))
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}

@@ -178,6 +178,7 @@ pub(crate) const LUSTRE_INTERNAL: &[&[u8]] = &[
 pub(super) fn copy_key(key: &[u8], is_root: bool) -> bool {
     !key.starts_with(b"lustre.")
         && !LUSTRE_INTERNAL.contains(&key)
+        && !super::is_lmpi_own(key)
         && (is_root || key.starts_with(b"user.") || key.starts_with(b"system.posix_acl"))
 }
 

@@ -33,6 +33,12 @@ pub(crate) fn is_lustre_internal(key: &[u8]) -> bool {
     meta::LUSTRE_INTERNAL.contains(&key)
 }
 
+/// lmpi's own records (`trusted.lmpi.*`: resume records, the target
+/// root's last clean pass): never copied, removed or compared.
+pub(crate) fn is_lmpi_own(key: &[u8]) -> bool {
+    key.starts_with(b"trusted.lmpi.")
+}
+
 mod chunked;
 mod data;
 mod join;

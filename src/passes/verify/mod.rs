@@ -687,7 +687,10 @@ fn xattrs(at: At) -> fsops::Res<BTreeMap<Vec<u8>, Vec<u8>>> {
     };
     let mut map = BTreeMap::new();
     for key in fsops::list_xattrs(fd, dir, name)? {
-        if NOT_COMPARED.contains(&key.as_slice()) || super::copy::is_lustre_internal(&key) {
+        if NOT_COMPARED.contains(&key.as_slice())
+            || super::copy::is_lustre_internal(&key)
+            || super::copy::is_lmpi_own(&key)
+        {
             continue;
         }
         match fsops::get_xattr(fd, dir, name, &key) {

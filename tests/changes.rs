@@ -1,0 +1,218 @@
+//! `lmpi track` and `--pass final --changes`: the downtime pass visits only
+//! what the tracker recorded (fanotify, for real, on a tmpfs of the test's
+//! own), converges to the same tree as a full final pass, and walks
+//! everything, saying why, whenever the journal cannot stand for every change.
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+struct Stage {
+    _m: TmpfsMount,
+    _t: tempfile::TempDir,
+    src: PathBuf,
+    dst: PathBuf,
+    journal: PathBuf,
+}
+
+fn stage() -> Option<Stage> {
+    if !is_root() {
+        assert!(!in_ci(), "lmpi track needs root in CI");
+        return None;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let m = TmpfsMount::at(&t.path().join("srcfs"), "size=64m")?;
+    let src = t.path().join("srcfs/tree");
+    let dst = t.path().join("dst");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::create_dir(&dst).unwrap();
+    build_odd_tree(&src, false);
+    for d in 0..20 {
+        let dir = src.join(format!("d{d}"));
+        std::fs::create_dir(&dir).unwrap();
+        for f in 0..20 {
+            std::fs::write(dir.join(format!("f{f}")), format!("{d}/{f}")).unwrap();
+        }
+        std::fs::create_dir(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("sub/deep"), b"deep").unwrap();
+    }
+    let journal = t.path().join("journal");
+    Some(Stage {
+        _m: m,
+        _t: t,
+        src,
+        dst,
+        journal,
+    })
+}
+
+fn start_tracker(st: &Stage) -> Child {
+    let child = Command::new(bin())
+        .args(["track", "--flush-ms", "50", "--report-interval", "0"])
+        .arg("--source")
+        .arg(&st.src)
+        .arg("--journal")
+        .arg(&st.journal)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start lmpi track");
+    // Its mark is in place once the journal has one more `start`.
+    let starts =
+        || std::fs::read_to_string(&st.journal).map_or(0, |j| j.matches("\nstart ").count());
+    let before = starts();
+    for _ in 0..3000 {
+        if starts() > before {
+            return child;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("lmpi track did not start");
+}
+
+fn stop_tracker(child: Child) -> String {
+    let pid = child.id() as i32;
+    // SAFETY: signalling our own child by its pid.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let out = child.wait_with_output().expect("wait for lmpi track");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    text(&out)
+}
+
+fn sh(script: &str) {
+    let o = Command::new("sh").arg("-c").arg(script).output().unwrap();
+    assert!(o.status.success(), "{script}: {}", text(&o));
+}
+
+/// Changes of every kind the issue lists, on the live source.
+fn churn(src: &Path) {
+    let s = src.display();
+    sh(&format!(
+        "cd '{s}' && echo new > d0/new && mkdir -p d1/newdir/x && echo y > d1/newdir/x/y \
+         && rm d2/f3 && rm -r d3/sub && mv d4/sub d5/moved && chmod 600 d6/f1 \
+         && chmod 700 d7 && touch -d @1000000 d8 && echo more >> d9/f9 \
+         && ln -s target d10/link && mv d11/f1 d11/f1.renamed && truncate -s 0 d12/f2 \
+         && printf 'same size' > d13/f13 && mkfifo d14/fifo"
+    ));
+}
+
+fn final_changes(launch: Launch, st: &Stage) -> (i32, String) {
+    let j = st.journal.to_str().unwrap();
+    let (code, _, out) = pass(launch, "final", &st.src, &st.dst, &["--changes", j]);
+    (code, text(&out))
+}
+
+/// The tracker must be watching 2 s (the clock skew allowed) before the copy.
+const SKEW: Duration = Duration::from_millis(2100);
+
+fn converges(launch: Launch) {
+    let Some(st) = stage() else { return };
+    let tracker = start_tracker(&st);
+    std::thread::sleep(SKEW);
+    let (code, _, out) = pass(launch, "final", &st.src, &st.dst, &[]);
+    assert_eq!(code, 0, "{}", text(&out));
+    churn(&st.src);
+    stop_tracker(tracker);
+    let (code, out) = final_changes(launch, &st);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("--changes: "), "{out}");
+    assert!(!out.contains("walked"), "the journal was not used: {out}");
+    let diffs = compare_trees(&st.src, &st.dst, true);
+    assert!(diffs.is_empty(), "{diffs:#?}\n{out}");
+}
+
+#[test]
+fn a_final_pass_with_changes_converges() {
+    converges(Launch::Alone);
+}
+
+#[test]
+fn a_final_pass_with_changes_converges_under_mpirun() {
+    if have("mpirun") {
+        converges(Launch::Mpirun(2));
+    }
+}
+
+/// Each reason a journal cannot stand for every change makes the final
+/// pass walk the whole tree, say why, and still converge.
+fn walks_because(st: &Stage, why: &str) {
+    let (code, out) = final_changes(Launch::Alone, st);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(why) && out.contains("the whole tree was walked"),
+        "{out}"
+    );
+    let diffs = compare_trees(&st.src, &st.dst, true);
+    assert!(diffs.is_empty(), "{diffs:#?}\n{out}");
+}
+
+#[test]
+fn a_killed_tracker_means_a_full_walk() {
+    let Some(st) = stage() else { return };
+    let mut tracker = start_tracker(&st);
+    std::thread::sleep(SKEW);
+    let (code, _, out) = pass(Launch::Alone, "final", &st.src, &st.dst, &[]);
+    assert_eq!(code, 0, "{}", text(&out));
+    tracker.kill().unwrap();
+    tracker.wait().unwrap();
+    churn(&st.src);
+    walks_because(&st, "has not stopped");
+}
+
+#[test]
+fn a_tracker_started_after_the_copy_means_a_full_walk() {
+    let Some(st) = stage() else { return };
+    let (code, _, out) = pass(Launch::Alone, "final", &st.src, &st.dst, &[]);
+    assert_eq!(code, 0, "{}", text(&out));
+    let tracker = start_tracker(&st);
+    std::thread::sleep(Duration::from_millis(100));
+    churn(&st.src);
+    stop_tracker(tracker);
+    walks_because(&st, "started after the last clean pass");
+}
+
+#[test]
+fn a_restarted_tracker_is_a_gap() {
+    let Some(st) = stage() else { return };
+    let tracker = start_tracker(&st);
+    std::thread::sleep(SKEW);
+    let (code, _, out) = pass(Launch::Alone, "final", &st.src, &st.dst, &[]);
+    assert_eq!(code, 0, "{}", text(&out));
+    stop_tracker(tracker);
+    sh(&format!("echo unseen > '{}/d0/unseen'", st.src.display()));
+    let again = start_tracker(&st);
+    churn(&st.src);
+    stop_tracker(again);
+    walks_because(&st, "a gap");
+}
+
+#[test]
+fn a_changed_hardlink_walks_to_find_every_name() {
+    let Some(st) = stage() else { return };
+    sh(&format!("cd '{}' && ln d0/f0 d5/f0.link", st.src.display()));
+    let tracker = start_tracker(&st);
+    std::thread::sleep(SKEW);
+    let (code, _, out) = pass(Launch::Alone, "final", &st.src, &st.dst, &[]);
+    assert_eq!(code, 0, "{}", text(&out));
+    sh(&format!(
+        "cd '{}' && echo changed >> d0/f0",
+        st.src.display()
+    ));
+    stop_tracker(tracker);
+    let (code, out) = final_changes(Launch::Alone, &st);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("hardlinked files changed"), "{out}");
+    let diffs = compare_trees(&st.src, &st.dst, true);
+    assert!(diffs.is_empty(), "{diffs:#?}\n{out}");
+}
+
+#[test]
+fn changes_is_refused_by_other_passes() {
+    let (_t, src, dst) = src_and_dst();
+    let (code, _, out) = pass(Launch::Alone, "copy", &src, &dst, &["--changes", "/x"]);
+    assert_eq!(code, 2, "{}", text(&out));
+    assert!(text(&out).contains("--changes is for --pass final only"));
+}
