@@ -50,7 +50,7 @@ fn stage() -> Option<Stage> {
 }
 
 fn start_tracker(st: &Stage) -> Child {
-    let child = Command::new(bin())
+    let mut child = Command::new(bin())
         .args(["track", "--flush-ms", "50", "--report-interval", "0"])
         .arg("--source")
         .arg(&st.src)
@@ -70,6 +70,8 @@ fn start_tracker(st: &Stage) -> Child {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("lmpi track did not start");
 }
 
