@@ -100,8 +100,7 @@ fn watch() {
         SPEAK.load(Ordering::Relaxed),
         mpirun_ending(sender, parent, var),
     ) {
-        let grace = GRACE_SECS.load(Ordering::Relaxed);
-        eprintln!("{}", mpirun_note(kill_after, grace));
+        eprintln!("{}", mpirun_note(kill_after));
     }
     let grace = Duration::from_secs(GRACE_SECS.load(Ordering::Relaxed));
     let t0 = Instant::now();
@@ -144,21 +143,27 @@ fn mpirun_ending(
         .then(|| var("OMPI_MCA_odls_base_sigkill_timeout").and_then(|v| v.trim().parse().ok()))
 }
 
-/// One line: what the SIGKILL that follows means and, when it may come
-/// before the stop's own limit (`grace`), how to get a whole stop.
-fn mpirun_note(kill_after: Option<u64>, grace: u64) -> String {
+/// mpirun's kill delay (`odls_base_sigkill_timeout`) slurm/run-pass.sh
+/// sets: room for a stop, yet short enough that a signalled mpirun, which
+/// forwards no output until its kill sequence is over (2 delays), is done
+/// before Slurm's default KillWait (30 s) kills it under scancel.
+const KILL_DELAY: u64 = 10;
+
+/// One line: what the SIGKILL that follows means and, when its delay is
+/// short, how to get a whole stop.
+fn mpirun_note(kill_after: Option<u64>) -> String {
     let head = "lmpi: stop: mpirun was signalled and ends the job: it kills the ranks";
     let status = "mpirun exits 1, the ranks 4 (stopped)";
     let delay = match kill_after {
-        Some(s) if s > grace => return format!("{head} {s} s after this SIGTERM; {status}"),
+        Some(s) if s >= KILL_DELAY => return format!("{head} {s} s after this SIGTERM; {status}"),
         Some(s) => format!("{s} s"),
         None => "1 s (Open MPI's default, unless an MCA params file sets it)".to_string(),
     };
     format!(
         "{head} {delay} after this SIGTERM (odls_base_sigkill_timeout); a stop that takes \
          longer loses its summary, big files' resume records and the lock cleanup: give \
-         mpirun OMPI_MCA_odls_base_sigkill_timeout={} (slurm/run-pass.sh does); {status}",
-        grace + 5
+         mpirun OMPI_MCA_odls_base_sigkill_timeout={KILL_DELAY} (slurm/run-pass.sh does); \
+         {status}"
     )
 }
 
@@ -189,9 +194,10 @@ mod tests {
             ("OMPI_MCA_odls_base_sigkill_timeout", "35"),
         ];
         assert_eq!(mpirun_ending(42, 42, env(&set)), Some(Some(35)));
-        assert!(mpirun_note(Some(35), 30).contains("35 s after"));
-        assert!(!mpirun_note(Some(35), 30).contains("give"));
-        assert!(mpirun_note(Some(5), 30).contains("timeout=35"));
-        assert!(mpirun_note(None, 30).contains("ranks 1 s (Open MPI's default"));
+        assert!(mpirun_note(Some(35)).contains("35 s after"));
+        assert!(!mpirun_note(Some(10)).contains("give"));
+        assert!(mpirun_note(Some(5)).contains("ranks 5 s after"));
+        assert!(mpirun_note(Some(5)).contains("timeout=10 "));
+        assert!(mpirun_note(None).contains("ranks 1 s (Open MPI's default"));
     }
 }
