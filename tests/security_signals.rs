@@ -319,3 +319,99 @@ fn run_pass_sh_with_mpirun_reports_a_stop_as_a_stop() {
     assert!(recorded >= 3, "{recorded} chunks recorded\n{all}");
     resumes_and_converges(&src, &dst, recorded);
 }
+
+fn cluster_up() -> bool {
+    let ok = Command::new("sinfo")
+        .arg("-h")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(ok || !in_ci(), "the Slurm test cluster is required in CI");
+    ok
+}
+
+/// scancel of `sbatch slurm/copy.sbatch` with LMPI_LAUNCHER=mpirun: Slurm
+/// signals the batch shell, mpirun and the ranks; mpirun's kill sequence
+/// (delay 10 s from run-pass.sh) must neither cut the ranks' stop short nor
+/// hold the summary past Slurm's KillWait. The job log has the summary and
+/// run-pass.sh's "STOPPED (exit status 4)"; the resubmitted job resumes.
+#[test]
+fn scancel_of_an_mpirun_job_is_a_graceful_stop() {
+    if !have("mpirun") || !cluster_up() {
+        return;
+    }
+    let _one = ONE.lock().unwrap_or_else(|p| p.into_inner());
+    let (tmp, src, dst) = setup();
+    let out_file = tmp.path().join("job.out");
+    let lmpi_args = format!(
+        "--source {} --target {} --report-interval 1 --threads 2 {}",
+        src.display(),
+        dst.display(),
+        CHUNK_ARGS.join(" ")
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("slurm/copy.sbatch");
+    let sub = Command::new("sbatch")
+        .arg("--parsable")
+        .arg(format!("--chdir={}", tmp.path().display()))
+        .arg(format!("--output={}", out_file.display()))
+        .args(["--ntasks=2", "--ntasks-per-node=2"])
+        .arg(&script)
+        .env("LMPI", bin())
+        .env("LMPI_HOME", env!("CARGO_MANIFEST_DIR"))
+        .env("LMPI_ARGS", &lmpi_args)
+        .env("LMPI_LAUNCHER", "mpirun")
+        .env("OMPI_MCA_pml", "ob1")
+        .env_remove("OMPI_MCA_odls_base_sigkill_timeout")
+        .env("LD_PRELOAD", shim())
+        // 4 s chunk writes: the stop outlasts the 2 s Open MPI's default
+        // delay would leave (SIGKILL at 2 x 1 s after scancel).
+        .env("LMPI_FAULT_WRITE_US", "4000000")
+        .output()
+        .unwrap();
+    assert!(sub.status.success(), "{}", text(&sub));
+    let job = String::from_utf8_lossy(&sub.stdout).trim().to_string();
+    let t0 = Instant::now();
+    while partials(&dst)
+        .first()
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map_or(0, |m| m.blocks() * 512)
+        < 3 * MIB
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "job {job} never copied"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let st = Command::new("scancel").arg(&job).output().unwrap();
+    assert!(st.status.success(), "{}", text(&st));
+    let t1 = Instant::now();
+    loop {
+        let q = Command::new("squeue")
+            .args(["-h", "-j", &job])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&q.stdout).trim().is_empty() {
+            break;
+        }
+        assert!(
+            t1.elapsed() < Duration::from_secs(90),
+            "job {job} still queued"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = std::fs::read_to_string(&out_file).unwrap_or_default();
+    assert!(
+        log.contains("STOPPED") && log.contains("exit status 4"),
+        "{log}"
+    );
+    assert!(log.contains("pass copy STOPPED (exit status 4)"), "{log}");
+    assert!(
+        !dst.join(".lmpi.lock").exists(),
+        "the lock is removed:\n{log}"
+    );
+    let part = partials(&dst);
+    assert_eq!(part.len(), 1, "{part:?}\n{log}");
+    let recorded = chunks_recorded(&part[0]);
+    assert!(recorded >= 3, "{recorded} chunks recorded\n{log}");
+    resumes_and_converges(&src, &dst, recorded);
+}
