@@ -1,5 +1,5 @@
-//! SIGTERM/SIGINT (scancel, Ctrl-C, mpirun forwarding) ask for a graceful
-//! stop; a watchdog makes sure a stop always stops.
+//! SIGTERM/SIGINT (scancel, Ctrl-C, a signalled mpirun ending the job) ask
+//! for a graceful stop; a watchdog makes sure a stop always stops.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -37,7 +37,7 @@ extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut li
         };
         let _ = TERM_SENDER.compare_exchange(0, pid, Ordering::SeqCst, Ordering::SeqCst);
     }
-    // Only atomic stores: async-signal-safe.
+    // Only lock-free atomics: async-signal-safe.
     STOP.store(true, Ordering::SeqCst);
     STOPPING.store(true, Ordering::SeqCst);
 }
@@ -77,6 +77,7 @@ pub fn stopping_began() {
 /// restarts); the abrupt end is safe because nothing partial looks complete:
 /// new files get their times last and replacements are written under
 /// `.lmpi-*.part` names, which the next pass removes.
+///
 /// `speak`: this process (rank 0) says why a stop may be cut short.
 pub fn watchdog(grace: Duration, speak: bool) {
     GRACE_SECS.store(grace.as_secs().max(1), Ordering::Relaxed);
@@ -125,7 +126,8 @@ fn watch() {
 
 /// Whether the SIGTERM that stopped this rank came from Open MPI's mpirun
 /// (or its orted on another node) ending the job because it was signalled
-/// itself (kill, Ctrl-C, or scancel): Some(its kill delay as the
+/// itself (kill, Ctrl-C; under scancel the ranks' own SIGTERM comes
+/// first, from Slurm): Some(its kill delay as the
 /// environment sets it, None when unset). That daemon never forwards a
 /// SIGTERM (only SIGTSTP, SIGCONT, SIGUSR1/2...): one from the process that
 /// started this rank is always its kill sequence, SIGCONT, `delay` seconds,
