@@ -19,6 +19,12 @@ launcher=${LMPI_LAUNCHER:-srun}
 job=${SLURM_JOB_ID:-none}
 # Root runs under mpirun need these; harmless otherwise.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# A signalled mpirun (scancel signals it too) sends its ranks SIGCONT, then
+# SIGTERM and SIGKILL each this many seconds later (Open MPI's default: 1, too
+# short for lmpi's graceful stop), and forwards no output until then: 2 x 10 s
+# stays under Slurm's default KillWait (30 s), or the summary is lost. A rank
+# that crashes makes mpirun wait as long before ending the others.
+export OMPI_MCA_odls_base_sigkill_timeout=${OMPI_MCA_odls_base_sigkill_timeout:-10}
 
 # scancel signals this shell too. Keep it alive until the ranks have finished
 # their graceful stop, or Slurm would kill them mid-file when we exit.
@@ -40,6 +46,9 @@ for pass in "$@"; do
     wait "$pid"; rc=$?
     # A trapped signal interrupts `wait`; wait again for the real status.
     while kill -0 "$pid" 2>/dev/null; do wait "$pid"; rc=$?; done
+    # A signalled mpirun exits 1 whatever its ranks did; their summary above
+    # says how they ended.
+    if [ "$stopping" = 1 ] && [ "$launcher" = mpirun ] && [ "$rc" -eq 1 ]; then rc=4; fi
     if [ "$rc" -eq 4 ]; then
         echo "lmpi: job $job: pass $pass STOPPED (exit status 4); later passes not run; resubmit to resume" >&2
         exit 4

@@ -1014,7 +1014,7 @@ pub fn run_pass<T: Transport + ?Sized>(
         None => &mut quiet_monitor,
     };
     let ctl = RunControl::new(cfg.threads_per_rank, cfg.max_threads_per_rank);
-    crate::signals::watchdog(Duration::from_secs(cfg.stop_grace_seconds));
+    crate::signals::watchdog(Duration::from_secs(cfg.stop_grace_seconds), rank == 0);
     let interval = Duration::from_secs(cfg.report_interval);
     let stats_pusher =
         crate::statsd::start_for_rank(&cfg.stats, pass, &host, rank, counters.clone(), interval);
