@@ -199,7 +199,10 @@ fn a_symlink_at_a_manifest_part_is_refused() {
     attack(&format!("ln -s {} {}", q(&secret), q(&part)));
     let (_tmp, src, dst) = src_and_dst();
     small_tree(&src);
-    let o = bounded(&mut cmd(launch, "copy", &src, &dst, &["--manifest"]).arg(&m), 120);
+    let o = bounded(
+        &mut cmd(launch, "copy", &src, &dst, &["--manifest"]).arg(&m),
+        120,
+    );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let err = stderr(&o);
     assert!(
@@ -246,7 +249,11 @@ fn a_manifest_part_swapped_during_the_pass_is_not_merged() {
         assert!(t0.elapsed() < Duration::from_secs(60), "no part");
         std::thread::sleep(Duration::from_millis(5));
     }
-    attack(&format!("rm -f {p}; ln -s {} {p}", q(&secret), p = q(&part)));
+    attack(&format!(
+        "rm -f {p}; ln -s {} {p}",
+        q(&secret),
+        p = q(&part)
+    ));
     assert!(
         child.try_wait().unwrap().is_none(),
         "the pass ended before the swap: the test proves nothing"
@@ -274,7 +281,10 @@ fn a_fifo_at_the_merge_temp_does_not_hang() {
     attack(&format!("mkfifo -m 0666 {}", q(&tmp_name)));
     let (_tmp, src, dst) = src_and_dst();
     small_tree(&src);
-    let o = bounded(&mut cmd(launch, "copy", &src, &dst, &["--manifest"]).arg(&m), 120);
+    let o = bounded(
+        &mut cmd(launch, "copy", &src, &dst, &["--manifest"]).arg(&m),
+        120,
+    );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = stderr(&o);
     assert!(
@@ -348,7 +358,11 @@ fn an_attackers_file_at_the_error_log_gets_no_lines() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = stderr(&o);
     assert!(err.contains(&format!("owned by uid {uid}")), "{err}");
-    assert_eq!(std::fs::metadata(&elog).unwrap().len(), 0, "root's lines leaked");
+    assert_eq!(
+        std::fs::metadata(&elog).unwrap().len(),
+        0,
+        "root's lines leaked"
+    );
 }
 
 /// With no `--error-log` and no `log_dir`, root's log goes to its own
@@ -391,8 +405,22 @@ fn the_default_error_log_is_roots_own_not_the_cwd() {
         .unwrap()
         .file_type()
         .is_fifo());
-    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1, "wrote to the cwd");
+    assert_eq!(
+        std::fs::read_dir(&out).unwrap().count(),
+        1,
+        "wrote to the cwd"
+    );
     std::fs::remove_file(&logged).unwrap();
+}
+
+/// The attacker's process holding a lock, which this test started: ended
+/// by its id when the test ends, even by a panic.
+struct Holder(i32);
+impl Drop for Holder {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+        unsafe { libc::kill(self.0, libc::SIGKILL) };
+    }
 }
 
 /// A user who can write the target root plants `.lmpi.lock` with a forged
@@ -414,16 +442,31 @@ fn a_lock_planted_by_a_user_does_not_block_roots_job() {
     attack(&format!("mkdir -m 0755 {}", q(&dst)));
     let held = as_attacker(&format!(
         "printf 'job 999 host backup pid 1\\n' > {l}; \
-         flock -n {l} sleep 120 </dev/null >/dev/null 2>&1 & echo $!",
+         (exec 9>>{l}; flock -n 9 && exec sleep 120) </dev/null >/dev/null 2>&1 & echo $!",
         l = q(&lock)
     ));
     assert!(held.status.success(), "{}", text(&held));
-    let holder: i32 = String::from_utf8_lossy(&held.stdout).trim().parse().unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    let holder = Holder(
+        String::from_utf8_lossy(&held.stdout)
+            .trim()
+            .parse()
+            .unwrap(),
+    );
+    let t0 = Instant::now();
+    let ino = std::fs::symlink_metadata(&lock).unwrap().ino();
+    while !std::fs::read_to_string("/proc/locks")
+        .unwrap()
+        .lines()
+        .any(|l| l.contains("FLOCK") && l.contains(&format!(":{ino} ")))
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the user holds no lock"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let o = bounded(&mut cmd(Launch::Alone, "copy", &src, &dst, &[]), 60);
-    // The attacker's holder is a process this test started: ended by its id.
-    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
-    unsafe { libc::kill(holder, libc::SIGKILL) };
+    drop(holder);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let err = stderr(&o);
     assert!(!err.contains("in use by another job"), "{err}");
