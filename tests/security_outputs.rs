@@ -138,7 +138,7 @@ fn a_symlink_at_the_report_is_refused() {
     let (_tmp, src, dst) = src_and_dst();
     small_tree(&src);
     let o = bounded(
-        &mut cmd(Launch::Alone, "copy", &src, &dst, &["--report"]).arg(&report),
+        cmd(Launch::Alone, "copy", &src, &dst, &["--report"]).arg(&report),
         60,
     );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
@@ -200,7 +200,7 @@ fn a_symlink_at_a_manifest_part_is_refused() {
     let (_tmp, src, dst) = src_and_dst();
     small_tree(&src);
     let o = bounded(
-        &mut cmd(launch, "copy", &src, &dst, &["--manifest"]).arg(&m),
+        cmd(launch, "copy", &src, &dst, &["--manifest"]).arg(&m),
         120,
     );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
@@ -282,7 +282,7 @@ fn a_fifo_at_the_merge_temp_does_not_hang() {
     let (_tmp, src, dst) = src_and_dst();
     small_tree(&src);
     let o = bounded(
-        &mut cmd(launch, "copy", &src, &dst, &["--manifest"]).arg(&m),
+        cmd(launch, "copy", &src, &dst, &["--manifest"]).arg(&m),
         120,
     );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
