@@ -1260,6 +1260,71 @@ mod tests {
         assert_eq!(show("é".as_bytes()), "é");
     }
 
+    /// What a user could plant at an output's name is refused without
+    /// writing through it or blocking; our own old file is reused, emptied
+    /// and given the mode asked for.
+    #[test]
+    fn own_outputs_refuse_plants() -> Result<(), Box<dyn std::error::Error>> {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir()?;
+        let dir = open_root(t.path())?;
+        let d = dir.as_fd_b();
+        let open = |name: &[u8]| open_own_output(d, name, Existing::Truncate, 0o644);
+        let (_, st, created) = open(b"new")?;
+        assert!(created && st.perm == 0o644 && st.kind == Kind::File);
+        std::fs::write(t.path().join("old"), b"stale")?;
+        std::fs::set_permissions(t.path().join("old"), std::fs::Permissions::from_mode(0o666))?;
+        let (_, _, created) = open(b"old")?;
+        let m = std::fs::metadata(t.path().join("old"))?;
+        assert!(!created && m.len() == 0 && m.permissions().mode() & 0o7777 == 0o644);
+        std::fs::write(t.path().join("victim"), b"keep")?;
+        std::os::unix::fs::symlink(t.path().join("victim"), t.path().join("link"))?;
+        assert!(matches!(open(b"link"), Err(OutputError::Symlink { .. })));
+        rustix::fs::mkfifoat(d, "fifo", Mode::from_bits_retain(0o666))?;
+        assert!(matches!(
+            open(b"fifo"),
+            Err(OutputError::NotRegular {
+                kind: Kind::Fifo,
+                ..
+            })
+        ));
+        std::fs::hard_link(t.path().join("victim"), t.path().join("second"))?;
+        assert!(matches!(
+            open(b"second"),
+            Err(OutputError::Links { nlink: 2 })
+        ));
+        assert_eq!(std::fs::read(t.path().join("victim"))?, b"keep");
+        if is_root() {
+            std::os::unix::fs::chown(t.path().join("old"), Some(65534), None)?;
+            assert!(matches!(
+                open(b"old"),
+                Err(OutputError::Foreign { uid: 65534, .. })
+            ));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn own_dir_must_be_ours_and_closed() -> Result<(), Box<dyn std::error::Error>> {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir()?;
+        let d = t.path().join("logs");
+        own_dir(&d, 0o700)?;
+        assert_eq!(std::fs::metadata(&d)?.permissions().mode() & 0o7777, 0o700);
+        own_dir(&d, 0o700)?;
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777))?;
+        assert!(matches!(own_dir(&d, 0o700), Err(OutputError::Dir(_))));
+        if is_root() {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))?;
+            std::os::unix::fs::chown(&d, Some(65534), None)?;
+            assert!(matches!(
+                own_dir(&d, 0o700),
+                Err(OutputError::Foreign { .. })
+            ));
+        }
+        Ok(())
+    }
+
     #[test]
     fn flags_ioctl_numbers_match_libc() {
         assert_eq!(FS_IOC_GETFLAGS, libc::FS_IOC_GETFLAGS);

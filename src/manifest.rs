@@ -552,4 +552,19 @@ mod tests {
         assert!(!part_path(&file, 0).exists());
         Ok(())
     }
+
+    /// A part that is not the file its rank wrote (another inode: swapped)
+    /// is not merged, and the parts stay.
+    #[test]
+    fn merge_refuses_a_swapped_part() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("m");
+        std::fs::write(part_path(&file, 0), "removed\tdir\t0\n")?;
+        let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(part_path(&file, 0))?);
+        let e = merge(&file, &[ino + 1]).expect_err("merged a swapped part");
+        assert!(e.to_string().contains("m.rank0"), "{e}");
+        assert!(part_path(&file, 0).exists() && !file.exists());
+        assert!(!dir.path().join("m.merging").exists());
+        Ok(())
+    }
 }
