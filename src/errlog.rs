@@ -185,6 +185,7 @@ pub fn default_dir() -> Result<PathBuf, String> {
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/state")))
             .ok_or("neither XDG_STATE_HOME nor HOME is set")?;
+        fsops::make_private_dirs(&state).map_err(|e| format!("{}: {e}", state.display()))?;
         state.join("lmpi")
     };
     fsops::own_dir(&dir, 0o700)

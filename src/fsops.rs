@@ -1546,6 +1546,16 @@ pub fn own_dir(path: &Path, perm: u32) -> Result<(), OutputError> {
     Ok(())
 }
 
+/// Make `path` and its missing parents, 0700 (a user's own state
+/// directory, e.g. `~/.local/state`, on first use).
+pub fn make_private_dirs(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+}
+
 /// `open_own_output` for an output the admin gave as a path.
 pub fn open_own_output_path(
     path: &Path,
