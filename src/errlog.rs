@@ -170,13 +170,27 @@ impl ErrorLog {
     }
 }
 
+/// Why the default log directory cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LogDirError {
+    #[error("neither XDG_STATE_HOME nor HOME is set")]
+    NoHome,
+    #[error("{}: {source}", .path.display())]
+    Make {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Refused(#[from] fsops::OutputFailure),
+}
+
 /// Where the error log goes when neither `--error-log` nor `log_dir` says:
 /// for root, `/var/log/lmpi` (made 0700 if missing; refused unless root's
 /// and writable by root only), never the working directory, where any user
 /// could put a FIFO or their own file at the predictable name. For another
-/// user, `$XDG_STATE_HOME/lmpi` or `~/.local/state/lmpi`. None (with the
-/// reason): errors go to stderr only.
-pub fn default_dir() -> Result<PathBuf, String> {
+/// user, `$XDG_STATE_HOME/lmpi` or `~/.local/state/lmpi`. An error: errors
+/// go to stderr only.
+pub fn default_dir() -> Result<PathBuf, LogDirError> {
     let dir = if fsops::is_root() {
         PathBuf::from(ROOT_LOG_DIR)
     } else {
@@ -184,11 +198,13 @@ pub fn default_dir() -> Result<PathBuf, String> {
             .filter(|v| Path::new(v).is_absolute())
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/state")))
-            .ok_or("neither XDG_STATE_HOME nor HOME is set")?;
-        fsops::make_private_dirs(&state).map_err(|e| format!("{}: {e}", state.display()))?;
+            .ok_or(LogDirError::NoHome)?;
+        fsops::make_private_dirs(&state).map_err(|source| LogDirError::Make {
+            path: state.clone(),
+            source,
+        })?;
         state.join("lmpi")
     };
-    fsops::own_dir(&dir, 0o700)
-        .map_err(|e: OutputError| e.at(dir.as_os_str().as_bytes()).to_string())?;
+    fsops::own_dir(&dir, 0o700).map_err(|e| e.at(dir.as_os_str().as_bytes()))?;
     Ok(dir)
 }

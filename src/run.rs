@@ -218,15 +218,7 @@ impl JobLock {
                 Err(e) => return Err(format!("target lock {}: remove it", e.at(&path))),
             };
             if !fsops::try_lock(file.as_fd()).map_err(at)? {
-                let holder = fsops::read_head(file.as_fd(), 200).unwrap_or_default();
-                let holder = match fsops::show(holder.trim_ascii()) {
-                    h if h.is_empty() => "holder unknown".to_string(),
-                    h => h,
-                };
-                return Err(format!(
-                    "target {} is in use by another job ({holder}; lock {shown}); --force-concurrent to run anyway",
-                    fsops::show(roots.dst_path.as_os_str().as_bytes())
-                ));
+                return Err(in_use(roots, file.as_fd(), &shown));
             }
             match fsops::stat_at(roots.dst.as_fd(), passes::JOB_LOCK) {
                 Ok(now) if now.ident() == st.ident() => {}
@@ -249,11 +241,25 @@ impl JobLock {
     }
 }
 
+/// The line for a target whose lock another job holds: that job's own
+/// holder line (the file is root's, so the line is a job's, not a user's).
+fn in_use(roots: &Roots, file: BorrowedFd, shown: &str) -> String {
+    let holder = fsops::read_head(file, 200).unwrap_or_default();
+    let holder = match fsops::show(holder.trim_ascii()) {
+        h if h.is_empty() => "holder unknown".to_string(),
+        h => h,
+    };
+    format!(
+        "target {} is in use by another job ({holder}; lock {shown}); --force-concurrent to run anyway",
+        fsops::show(roots.dst_path.as_os_str().as_bytes())
+    )
+}
+
 /// Whether what is at the lock's name was put there by another user (who
 /// can write the target root: to hold the lock or forge its holder), or is
 /// a second name of some file: then it is removed, not obeyed. Anything
-/// else that is not a lock (our own symlink, FIFO, directory) stops the job
-/// with one line: only root made it.
+/// else that is not a lock (a symlink, FIFO or directory of our own euid)
+/// stops the job with one line: only root made it.
 fn planted(e: &fsops::OutputError) -> bool {
     let me = fsops::euid();
     matches!(e, fsops::OutputError::Links { .. }) || e.owner().is_some_and(|uid| uid != me)
@@ -261,15 +267,20 @@ fn planted(e: &fsops::OutputError) -> bool {
 
 /// Something at the lock's name that is not lmpi's lock (a user who can
 /// write the target root made it, to hold the lock or forge its holder):
-/// removed, so the loop in `JobLock::take` makes our own, with a note. A
-/// directory is not removed (it may hold a user's files): one line.
+/// removed (a directory with what it holds, as the copy removes a target
+/// directory in a file's way), so the loop in `JobLock::take` makes our
+/// own, with a note.
 fn remove_planted_lock(
     roots: &Roots,
     before: &fsops::Stat,
     why: fsops::OutputFailure,
 ) -> Result<(), String> {
     let dir = roots.dst.as_fd();
-    let removed = fsops::unlink_at(dir, passes::JOB_LOCK);
+    let removed = match fsops::unlink_at(dir, passes::JOB_LOCK) {
+        // Never followed: the walk opens each directory O_NOFOLLOW.
+        Err(e) if e.errno == libc::EISDIR => fsops::remove_tree_at(dir, passes::JOB_LOCK).map(drop),
+        r => r,
+    };
     restore_times(dir, before);
     match removed {
         Ok(()) => {

@@ -426,8 +426,8 @@ impl Drop for Holder {
 /// A user who can write the target root plants `.lmpi.lock` with a forged
 /// holder line and holds its flock: root's job is not blocked; the file is
 /// removed and replaced by lmpi's own lock (one note line), the pass runs,
-/// and the lock is gone at the end. A symlink planted there the same way
-/// is removed, never followed.
+/// and the lock is gone at the end. A symlink or a directory planted there
+/// the same way is removed, never followed.
 #[test]
 fn a_lock_planted_by_a_user_does_not_block_roots_job() {
     let Some((_t, out)) = attacker_dir() else {
@@ -481,6 +481,19 @@ fn a_lock_planted_by_a_user_does_not_block_roots_job() {
     let o = bounded(&mut cmd(Launch::Alone, "copy", &src, &dst, &[]), 60);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(stderr(&o).contains("is a symlink"), "{}", text(&o));
+    assert_eq!(std::fs::read(&secret).unwrap(), b"root only\n");
+    assert!(!lock.exists());
+    // A directory there, holding a link out of the target: removed with
+    // what it holds, the link not followed.
+    std::os::unix::fs::lchown(&dst, Some(uid), None).unwrap();
+    attack(&format!(
+        "mkdir {l}; ln -s {} {l}/out; touch {l}/x",
+        q(secret.parent().unwrap()),
+        l = q(&lock)
+    ));
+    let o = bounded(&mut cmd(Launch::Alone, "copy", &src, &dst, &[]), 60);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(stderr(&o).contains("is a dir"), "{}", text(&o));
     assert_eq!(std::fs::read(&secret).unwrap(), b"root only\n");
     assert!(!lock.exists());
 }
