@@ -109,7 +109,8 @@ pub struct Config {
     /// verify with content: the fraction of files whose data is compared,
     /// the same files every run (0 to 1; --sample).
     pub verify_sample: f64,
-    /// Directory for the per-run error log; default: the current directory.
+    /// Directory for the per-run error log; default: `/var/log/lmpi` for
+    /// root, `$XDG_STATE_HOME/lmpi` for another user (`errlog::default_dir`).
     pub log_dir: Option<PathBuf>,
     /// Write every action of the pass (or, in a dry run, every action it
     /// would take) to this file, one record per line (docs/manifest.md).

@@ -3,13 +3,19 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
-use crate::fsops::{self, OsError};
+use crate::fsops::{self, Existing, OsError, OutputError};
 use crate::stats::Counters;
+
+/// The error log's mode: its lines name entries in users' 0700 directories.
+pub const MODE: u32 = 0o600;
+/// Root's default `log_dir`, made 0700 if missing.
+pub const ROOT_LOG_DIR: &str = "/var/log/lmpi";
 
 #[derive(Debug, Clone, Copy)]
 pub enum Side {
@@ -17,19 +23,32 @@ pub enum Side {
     Target,
 }
 
+/// Where the file goes: its directory, opened at the start (so a missing
+/// directory is said then, and the name is always looked up in the same
+/// directory), and the file's name in it.
+struct Place {
+    dir: OwnedFd,
+    name: Vec<u8>,
+    path: PathBuf,
+}
+
 pub struct ErrorLog {
     prefix: String,
     src_root: Vec<u8>,
     dst_root: Vec<u8>,
-    file: Option<File>,
-    /// This rank created the file (see `remove_if_unused`).
-    created: bool,
+    place: Option<Place>,
+    /// Opened at the first line (None inside: it could not be).
+    file: OnceLock<Option<File>>,
     /// Lines this rank wrote to the file.
     lines: Arc<AtomicU64>,
+    /// The file could not be opened (or refused): lines went to stderr only.
+    failed: Arc<AtomicBool>,
     counters: Arc<Counters>,
 }
 
 impl ErrorLog {
+    /// The log of one rank: `path` None means stderr only. The file is
+    /// created at the first line, so a pass without errors leaves none.
     pub fn new(
         prefix: String,
         src_root: &[u8],
@@ -37,38 +56,36 @@ impl ErrorLog {
         path: Option<&Path>,
         counters: Arc<Counters>,
     ) -> ErrorLog {
-        // Opened now, not at the first error, so a log that cannot be
-        // written is said at the start; a pass without errors removes it at
-        // the end (`remove_if_unused`).
-        let (file, created) = match path.map(open_log) {
-            Some(Ok((f, created))) => (Some(f), created),
-            Some(Err(e)) => {
-                if let Some(p) = path {
-                    eprintln!("{prefix}: cannot open error log {}: {e}", p.display());
-                }
-                (None, false)
+        let failed = Arc::new(AtomicBool::new(false));
+        let place = path.and_then(|p| match fsops::open_output_dir(p) {
+            Ok((dir, name)) => Some(Place {
+                dir,
+                name,
+                path: p.to_path_buf(),
+            }),
+            Err(e) => {
+                let e = OutputError::from(e).at(p.as_os_str().as_bytes());
+                eprintln!("{prefix}: cannot open error log {e}");
+                failed.store(true, Ordering::Relaxed);
+                None
             }
-            None => (None, false),
-        };
+        });
         ErrorLog {
             prefix,
             src_root: src_root.to_vec(),
             dst_root: dst_root.to_vec(),
-            file,
-            created,
+            place,
+            file: OnceLock::new(),
             lines: Arc::new(AtomicU64::new(0)),
+            failed,
             counters,
         }
     }
 
-    /// Whether the log file opened (else errors go to stderr only).
-    pub fn has_file(&self) -> bool {
-        self.file.is_some()
-    }
-
-    /// Whether this rank created the file (it did not exist before).
-    pub fn created_it(&self) -> bool {
-        self.created
+    /// Whether the log file could not be opened (its lines went to stderr
+    /// only), readable after the log has moved into the pass.
+    pub fn failed(&self) -> Arc<AtomicBool> {
+        self.failed.clone()
     }
 
     /// The count of lines this rank writes to the file, readable after the
@@ -124,7 +141,7 @@ impl ErrorLog {
 
     fn write(&self, line: &str) {
         eprintln!("{line}");
-        if let Some(mut f) = self.file.as_ref() {
+        if let Some(mut f) = self.file.get_or_init(|| self.open()).as_ref() {
             let mut buf = line.as_bytes().to_vec();
             buf.push(b'\n');
             if f.write_all(&buf).is_ok() {
@@ -132,31 +149,62 @@ impl ErrorLog {
             }
         }
     }
+
+    /// The file, at the first line: O_APPEND (ranks on many nodes append
+    /// whole lines to one file), never through a link, FIFO or a file of
+    /// another user at its name (`fsops::open_own_output`); one line if not.
+    fn open(&self) -> Option<File> {
+        let p = self.place.as_ref()?;
+        match fsops::open_own_output(p.dir.as_fd(), &p.name, Existing::Append, MODE) {
+            Ok((fd, _, _)) => Some(File::from(fd)),
+            Err(e) => {
+                let e = e.at(p.path.as_os_str().as_bytes());
+                eprintln!(
+                    "{}: cannot open error log {e}; errors go to stderr only",
+                    self.prefix
+                );
+                self.failed.store(true, Ordering::Relaxed);
+                None
+            }
+        }
+    }
 }
 
-/// O_APPEND: ranks on many nodes append whole lines to one file. Tried with
-/// O_EXCL first so the rank that made the file knows it did.
-fn open_log(p: &Path) -> std::io::Result<(File, bool)> {
-    let mut o = std::fs::OpenOptions::new();
-    // Root writes it: a symlink planted at the name is refused.
-    o.append(true).mode(0o644).custom_flags(libc::O_NOFOLLOW);
-    match o.clone().create_new(true).open(p) {
-        Ok(f) => Ok((f, true)),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok((o.open(p)?, false)),
-        Err(e) => Err(e),
-    }
+/// Why the default log directory cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LogDirError {
+    #[error("neither XDG_STATE_HOME nor HOME is set")]
+    NoHome,
+    #[error("{}: {source}", .path.display())]
+    Make {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Refused(#[from] fsops::OutputFailure),
 }
 
-/// Remove an error log nobody wrote a line to (`written`: the lines of all
-/// ranks of the job), so error-free runs leave no empty files behind. Only
-/// an empty regular file is removed: one that existed before the pass, or
-/// that someone else wrote meanwhile, stays.
-pub fn remove_if_unused(path: &Path, written: u64) -> bool {
-    if written > 0 {
-        return false;
-    }
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_file() && m.len() == 0 => std::fs::remove_file(path).is_ok(),
-        _ => false,
-    }
+/// Where the error log goes when neither `--error-log` nor `log_dir` says:
+/// for root, `/var/log/lmpi` (made 0700 if missing; refused unless root's
+/// and writable by root only), never the working directory, where any user
+/// could put a FIFO or their own file at the predictable name. For another
+/// user, `$XDG_STATE_HOME/lmpi` or `~/.local/state/lmpi`. An error: errors
+/// go to stderr only.
+pub fn default_dir() -> Result<PathBuf, LogDirError> {
+    let dir = if fsops::is_root() {
+        PathBuf::from(ROOT_LOG_DIR)
+    } else {
+        let state = std::env::var_os("XDG_STATE_HOME")
+            .filter(|v| Path::new(v).is_absolute())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/state")))
+            .ok_or(LogDirError::NoHome)?;
+        fsops::make_private_dirs(&state).map_err(|source| LogDirError::Make {
+            path: state.clone(),
+            source,
+        })?;
+        state.join("lmpi")
+    };
+    fsops::own_dir(&dir, 0o700).map_err(|e| e.at(dir.as_os_str().as_bytes()))?;
+    Ok(dir)
 }

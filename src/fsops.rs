@@ -1105,21 +1105,6 @@ pub fn is_mount_root(dir: BorrowedFd) -> Res<bool> {
     Ok(me.dev != up.dev || me.ino == up.ino)
 }
 
-/// Open (creating it, mode 0600) the job lock file `name` in `dir` for
-/// reading and writing, without following a symlink and without blocking
-/// on a FIFO planted there. The caller checks the returned stat (a regular
-/// file with one link) before writing to it.
-pub fn open_lock_file(dir: BorrowedFd, name: &[u8]) -> Res<(OwnedFd, Stat)> {
-    let fd = open_raw(
-        dir,
-        name,
-        OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY,
-        mode(0o600),
-    )?;
-    let st = fstat(fd.as_fd_b())?;
-    Ok((fd, st))
-}
-
 /// Take an exclusive flock on `fd` without waiting: false if another open
 /// file (another job) holds it. It goes with the last descriptor of this
 /// open file, so a killed job frees it.
@@ -1281,6 +1266,71 @@ mod tests {
         assert_eq!(show("é".as_bytes()), "é");
     }
 
+    /// What a user could plant at an output's name is refused without
+    /// writing through it or blocking; our own old file is reused, emptied
+    /// and given the mode asked for.
+    #[test]
+    fn own_outputs_refuse_plants() -> Result<(), Box<dyn std::error::Error>> {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir()?;
+        let dir = open_root(t.path())?;
+        let d = dir.as_fd_b();
+        let open = |name: &[u8]| open_own_output(d, name, Existing::Truncate, 0o644);
+        let (_, st, created) = open(b"new")?;
+        assert!(created && st.perm == 0o644 && st.kind == Kind::File);
+        std::fs::write(t.path().join("old"), b"stale")?;
+        std::fs::set_permissions(t.path().join("old"), std::fs::Permissions::from_mode(0o666))?;
+        let (_, _, created) = open(b"old")?;
+        let m = std::fs::metadata(t.path().join("old"))?;
+        assert!(!created && m.len() == 0 && m.permissions().mode() & 0o7777 == 0o644);
+        std::fs::write(t.path().join("victim"), b"keep")?;
+        std::os::unix::fs::symlink(t.path().join("victim"), t.path().join("link"))?;
+        assert!(matches!(open(b"link"), Err(OutputError::Symlink { .. })));
+        rustix::fs::mkfifoat(d, "fifo", Mode::from_bits_retain(0o666))?;
+        assert!(matches!(
+            open(b"fifo"),
+            Err(OutputError::NotRegular {
+                kind: Kind::Fifo,
+                ..
+            })
+        ));
+        std::fs::hard_link(t.path().join("victim"), t.path().join("second"))?;
+        assert!(matches!(
+            open(b"second"),
+            Err(OutputError::Links { nlink: 2 })
+        ));
+        assert_eq!(std::fs::read(t.path().join("victim"))?, b"keep");
+        if is_root() {
+            std::os::unix::fs::chown(t.path().join("old"), Some(65534), None)?;
+            assert!(matches!(
+                open(b"old"),
+                Err(OutputError::Foreign { uid: 65534, .. })
+            ));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn own_dir_must_be_ours_and_closed() -> Result<(), Box<dyn std::error::Error>> {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir()?;
+        let d = t.path().join("logs");
+        own_dir(&d, 0o700)?;
+        assert_eq!(std::fs::metadata(&d)?.permissions().mode() & 0o7777, 0o700);
+        own_dir(&d, 0o700)?;
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777))?;
+        assert!(matches!(own_dir(&d, 0o700), Err(OutputError::Dir(_))));
+        if is_root() {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))?;
+            std::os::unix::fs::chown(&d, Some(65534), None)?;
+            assert!(matches!(
+                own_dir(&d, 0o700),
+                Err(OutputError::Foreign { .. })
+            ));
+        }
+        Ok(())
+    }
+
     #[test]
     fn flags_ioctl_numbers_match_libc() {
         assert_eq!(FS_IOC_GETFLAGS, libc::FS_IOC_GETFLAGS);
@@ -1303,5 +1353,235 @@ mod tests {
         assert_eq!(join(b"a/b", b"c"), b"a/b/c");
         assert_eq!(parent_and_name(b"a/b/c"), (&b"a/b"[..], &b"c"[..]));
         assert_eq!(parent_and_name(b"c"), (&b""[..], &b"c"[..]));
+    }
+}
+
+// ---------- lmpi's own outputs: report, manifest, error log, job lock ----------
+
+/// How `open_own_output` treats a file already at the name (it is only
+/// ever used when it is lmpi's own: see `OutputError`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Existing {
+    /// Emptied: a report, a manifest part, the merge's temp file.
+    Truncate,
+    /// Appended to: the error log the job's ranks share.
+    Append,
+    /// Kept as it is, opened for reading too: the job lock.
+    Keep,
+}
+
+/// Why lmpi will not write to the file at an output's name: anything but
+/// a regular file with one link owned by lmpi's own euid could be a user's
+/// plant (a link to a root-only file, a FIFO that blocks, a file the user
+/// reads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OutputError {
+    #[error(transparent)]
+    Os(#[from] OsError),
+    #[error("is a symlink: refused (lmpi never writes through a link)")]
+    Symlink { uid: u32 },
+    #[error("is a {}, not a regular file: refused", .kind.name())]
+    NotRegular { kind: Kind, uid: u32 },
+    #[error("is owned by uid {uid}, not by uid {me} that runs lmpi: refused")]
+    Foreign { uid: u32, me: u32 },
+    #[error("has {nlink} hard links: refused (writing would change the other names too)")]
+    Links { nlink: u32 },
+    /// lmpi's own directory is not one only lmpi can write.
+    #[error("{0}: refused")]
+    Dir(&'static str),
+}
+
+impl OutputError {
+    /// The owner of what is at the name, when lmpi refused it for what it is.
+    pub fn owner(&self) -> Option<u32> {
+        match *self {
+            OutputError::Symlink { uid } | OutputError::NotRegular { uid, .. } => Some(uid),
+            OutputError::Foreign { uid, .. } => Some(uid),
+            OutputError::Os(_) | OutputError::Links { .. } | OutputError::Dir(_) => None,
+        }
+    }
+}
+
+/// An output lmpi refused or could not open, with its path: one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {err}", show(path))]
+pub struct OutputFailure {
+    pub path: Vec<u8>,
+    pub err: OutputError,
+}
+
+impl OutputError {
+    pub fn at(self, path: &[u8]) -> OutputFailure {
+        OutputFailure {
+            path: path.to_vec(),
+            err: self,
+        }
+    }
+}
+
+pub fn euid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// Whether `st` may be written as lmpi's own output: a regular file with
+/// one link whose owner is our euid.
+pub fn check_own_output(st: &Stat) -> Result<(), OutputError> {
+    let me = euid();
+    match st.kind {
+        Kind::File => {}
+        Kind::Symlink => return Err(OutputError::Symlink { uid: st.uid }),
+        kind => return Err(OutputError::NotRegular { kind, uid: st.uid }),
+    }
+    if st.uid != me {
+        return Err(OutputError::Foreign { uid: st.uid, me });
+    }
+    if st.nlink != 1 {
+        return Err(OutputError::Links { nlink: st.nlink });
+    }
+    Ok(())
+}
+
+/// Open (creating it with exactly `perm`: lmpi clears its umask, so the
+/// mode given is the mode it gets) one of lmpi's own output files, `name`
+/// in `dir`: never through a symlink, never blocking on a FIFO, never
+/// writing to a file a user planted. A new file is made with O_EXCL; one
+/// already there is used only if `check_own_output` passes both on an
+/// lstat and on the opened file, and they are the same inode; its mode is
+/// then set back to `perm` (an older lmpi left some 0666). The bool: this
+/// call created the file.
+pub fn open_own_output(
+    dir: BorrowedFd,
+    name: &[u8],
+    how: Existing,
+    perm: u32,
+) -> Result<(OwnedFd, Stat, bool), OutputError> {
+    let access = match how {
+        Existing::Truncate => OFlags::WRONLY,
+        Existing::Append => OFlags::WRONLY | OFlags::APPEND,
+        Existing::Keep => OFlags::RDWR,
+    };
+    let flags = access | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY;
+    let excl = OFlags::CREATE | OFlags::EXCL;
+    match open_raw(dir, name, flags | excl, mode(perm)) {
+        Ok(fd) => {
+            let st = fstat(fd.as_fd_b())?;
+            return Ok((fd, st, true));
+        }
+        Err(e) if e.errno == libc::EEXIST => {}
+        Err(e) => return Err(e.into()),
+    }
+    // Refused before opening: opening a FIFO or device can have effects.
+    let before = stat_at(dir, name)?;
+    check_own_output(&before)?;
+    let fd = open_raw(dir, name, flags, Mode::empty())?;
+    let st = fstat(fd.as_fd_b())?;
+    check_own_output(&st)?;
+    if st.ident() != before.ident() {
+        return Err(changed("open").into());
+    }
+    if st.perm != perm {
+        fchmod(fd.as_fd_b(), perm)?;
+    }
+    if how == Existing::Truncate {
+        ftruncate(fd.as_fd_b(), 0)?;
+    }
+    Ok((fd, st, false))
+}
+
+/// Open a file lmpi wrote itself (a rank's part of the manifest) for
+/// reading, and check it is still that file: our own regular file with one
+/// link and inode `ino`, never a link or FIFO put in its place.
+pub fn open_own_input(dir: BorrowedFd, name: &[u8], ino: u64) -> Result<OwnedFd, OutputError> {
+    let fd = open_read_at(dir, name)?;
+    let st = fstat(fd.as_fd_b())?;
+    check_own_output(&st)?;
+    if st.ino != ino {
+        return Err(changed("open").into());
+    }
+    Ok(fd)
+}
+
+/// Open the directory an output path names (`.` for a bare name) and
+/// split off the file's name. Links in the directory part are followed
+/// (the admin chose that path); the last name never is (`open_own_output`).
+pub fn open_output_dir(path: &Path) -> Result<(OwnedFd, Vec<u8>), OsError> {
+    let bytes = path.as_os_str().as_bytes();
+    let (parent, name) = match bytes.iter().rposition(|&b| b == b'/') {
+        Some(0) => (&b"/"[..], &bytes[1..]),
+        Some(i) => (&bytes[..i], &bytes[i + 1..]),
+        None => (&b"."[..], bytes),
+    };
+    if name.is_empty() || name == b"." || name == b".." {
+        return Err(OsError {
+            op: "open",
+            errno: libc::EISDIR,
+        });
+    }
+    let fd = open_raw(
+        rustix::fs::CWD,
+        parent,
+        OFlags::RDONLY | OFlags::DIRECTORY,
+        Mode::empty(),
+    )?;
+    Ok((fd, name.to_vec()))
+}
+
+/// lmpi's own directory for error logs (`/var/log/lmpi` for root): created
+/// with mode `perm` if missing; refused unless it is a directory owned by
+/// our euid that no group or other user can write (a user who could write
+/// it could plant files at the log's name or swap it for a link).
+pub fn own_dir(path: &Path, perm: u32) -> Result<(), OutputError> {
+    let (parent, name) = open_output_dir(path)?;
+    match rustix::fs::mkdirat(&parent, name.as_slice(), mode(perm)) {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+        Err(e) => return Err(err("mkdir")(e).into()),
+    }
+    let st = stat_at(parent.as_fd_b(), &name)?;
+    let me = euid();
+    match st.kind {
+        Kind::Dir => {}
+        Kind::Symlink => return Err(OutputError::Symlink { uid: st.uid }),
+        _ => return Err(OutputError::Dir("is not a directory")),
+    }
+    if st.uid != me {
+        return Err(OutputError::Foreign { uid: st.uid, me });
+    }
+    if st.perm & 0o022 != 0 {
+        return Err(OutputError::Dir("is writable by group or others"));
+    }
+    Ok(())
+}
+
+/// Make `path` and its missing parents, 0700 (a user's own state
+/// directory, e.g. `~/.local/state`, on first use).
+pub fn make_private_dirs(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+}
+
+/// `open_own_output` for an output the admin gave as a path.
+pub fn open_own_output_path(
+    path: &Path,
+    how: Existing,
+    perm: u32,
+) -> Result<(OwnedFd, Stat, bool), OutputFailure> {
+    let at = |e: OutputError| e.at(path.as_os_str().as_bytes());
+    let (dir, name) = open_output_dir(path).map_err(|e| at(e.into()))?;
+    open_own_output(dir.as_fd_b(), &name, how, perm).map_err(at)
+}
+
+/// Whether an output path may be written at the end of the pass: nothing
+/// at its name yet, or lmpi's own file (`check_own_output`). Said before a
+/// long pass starts, rather than after it.
+pub fn check_output_path(path: &Path) -> Result<(), OutputFailure> {
+    let at = |e: OutputError| e.at(path.as_os_str().as_bytes());
+    let (dir, name) = open_output_dir(path).map_err(|e| at(e.into()))?;
+    match stat_at(dir.as_fd_b(), &name) {
+        Ok(st) => check_own_output(&st).map_err(at),
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(at(e.into())),
     }
 }

@@ -17,7 +17,11 @@ use std::path::{Path, PathBuf};
 
 use percent_encoding::{percent_decode, percent_encode, AsciiSet, CONTROLS};
 
-use crate::fsops::{Kind, Stat};
+use crate::fsops::{self, Existing, Kind, OutputError, OutputFailure, Stat};
+
+/// The mode of the manifest and its parts: they name every entry a pass
+/// touched, those in users' 0700 directories too, so root's only.
+pub const MODE: u32 = 0o600;
 
 /// Bytes a path field carries percent-encoded: controls (tab, newline, CR
 /// among them), space, `%` and, always, every byte from 0x80 up; so a field
@@ -216,6 +220,10 @@ pub fn record(a: &Action, rel: &[u8]) -> Vec<u8> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
+    /// A part, the merge's temp file or the manifest itself refused or not
+    /// opened (`fsops::open_own_output`).
+    #[error(transparent)]
+    Output(#[from] OutputFailure),
     #[error("{path}: {source}")]
     Io {
         path: String,
@@ -345,40 +353,61 @@ pub fn part_path(file: &Path, rank: usize) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// Rank `rank`'s part of the manifest named `name`, as a name in its directory.
+fn part_name(name: &[u8], rank: usize) -> Vec<u8> {
+    [name, format!(".rank{rank}").as_bytes()].concat()
+}
+
+fn bytes(p: &Path) -> &[u8] {
+    use std::os::unix::ffi::OsStrExt;
+    p.as_os_str().as_bytes()
+}
+
 /// Rank 0, after every rank flushed its part: concatenate the parts in
-/// rank order into `file` (written aside, then renamed into place) and
-/// remove them. On failure the parts stay.
-pub fn merge(file: &Path, ranks: usize) -> Result<(), ManifestError> {
+/// rank order into `file` (written aside to `<file>.merging`, then renamed
+/// into place) and remove them. On failure the parts stay. `inos` holds
+/// each rank's part's inode as that rank opened it: a part that is not that
+/// file (lmpi's own, regular, one link) is refused, never a link or FIFO a
+/// user put in its place; so is a link or a user's file at `file`.
+pub fn merge(file: &Path, inos: &[u64]) -> Result<(), ManifestError> {
+    let (dir, name) =
+        fsops::open_output_dir(file).map_err(|e| OutputError::from(e).at(bytes(file)))?;
+    let dir = std::os::fd::AsFd::as_fd(&dir);
+    match fsops::stat_at(dir, &name) {
+        Ok(st) => fsops::check_own_output(&st).map_err(|e| e.at(bytes(file)))?,
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(OutputError::from(e).at(bytes(file)).into()),
+    }
+    let tmp_name = [&name[..], b".merging"].concat();
     let mut tmp = OsString::from(file.as_os_str());
     tmp.push(".merging");
     let tmp = PathBuf::from(tmp);
+    let (fd, _, _) = fsops::open_own_output(dir, &tmp_name, Existing::Truncate, MODE)
+        .map_err(|e| e.at(bytes(&tmp)))?;
     let res = (|| {
-        // Root writes it: a symlink planted at the name is refused.
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new();
-        f.write(true)
-            .create(true)
-            .truncate(true)
-            .custom_flags(libc::O_NOFOLLOW);
-        let f = f.open(&tmp).map_err(|e| ManifestError::io(&tmp, e))?;
-        let mut w = BufWriter::new(f);
-        for rank in 0..ranks {
+        let mut w = BufWriter::new(File::from(fd));
+        for (rank, &ino) in inos.iter().enumerate() {
             let part = part_path(file, rank);
-            let mut r = File::open(&part).map_err(|e| ManifestError::io(&part, e))?;
-            std::io::copy(&mut r, &mut w).map_err(|e| ManifestError::io(&tmp, e))?;
+            let fd = fsops::open_own_input(dir, &part_name(&name, rank), ino)
+                .map_err(|e| e.at(bytes(&part)))?;
+            std::io::copy(&mut File::from(fd), &mut w).map_err(|e| ManifestError::io(&part, e))?;
         }
         let f = w
             .into_inner()
             .map_err(|e| ManifestError::io(&tmp, e.into_error()))?;
         f.sync_all().map_err(|e| ManifestError::io(&tmp, e))?;
-        std::fs::rename(&tmp, file).map_err(|e| ManifestError::io(file, e))
+        fsops::rename_at(dir, &tmp_name, &name)
+            .map_err(|e| ManifestError::from(OutputError::from(e).at(bytes(file))))
     })();
     if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+        let _ = fsops::unlink_at(dir, &tmp_name);
         return res;
     }
-    for rank in 0..ranks {
-        let _ = std::fs::remove_file(part_path(file, rank));
+    for (rank, &ino) in inos.iter().enumerate() {
+        let part = part_name(&name, rank);
+        if fsops::stat_at(dir, &part).is_ok_and(|st| st.ino == ino) {
+            let _ = fsops::unlink_at(dir, &part);
+        }
     }
     Ok(())
 }
@@ -508,15 +537,34 @@ mod tests {
     fn merge_concatenates_in_rank_order() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let file = dir.path().join("m");
+        let mut inos = Vec::new();
         for r in 0..3 {
             std::fs::write(part_path(&file, r), format!("removed\tdir\t{r}\n"))?;
+            inos.push(std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(
+                part_path(&file, r),
+            )?));
         }
-        merge(&file, 3)?;
+        merge(&file, &inos)?;
         assert_eq!(
             std::fs::read_to_string(&file)?,
             "removed\tdir\t0\nremoved\tdir\t1\nremoved\tdir\t2\n"
         );
         assert!(!part_path(&file, 0).exists());
+        Ok(())
+    }
+
+    /// A part that is not the file its rank wrote (another inode: swapped)
+    /// is not merged, and the parts stay.
+    #[test]
+    fn merge_refuses_a_swapped_part() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("m");
+        std::fs::write(part_path(&file, 0), "removed\tdir\t0\n")?;
+        let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(part_path(&file, 0))?);
+        let e = merge(&file, &[ino + 1]).expect_err("merged a swapped part");
+        assert!(e.to_string().contains("m.rank0"), "{e}");
+        assert!(part_path(&file, 0).exists() && !file.exists());
+        assert!(!dir.path().join("m.merging").exists());
         Ok(())
     }
 }

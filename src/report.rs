@@ -6,7 +6,36 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::fsops::{self, Existing, OutputFailure};
 use crate::stats::Snapshot;
+
+/// The JSON report's mode: counts and host names, no path inside the trees,
+/// so readable by all (lmpi's umask is cleared: exactly this).
+pub const REPORT_MODE: u32 = 0o644;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error(transparent)]
+    Open(#[from] OutputFailure),
+    #[error("{}: write: {source}", .path.display())]
+    Write {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Write the JSON report to `path`, never through a link, FIFO or file of
+/// another user at its name (`fsops::open_own_output`).
+pub fn write_json(path: &std::path::Path, bytes: &[u8]) -> Result<(), ReportError> {
+    use std::io::Write;
+    let (fd, _, _) = fsops::open_own_output_path(path, Existing::Truncate, REPORT_MODE)?;
+    std::fs::File::from(fd)
+        .write_all(bytes)
+        .map_err(|source| ReportError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
+}
 
 pub fn human_bytes(b: u64) -> String {
     const U: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];

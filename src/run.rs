@@ -1,10 +1,10 @@
 //! One pass, start to finish, on every rank: check the roots, run the engine
 //! phases, agree on totals and the exit status, and have rank 0 report.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -147,6 +147,10 @@ fn mount_check(roots: &Roots) -> Result<(), String> {
 /// the whole pass (the other ranks of the job never take it), so a second
 /// job on the same target stops here. A dry run changes nothing and takes
 /// no lock. The lock dies with the process, so a killed job frees it.
+/// Only lmpi's own lock file (a regular file with one link owned by our
+/// euid, mode 0600) is obeyed: one another user made (whoever can write
+/// the target root could hold its flock and forge its holder line) is
+/// removed and replaced, with a note; a downtime is not lost to it.
 fn lock_target<T: Transport + ?Sized>(
     t: &mut T,
     args: &Settings,
@@ -191,37 +195,31 @@ impl JobLock {
         // lock never makes a converged target look changed to a pass.
         let before = fsops::fstat(roots.dst.as_fd()).map_err(at)?;
         for _ in 0..10 {
-            let opened = fsops::open_lock_file(roots.dst.as_fd(), passes::JOB_LOCK);
-            if let Ok(now) = fsops::fstat(roots.dst.as_fd()) {
-                if (now.atime, now.mtime) != (before.atime, before.mtime) {
-                    let _ = fsops::futimes(roots.dst.as_fd(), before.atime, before.mtime);
-                }
-            }
+            let opened = fsops::open_own_output(
+                roots.dst.as_fd(),
+                passes::JOB_LOCK,
+                fsops::Existing::Keep,
+                0o600,
+            );
+            restore_times(roots.dst.as_fd(), &before);
             let (file, st) = match opened {
-                Ok(v) => v,
-                Err(e) if e.errno == libc::EROFS => return Ok(None),
-                Err(e) if e.errno == libc::ENOSPC || e.errno == libc::EDQUOT => {
+                Ok((file, st, _)) => (file, st),
+                Err(fsops::OutputError::Os(e)) if e.errno == libc::EROFS => return Ok(None),
+                Err(fsops::OutputError::Os(e))
+                    if e.errno == libc::ENOSPC || e.errno == libc::EDQUOT =>
+                {
                     eprintln!("lmpi: warning: {}: no one-job-per-target check", at(e));
                     return Ok(None);
                 }
-                Err(e) => return Err(at(e)),
+                Err(fsops::OutputError::Os(e)) => return Err(at(e)),
+                Err(e) if planted(&e) => {
+                    remove_planted_lock(roots, &before, e.at(&path))?;
+                    continue;
+                }
+                Err(e) => return Err(format!("target lock {}: remove it", e.at(&path))),
             };
-            // Writing to a hard link would clobber whatever else it names.
-            if st.kind != fsops::Kind::File || st.nlink != 1 {
-                return Err(format!(
-                    "target lock {shown} is not a regular file with one link: remove it"
-                ));
-            }
             if !fsops::try_lock(file.as_fd()).map_err(at)? {
-                let holder = fsops::read_head(file.as_fd(), 200).unwrap_or_default();
-                let holder = match fsops::show(holder.trim_ascii()) {
-                    h if h.is_empty() => "holder unknown".to_string(),
-                    h => h,
-                };
-                return Err(format!(
-                    "target {} is in use by another job ({holder}; lock {shown}); --force-concurrent to run anyway",
-                    fsops::show(roots.dst_path.as_os_str().as_bytes())
-                ));
+                return Err(in_use(roots, file.as_fd(), &shown));
             }
             match fsops::stat_at(roots.dst.as_fd(), passes::JOB_LOCK) {
                 Ok(now) if now.ident() == st.ident() => {}
@@ -241,6 +239,71 @@ impl JobLock {
         Err(format!(
             "target lock {shown}: replaced again and again by other jobs"
         ))
+    }
+}
+
+/// The line for a target whose lock another job holds: that job's own
+/// holder line (the file is root's, so the line is a job's, not a user's).
+fn in_use(roots: &Roots, file: BorrowedFd, shown: &str) -> String {
+    let holder = fsops::read_head(file, 200).unwrap_or_default();
+    let holder = match fsops::show(holder.trim_ascii()) {
+        h if h.is_empty() => "holder unknown".to_string(),
+        h => h,
+    };
+    format!(
+        "target {} is in use by another job ({holder}; lock {shown}); --force-concurrent to run anyway",
+        fsops::show(roots.dst_path.as_os_str().as_bytes())
+    )
+}
+
+/// Whether what is at the lock's name was put there by another user (who
+/// can write the target root: to hold the lock or forge its holder), or is
+/// a second name of some file: then it is removed, not obeyed. Anything
+/// else that is not a lock (a symlink, FIFO or directory of our own euid)
+/// stops the job with one line: only root made it.
+fn planted(e: &fsops::OutputError) -> bool {
+    let me = fsops::euid();
+    matches!(e, fsops::OutputError::Links { .. }) || e.owner().is_some_and(|uid| uid != me)
+}
+
+/// Something at the lock's name that is not lmpi's lock (a user who can
+/// write the target root made it, to hold the lock or forge its holder):
+/// removed (a directory with what it holds, as the copy removes a target
+/// directory in a file's way), so the loop in `JobLock::take` makes our
+/// own, with a note.
+fn remove_planted_lock(
+    roots: &Roots,
+    before: &fsops::Stat,
+    why: fsops::OutputFailure,
+) -> Result<(), String> {
+    let dir = roots.dst.as_fd();
+    let removed = match fsops::unlink_at(dir, passes::JOB_LOCK) {
+        // Never followed: the walk opens each directory O_NOFOLLOW.
+        Err(e) if e.errno == libc::EISDIR => fsops::remove_tree_at(dir, passes::JOB_LOCK).map(drop),
+        r => r,
+    };
+    restore_times(dir, before);
+    match removed {
+        Ok(()) => {
+            eprintln!(
+                "lmpi: note: target lock {why}: removed, and lmpi's own lock made in its place"
+            );
+            Ok(())
+        }
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(format!(
+            "target lock {why}; cannot remove it ({e}): remove it"
+        )),
+    }
+}
+
+/// Give the target root back the times it had before the lock's file came
+/// or went, so the lock never makes a converged target look changed.
+fn restore_times(dir: BorrowedFd, before: &fsops::Stat) {
+    if let Ok(now) = fsops::fstat(dir) {
+        if (now.atime, now.mtime) != (before.atime, before.mtime) {
+            let _ = fsops::futimes(dir, before.atime, before.mtime);
+        }
     }
 }
 
@@ -371,13 +434,16 @@ struct RankEnd {
     /// (value, count) of each recorded histogram bucket.
     size: Vec<(u64, u64)>,
     copy_us: Vec<(u64, u64)>,
+    /// The inode of this rank's part of the manifest, which the merge checks.
+    part_ino: u64,
 }
 
 impl RankEnd {
-    fn of(host: &str, counters: Snapshot, hist: &Histograms) -> RankEnd {
+    fn of(host: &str, counters: Snapshot, hist: &Histograms, part_ino: u64) -> RankEnd {
         let mut end = RankEnd {
             host: host.to_string(),
             counters,
+            part_ino,
             ..Default::default()
         };
         if let (Ok(s), Ok(c)) = (hist.size.lock(), hist.copy_us.lock()) {
@@ -1000,11 +1066,11 @@ pub fn run_pass<T: Transport + ?Sized>(
         Ok(s) => s,
         Err(code) => return code,
     };
-    let log_path = error_log_path(args, &cfg, &job);
+    let who = format!("lmpi[{host}:{rank}]");
+    let log_path = error_log_path(args, &cfg, &job, &who);
     let counters = Arc::new(Counters::default());
     let hist = Arc::new(Histograms::default());
-    let who = format!("lmpi[{host}:{rank}]");
-    let (log, log_state) = open_error_log(&roots, &log_path, who.clone(), &counters);
+    let (log, log_state) = open_error_log(&roots, log_path.as_deref(), who.clone(), &counters);
     let ctx = make_ctx(t, args, (roots, filter), log, (&counters, &hist), &sink);
     let status = job_status(args, &job, size);
     let mut zero = (rank == 0).then(|| RankZero::start(args, &job, &status, &host, started));
@@ -1032,15 +1098,19 @@ pub fn run_pass<T: Transport + ?Sized>(
         counters.errors.fetch_add(1, Ordering::Relaxed);
     }
     let stats_ok = stats_pusher.map(|p| p.finish());
-    let (missing, created, lines) = log_state;
+    let (failed, lines) = log_state;
     let end = End {
         started,
         host: &host,
         pass,
-        log_path: &log_path,
-        log: (missing, created, lines.load(Ordering::Relaxed)),
+        log_path: log_path.as_deref(),
+        log: (
+            failed.load(Ordering::Relaxed),
+            lines.load(Ordering::Relaxed),
+        ),
         stats_failed: stats_ok == Some(false),
         manifest: args.manifest.as_deref(),
+        part_ino: sink.part_ino(),
     };
     let done = (done.outcome, done.over_cap, done.notes);
     let code = end.conclude(t, (&counters, &hist), done, &ctl, args);
@@ -1050,22 +1120,22 @@ pub fn run_pass<T: Transport + ?Sized>(
     code
 }
 
-/// This rank's error log, and what the summary needs to know of it: it
-/// could not be opened, this job created it, its line count.
+/// This rank's error log, and what the summary needs to know of it at the
+/// end: it could not be opened, its line count.
 fn open_error_log(
     roots: &Roots,
-    path: &Path,
+    path: Option<&Path>,
     who: String,
     counters: &Arc<Counters>,
-) -> (ErrorLog, (bool, bool, Arc<std::sync::atomic::AtomicU64>)) {
+) -> (ErrorLog, (Arc<AtomicBool>, Arc<AtomicU64>)) {
     let log = ErrorLog::new(
         who,
         roots.src_path.as_os_str().as_bytes(),
         roots.dst_path.as_os_str().as_bytes(),
-        Some(path),
+        path,
         counters.clone(),
     );
-    let state = (!log.has_file(), log.created_it(), log.lines());
+    let state = (log.failed(), log.lines());
     (log, state)
 }
 
@@ -1073,6 +1143,9 @@ fn open_error_log(
 /// (opened now, so a manifest that cannot be written stops the pass before
 /// it starts); flushed too if the stop watchdog ends the process.
 fn open_sink(args: &Settings, rank: usize) -> Result<Arc<Sink>, String> {
+    if rank == 0 {
+        check_outputs(args)?;
+    }
     let sink = match &args.manifest {
         None => Sink::new(args.dry_run),
         Some(m) => {
@@ -1092,6 +1165,19 @@ fn open_sink(args: &Settings, rank: usize) -> Result<Arc<Sink>, String> {
     Ok(sink)
 }
 
+/// Rank 0, before the pass: the report and the merged manifest will be
+/// written at their names at the end; a link, FIFO or user's file there
+/// is refused now rather than after hours.
+fn check_outputs(args: &Settings) -> Result<(), String> {
+    if let Some(r) = &args.report {
+        fsops::check_output_path(r).map_err(|e| format!("report {e}"))?;
+    }
+    if let Some(m) = &args.manifest {
+        fsops::check_output_path(m).map_err(|e| format!("manifest {e}"))?;
+    }
+    Ok(())
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -1099,14 +1185,25 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Where this job's error lines go: `--error-log`, else `<log_dir>/lmpi-<pass>-<job>.errors`.
-fn error_log_path(args: &Settings, cfg: &Config, job: &str) -> PathBuf {
-    args.error_log.clone().unwrap_or_else(|| {
-        cfg.log_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("."))
-            .join(format!("lmpi-{}-{job}.errors", args.pass.name()))
-    })
+/// Where this job's error lines go: `--error-log` (`/dev/null`: nowhere but
+/// stderr), else `<log_dir>/lmpi-<pass>-<job>.errors`, `log_dir` being root's
+/// own `/var/log/lmpi` unless configured (`errlog::default_dir`). None:
+/// stderr only (said here, once per rank, when the default is unusable).
+fn error_log_path(args: &Settings, cfg: &Config, job: &str, who: &str) -> Option<PathBuf> {
+    if let Some(p) = &args.error_log {
+        return (p.as_path() != Path::new("/dev/null")).then(|| p.clone());
+    }
+    let dir = match &cfg.log_dir {
+        Some(d) => d.clone(),
+        None => match crate::errlog::default_dir() {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("{who}: error log directory {e}; errors go to stderr only");
+                return None;
+            }
+        },
+    };
+    Some(dir.join(format!("lmpi-{}-{job}.errors", args.pass.name())))
 }
 
 /// What the end of a pass needs to know besides the counters.
@@ -1114,12 +1211,14 @@ struct End<'a> {
     started: Instant,
     host: &'a str,
     pass: &'static str,
-    log_path: &'a Path,
-    /// The error log: could not be opened, this job created it, lines written.
-    log: (bool, bool, u64),
+    log_path: Option<&'a Path>,
+    /// The error log: could not be opened (or was refused), lines written.
+    log: (bool, u64),
     stats_failed: bool,
     /// `--manifest`: rank 0 merges the ranks' parts into it.
     manifest: Option<&'a Path>,
+    /// This rank's part of it (its inode; 0 without a manifest).
+    part_ino: u64,
 }
 
 impl End<'_> {
@@ -1133,7 +1232,7 @@ impl End<'_> {
         ctl: &RunControl,
         args: &Settings,
     ) -> ExitStatus {
-        let (log_missing, log_created, my_lines) = self.log;
+        let (log_failed, my_lines) = self.log;
         let mine = counters.snapshot();
         let mut sums = mine.to_vec();
         sums.extend([my_lines, outcome.abandoned]);
@@ -1151,8 +1250,7 @@ impl End<'_> {
             outcome.stopped as u64,
             max_hit as u64,
             self.stats_failed as u64,
-            log_missing as u64,
-            log_created as u64,
+            log_failed as u64,
         ]);
         if flags[2] != 0 {
             notes.push(
@@ -1162,7 +1260,7 @@ impl End<'_> {
         if flags[3] != 0 {
             notes.push(format!(
                 "the error log {} could not be opened on some ranks: their errors went to stderr only",
-                self.log_path.display()
+                self.log_path.unwrap_or(Path::new("")).display()
             ));
         }
         let code = match (flags[0] != 0, flags[1] != 0) {
@@ -1171,16 +1269,14 @@ impl End<'_> {
             _ if totals.errors > 0 => ExitStatus::Errors,
             _ => ExitStatus::Done,
         };
-        let all = t
-            .gather(postcard::to_allocvec(&RankEnd::of(self.host, mine, hist)).unwrap_or_default());
+        let all = t.gather(
+            postcard::to_allocvec(&RankEnd::of(self.host, mine, hist, self.part_ino))
+                .unwrap_or_default(),
+        );
         if t.rank() != 0 {
             return code;
         }
-        let code = self.merge_manifest(t.size(), code, &mut notes);
-        // Every rank has written its last line (the reductions above came after).
-        if flags[4] != 0 {
-            crate::errlog::remove_if_unused(self.log_path, lines);
-        }
+        let code = self.merge_manifest(&all, code, &mut notes);
         let summary = Summary {
             pass: self.pass.into(),
             status: code.outcome().into(),
@@ -1189,12 +1285,18 @@ impl End<'_> {
             threads_per_rank: ctl.threads(),
             wall_seconds: self.started.elapsed().as_secs_f64().max(1e-6),
             totals,
-            error_log: (lines > 0).then(|| self.log_path.display().to_string()),
+            error_log: self
+                .log_path
+                .filter(|_| lines > 0)
+                .map(|p| p.display().to_string()),
             notes,
             ..Default::default()
         };
-        report_on_rank_zero(summary, &all, args.report.as_deref());
-        code
+        let report_ok = report_on_rank_zero(summary, &all, args.report.as_deref());
+        match code {
+            ExitStatus::Done if !report_ok => ExitStatus::Errors,
+            _ => code,
+        }
     }
 }
 
@@ -1203,11 +1305,16 @@ impl End<'_> {
     /// manifest before them): merge the parts. A failed merge is an error.
     fn merge_manifest(
         &self,
-        ranks: usize,
+        all: &[Vec<u8>],
         code: ExitStatus,
         notes: &mut Vec<String>,
     ) -> ExitStatus {
-        let Some(Err(e)) = self.manifest.map(|m| crate::manifest::merge(m, ranks)) else {
+        // A rank whose figures do not decode has inode 0: its part is refused.
+        let inos: Vec<u64> = all
+            .iter()
+            .map(|b| postcard::from_bytes::<RankEnd>(b).map_or(0, |e| e.part_ino))
+            .collect();
+        let Some(Err(e)) = self.manifest.map(|m| crate::manifest::merge(m, &inos)) else {
             return code;
         };
         eprintln!("lmpi: error: manifest not merged (its parts stay): {e}");
@@ -1221,8 +1328,9 @@ impl End<'_> {
 }
 
 /// Rank 0: fold every rank's figures and histograms into the summary, print
-/// it, and write the JSON report if asked.
-fn report_on_rank_zero(mut summary: Summary, all: &[Vec<u8>], json: Option<&Path>) {
+/// it, and write the JSON report if asked. False: the report was asked for
+/// and not written (said, and in the printed exit status).
+fn report_on_rank_zero(mut summary: Summary, all: &[Vec<u8>], json: Option<&Path>) -> bool {
     let mut hist = Histograms::default();
     if let (Ok(s), Ok(c)) = (hist.size.get_mut(), hist.copy_us.get_mut()) {
         for (r, bytes) in all.iter().enumerate() {
@@ -1250,17 +1358,26 @@ fn report_on_rank_zero(mut summary: Summary, all: &[Vec<u8>], json: Option<&Path
         .get_mut()
         .map(|h| Percentiles::of(h))
         .unwrap_or_default();
-    report::say(&summary.text());
-    if let Some(path) = json {
-        match serde_json::to_vec_pretty(&summary) {
-            Ok(bytes) => {
-                if let Err(e) = std::fs::write(path, bytes) {
-                    eprintln!("lmpi: cannot write report {}: {e}", path.display());
-                }
-            }
-            Err(e) => eprintln!("lmpi: cannot encode report: {e}"),
+    // Written before the text is printed, so the text's exit status counts
+    // a report that could not be written.
+    let failed = json.and_then(|path| {
+        let written = serde_json::to_vec_pretty(&summary)
+            .map_err(|e| format!("cannot encode report: {e}"))
+            .and_then(|b| {
+                report::write_json(path, &b).map_err(|e| format!("cannot write report {e}"))
+            });
+        written.err()
+    });
+    if let Some(e) = &failed {
+        eprintln!("lmpi: error: {e}");
+        summary.notes.push(e.clone());
+        if summary.exit_code == ExitStatus::Done.code() {
+            summary.exit_code = ExitStatus::Errors.code();
+            summary.status = ExitStatus::Errors.outcome().into();
         }
     }
+    report::say(&summary.text());
+    failed.is_none()
 }
 
 #[cfg(test)]

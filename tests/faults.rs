@@ -524,9 +524,14 @@ fn no_error_log_without_errors() {
     std::fs::create_dir(&work).unwrap();
     std::fs::write(src.join("fine"), b"f").unwrap();
     std::fs::write(src.join("eio-file"), b"x").unwrap();
+    // The default log_dir is root's /var/log/lmpi: this test's own instead.
+    let cfg = tmp.path().join("lmpi.toml");
+    std::fs::write(&cfg, format!("log_dir = {:?}\n", work.to_str().unwrap())).unwrap();
     let args = |job: &str| {
         let mut c = Command::new(bin());
-        c.args(["--pass", "copy", "-q", "--source"])
+        c.args(["--pass", "copy", "-q", "--config"])
+            .arg(&cfg)
+            .arg("--source")
             .arg(&src)
             .arg("--target")
             .arg(&dst)
@@ -550,7 +555,10 @@ fn no_error_log_without_errors() {
     let log = std::fs::read_to_string(work.join("lmpi-copy-bad.errors")).unwrap();
     assert!(log.contains("eio-file"), "{log}");
     assert!(
-        text(&out).contains("error log: ./lmpi-copy-bad.errors"),
+        text(&out).contains(&format!(
+            "error log: {}",
+            work.join("lmpi-copy-bad.errors").display()
+        )),
         "{}",
         text(&out)
     );

@@ -6,7 +6,6 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -15,6 +14,8 @@ use crate::manifest::{self, Action, ManifestError};
 /// This rank's part of the manifest: buffered; the first write error sticks.
 struct Part {
     path: PathBuf,
+    /// Its inode, which the merge checks (a part swapped meanwhile is refused).
+    ino: u64,
     w: BufWriter<File>,
     failed: Option<std::io::Error>,
 }
@@ -39,19 +40,17 @@ impl Sink {
     /// A sink recording into `part` (created or truncated now, so a
     /// manifest that cannot be written is known before the pass starts).
     pub fn with_manifest(dry_run: bool, part: &Path) -> Result<Sink, ManifestError> {
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            // Root writes it: a symlink planted at the name is refused.
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(part)
-            .map_err(|e| ManifestError::io(part, e))?;
+        let (fd, st, _) = crate::fsops::open_own_output_path(
+            part,
+            crate::fsops::Existing::Truncate,
+            manifest::MODE,
+        )?;
+        let f = File::from(fd);
         Ok(Sink {
             dry_run,
             part: Some(Mutex::new(Part {
                 path: part.to_path_buf(),
+                ino: st.ino,
                 w: BufWriter::with_capacity(BUF, f),
                 failed: None,
             })),
@@ -64,6 +63,14 @@ impl Sink {
 
     pub fn records(&self) -> bool {
         self.part.is_some()
+    }
+
+    /// The inode of this rank's part (0: no manifest), for the merge.
+    pub fn part_ino(&self) -> u64 {
+        self.part
+            .as_ref()
+            .map(|p| p.lock().unwrap_or_else(|p| p.into_inner()).ino)
+            .unwrap_or(0)
     }
 
     /// Say (in a dry run) and record one action on `rel`.
