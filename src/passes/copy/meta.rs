@@ -145,10 +145,9 @@ impl CopyPass {
     /// Directories are few, so their xattrs are compared on every pass.
     pub(super) fn sync_dir_meta(
         &self,
-        sd: BorrowedFd,
-        dd: BorrowedFd,
-        s: &Stat,
-        d: &Stat,
+        (sd, dd): (BorrowedFd, BorrowedFd),
+        (s, d): (&Stat, &Stat),
+        rel: &[u8],
     ) -> Res<()> {
         if self.ctx.dry_run {
             return Ok(());
@@ -168,7 +167,7 @@ impl CopyPass {
             on_dst(fsops::fchmod(dd, perm))?;
             changed = true;
         }
-        changed |= self.sync_xattrs(At::fd(sd), At::fd(dd), true)?;
+        changed |= self.sync_xattrs(At::fd(sd), At::fd(dd), rel, true)?;
         if changed {
             self.ctx.bump(&self.ctx.counters.meta, 1);
         }
@@ -176,10 +175,17 @@ impl CopyPass {
     }
 
     /// Make the target's xattrs exactly the source's (only compare unless
-    /// `apply`); true if they differ(ed).
-    pub(super) fn sync_xattrs(&self, src: At, dst: At, apply: bool) -> Res<bool> {
-        let s = self.xattr_map(src).map_err(|e| Fail::Os(Side::Source, e))?;
-        let d = self.xattr_map(dst).map_err(|e| Fail::Os(Side::Target, e))?;
+    /// `apply`); true if they differ(ed). A side with more names than the
+    /// kernel lists is one error line, and the xattrs are left as they are.
+    pub(super) fn sync_xattrs(&self, src: At, dst: At, rel: &[u8], apply: bool) -> Res<bool> {
+        let s = match self.xattr_map(src) {
+            Err(e) if e.errno == libc::E2BIG => return Ok(self.unlisted(Side::Source, rel, e)),
+            r => r.map_err(|e| Fail::Os(Side::Source, e))?,
+        };
+        let d = match self.xattr_map(dst) {
+            Err(e) if e.errno == libc::E2BIG => return Ok(self.unlisted(Side::Target, rel, e)),
+            r => r.map_err(|e| Fail::Os(Side::Target, e))?,
+        };
         let mut changed = false;
         for (k, v) in &s {
             if d.get(k) != Some(v) {
@@ -252,9 +258,32 @@ impl CopyPass {
         Ok(m)
     }
 
-    pub(super) fn copy_xattrs(&self, src: At, dst: At) -> Res<()> {
+    /// More xattr names than listxattr returns (E2BIG: over its 64 KiB):
+    /// none can be named, so none are copied; one error line, the entry's
+    /// data and the rest of its metadata are still copied. False: nothing
+    /// was changed.
+    fn unlisted(&self, side: Side, rel: &[u8], e: OsError) -> bool {
+        let c = &self.ctx;
+        let call = e.op.into();
+        c.act(
+            rel,
+            crate::manifest::Action::Failed {
+                errno: e.errno,
+                call,
+            },
+        );
+        let msg = format!("xattrs not copied: {e}: more names than the kernel lists (64 KiB)");
+        c.log.error_msg(side, rel, &msg);
+        false
+    }
+
+    pub(super) fn copy_xattrs(&self, src: At, dst: At, rel: &[u8]) -> Res<()> {
         let keys = match fsops::list_xattrs(src.fd, src.dir, src.name) {
             Ok(k) => k,
+            Err(e) if e.errno == libc::E2BIG => {
+                self.unlisted(Side::Source, rel, e);
+                return Ok(());
+            }
             Err(e) if e.errno == libc::EPERM || e.errno == libc::EACCES => return Ok(()),
             Err(e) => return Err(Fail::Os(Side::Source, e)),
         };
@@ -275,7 +304,7 @@ impl CopyPass {
         &self,
         sfd: BorrowedFd,
         dfd: BorrowedFd,
-        s: &Stat,
+        (s, rel): (&Stat, &[u8]),
         landing: Landing,
     ) -> Res<()> {
         let l = landing;
@@ -287,9 +316,9 @@ impl CopyPass {
             on_dst(fsops::fchmod(dfd, s.perm))?;
         }
         if l.inherits_acl {
-            self.sync_xattrs(At::fd(sfd), At::fd(dfd), true)?;
+            self.sync_xattrs(At::fd(sfd), At::fd(dfd), rel, true)?;
         } else {
-            self.copy_xattrs(At::fd(sfd), At::fd(dfd))?;
+            self.copy_xattrs(At::fd(sfd), At::fd(dfd), rel)?;
         }
         on_dst(fsops::futimes(dfd, s.atime, s.mtime))
     }
