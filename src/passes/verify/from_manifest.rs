@@ -17,7 +17,6 @@ use serde::{Deserialize, Serialize};
 use super::{Item, VerifyPass};
 use crate::engine::Emitter;
 use crate::errlog::Side;
-use crate::fsops::Ident;
 use crate::manifest::{self, Action, Position};
 
 /// Records per piece, and bytes: a piece of long lines stops early.
@@ -29,10 +28,18 @@ const PIECE_BYTES: u64 = 4 << 20;
 pub struct Piece {
     /// Which of the `--from-manifest` files (every rank has the same list).
     pub file: usize,
-    /// The file's identity at its first piece: a later piece refuses a file
-    /// replaced meanwhile rather than read a stranger's offsets.
-    pub ident: Option<Ident>,
+    /// The file as its first piece saw it: a later piece refuses a file
+    /// replaced or rewritten meanwhile rather than read a stranger's offsets.
+    pub stamp: Option<Stamp>,
     pub at: Position,
+}
+
+/// A manifest's inode number and mtime: what another node sees the same (a
+/// device number may differ between the nodes mounting one filesystem).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    ino: u64,
+    mtime: (i64, i64),
 }
 
 /// The first piece of each manifest, for rank 0 to start with.
@@ -41,7 +48,7 @@ pub fn first_pieces(files: usize) -> Vec<Item> {
         .map(|file| {
             Item::Manifest(Piece {
                 file,
-                ident: None,
+                stamp: None,
                 at: Position::default(),
             })
         })
@@ -66,12 +73,12 @@ impl VerifyPass {
             Ok(v) => v,
             Err(e) => return self.manifest_error(&e),
         };
-        let ident = Ident {
-            dev: meta.dev(),
+        let stamp = Stamp {
             ino: meta.ino(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
         };
-        if p.ident.is_some_and(|i| i != ident) {
-            let e = format!("{}: replaced while it was read", path.display());
+        if p.stamp.is_some_and(|s| s != stamp) {
+            let e = format!("{}: replaced or changed while it was read", path.display());
             return self.manifest_error(&e);
         }
         let (named, more) = self.read_piece(&mut records, p.at);
@@ -82,7 +89,7 @@ impl VerifyPass {
         if more && !out.stopping() {
             out.push(Item::Manifest(Piece {
                 file: p.file,
-                ident: Some(ident),
+                stamp: Some(stamp),
                 at: records.at(),
             }));
         }
