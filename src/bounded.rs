@@ -3,6 +3,7 @@
 //! whole numbers in a range whose message names the setting. Shared by the
 //! config file, the command line and `lmpi ctl`.
 
+use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
@@ -12,11 +13,28 @@ pub const CONFIG_MAX_BYTES: u64 = 1 << 20;
 /// The old `exceptions` file: a few thousand lines at most in practice.
 pub const EXCLUDE_FILE_MAX_BYTES: u64 = 64 << 20;
 
-/// Read a regular file of at most `limit` bytes. The type is checked before
-/// opening (opening a FIFO would block; /dev/zero never ends) and again on
-/// the open file, and at most `limit + 1` bytes are read, so a file swapped or
-/// growing meanwhile is caught as well.
+/// Read a regular file of at most `limit` bytes. At most `limit + 1` bytes
+/// are read, so a file growing meanwhile is caught as well.
 pub fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind};
+    let (f, _) = open_regular(path)?;
+    let mut data = Vec::new();
+    f.take(limit.saturating_add(1)).read_to_end(&mut data)?;
+    if data.len() as u64 > limit {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            format!("larger than {} bytes", limit),
+        ));
+    }
+    Ok(data)
+}
+
+/// Open a file an admin named for reading, refusing anything but a regular
+/// file. The type is checked before opening (opening a FIFO for reading
+/// would wait for a writer; /dev/zero never ends) and again on the open
+/// file, which O_NONBLOCK keeps from blocking if it was swapped for a FIFO
+/// in between. Symlinks are followed: the admin's own path may be one.
+pub fn open_regular(path: &Path) -> std::io::Result<(File, std::fs::Metadata)> {
     use std::io::{Error, ErrorKind};
     let regular = |m: &std::fs::Metadata| -> std::io::Result<()> {
         let ft = m.file_type();
@@ -41,18 +59,11 @@ pub fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
     regular(&std::fs::metadata(path)?)?;
     let f = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
         .open(path)?;
-    regular(&f.metadata()?)?;
-    let mut data = Vec::new();
-    f.take(limit.saturating_add(1)).read_to_end(&mut data)?;
-    if data.len() as u64 > limit {
-        return Err(Error::new(
-            ErrorKind::InvalidData,
-            format!("larger than {} bytes", limit),
-        ));
-    }
-    Ok(data)
+    let m = f.metadata()?;
+    regular(&m)?;
+    Ok((f, m))
 }
 
 /// A parser for a whole number in `range` whose message names the config key

@@ -24,6 +24,8 @@ pub const BATCH_SIZE: RangeInclusive<u64> = 1..=1_000_000;
 pub const CHUNK_SIZE: RangeInclusive<u64> = 4096..=1 << 30;
 /// Bytes; its lower bound is the chunk size. 1 PiB means "never chunk".
 pub const CHUNK_THRESHOLD: RangeInclusive<u64> = 4096..=1 << 50;
+/// `from_manifest_max_bytes`: bytes (1 PiB: no limit in practice).
+pub const FROM_MANIFEST_MAX: RangeInclusive<u64> = 1..=1 << 50;
 /// `max_threads_per_rank` (and the hard bound of `threads_per_rank`).
 pub const MAX_THREADS: RangeInclusive<u64> = 1..=THREADS_LIMIT as u64;
 
@@ -109,6 +111,10 @@ pub struct Config {
     /// verify with content: the fraction of files whose data is compared,
     /// the same files every run (0 to 1; --sample).
     pub verify_sample: f64,
+    /// verify: a `--from-manifest` file larger than this many bytes is
+    /// refused (one error line, nothing of it compared); the records are
+    /// streamed, so this bounds time, not memory.
+    pub from_manifest_max_bytes: u64,
     /// Directory for the per-run error log; default: `/var/log/lmpi` for
     /// root, `$XDG_STATE_HOME/lmpi` for another user (`errlog::default_dir`).
     pub log_dir: Option<PathBuf>,
@@ -143,6 +149,7 @@ impl Default for Config {
             copy_project_ids: true,
             verify_content: false,
             verify_sample: 1.0,
+            from_manifest_max_bytes: 64 << 30,
             log_dir: None,
             manifest: None,
             require_mountpoints: None,
@@ -214,6 +221,8 @@ impl Config {
         in_range("stop_grace_seconds", self.stop_grace_seconds, &STOP_GRACE)?;
         in_range("oldest_date", self.oldest_date, &AGE)?;
         in_range("newest_date", self.newest_date, &AGE)?;
+        let m = self.from_manifest_max_bytes;
+        in_range("from_manifest_max_bytes", m, &FROM_MANIFEST_MAX)?;
         in_range("batch_size", self.batch_size as u64, &BATCH_SIZE)?;
         in_range("chunk_size", self.chunk_size, &CHUNK_SIZE)?;
         if !self.chunk_size.is_multiple_of(4096) {

@@ -866,8 +866,13 @@ fn xattr_on<'a>(fd: Option<BorrowedFd<'a>>, dir: BorrowedFd, name: &[u8]) -> Res
     })
 }
 
+/// The most bytes of names listxattr returns (the kernel's XATTR_LIST_MAX):
+/// a longer list fails with E2BIG whatever the buffer.
+pub const XATTR_LIST_MAX: usize = 64 << 10;
+
 /// Names of a file's extended attributes (`fd`), or of `name` in `dir` without
-/// following a symlink when `fd` is None.
+/// following a symlink when `fd` is None. E2BIG: more names than the kernel
+/// lists (a user can set 100,000 on tmpfs or XFS).
 pub fn list_xattrs(fd: Option<BorrowedFd>, dir: BorrowedFd, name: &[u8]) -> Res<Vec<Vec<u8>>> {
     use rustix::fs::{flistxattr, llistxattr};
     let on = xattr_on(fd, dir, name)?;
@@ -879,9 +884,17 @@ pub fn list_xattrs(fd: Option<BorrowedFd>, dir: BorrowedFd, name: &[u8]) -> Res<
         };
         let n = match r.map_err(err("listxattr")) {
             Ok(n) => n,
-            Err(e) if e.errno == libc::ERANGE => {
-                buf.resize(buf.len() * 4, 0);
+            // Growing between our calls: a bigger buffer, up to the most
+            // the kernel ever fills (past it the kernel says E2BIG itself).
+            Err(e) if e.errno == libc::ERANGE && buf.len() < XATTR_LIST_MAX => {
+                buf.resize((buf.len() * 4).min(XATTR_LIST_MAX), 0);
                 continue;
+            }
+            Err(e) if e.errno == libc::ERANGE => {
+                return Err(OsError {
+                    op: "listxattr",
+                    errno: libc::E2BIG,
+                })
             }
             Err(e) if e.errno == libc::ENOTSUP => return Ok(Vec::new()),
             Err(e) => return Err(e),

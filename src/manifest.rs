@@ -229,6 +229,8 @@ pub enum ManifestError {
         path: String,
         source: std::io::Error,
     },
+    #[error("{path}: larger than {max} bytes")]
+    TooBig { path: String, max: u64 },
     #[error("{path}: line {line}: {msg}")]
     Parse {
         path: String,
@@ -246,11 +248,33 @@ impl ManifestError {
     }
 }
 
+/// A path relative to the roots that stays below them: empty (the roots
+/// themselves) or names joined by single slashes, none of them `.` or `..`,
+/// no NUL. Anything else names no entry of the tree (`..` would reach the
+/// roots' parents).
+fn check_rel(path: &[u8]) -> Result<(), String> {
+    if path.is_empty() {
+        return Ok(());
+    }
+    if path.contains(&0) {
+        return Err("path holds a NUL byte".into());
+    }
+    for name in path.split(|&b| b == b'/') {
+        match name {
+            b"" => return Err("path is absolute or has an empty name".into()),
+            b"." | b".." => return Err(format!("path has a `{}` name", crate::fsops::show(name))),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Parse one record (without its newline).
 pub fn parse(line: &[u8]) -> Result<(Action, Vec<u8>), String> {
     let fields: Vec<&[u8]> = line.split(|&b| b == b'\t').collect();
     let (path, head) = fields.split_last().ok_or("empty record")?;
     let path = decode(path).ok_or("bad path field")?;
+    check_rel(&path)?;
     let text =
         |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| "field is not UTF-8".to_string());
     let head: Vec<String> = head.iter().map(|b| text(b)).collect::<Result<_, _>>()?;
@@ -280,7 +304,11 @@ pub fn parse(line: &[u8]) -> Result<(Action, Vec<u8>), String> {
                 .ok_or(format!("unknown fix `{what}`"))?,
         ),
         ["linked", to] => Action::Linked {
-            to: decode(to.as_bytes()).ok_or("bad link field")?,
+            to: {
+                let to = decode(to.as_bytes()).ok_or("bad link field")?;
+                check_rel(&to)?;
+                to
+            },
         },
         ["removed", "dir"] => Action::Removed { dir: true },
         ["removed", "nondir"] => Action::Removed { dir: false },
@@ -295,12 +323,90 @@ pub fn parse(line: &[u8]) -> Result<(Action, Vec<u8>), String> {
     Ok((action, path))
 }
 
-/// The records of a manifest, in file order.
+/// The longest record `read` takes, newline included: a path of 64 levels
+/// of 255-byte names each, every byte percent-encoded, is 49 KiB; lmpi walks
+/// deeper trees than PATH_MAX, but a line past this is not a record lmpi
+/// wrote. A longer line is one error and is skipped unread.
+pub const LINE_MAX: usize = 1 << 20;
+
+/// Where reading a manifest goes on: the byte offset of the next record and
+/// the number of lines before it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Position {
+    pub offset: u64,
+    pub line: u64,
+}
+
+/// The records of a manifest, in file order, read a buffer at a time: the
+/// memory is one line's, whatever the number of records.
 pub struct Records {
     path: PathBuf,
     r: BufReader<File>,
-    line: u64,
+    at: Position,
+    /// The file is refused past this many bytes (it grew since it was opened).
+    max_bytes: u64,
     done: bool,
+}
+
+/// How reading one line ended.
+enum Line {
+    Whole,
+    /// The file ends without a newline.
+    Cut,
+    /// Longer than `LINE_MAX` (not kept).
+    Long,
+    /// Past `max_bytes`.
+    TooBig,
+    Eof,
+}
+
+impl Records {
+    /// Where the next record starts.
+    pub fn at(&self) -> Position {
+        self.at
+    }
+
+    /// The next line into `buf`, newline included, unless it is too long.
+    fn next_line(&mut self, buf: &mut Vec<u8>) -> std::io::Result<Line> {
+        let mut long = false;
+        loop {
+            if self.at.offset > self.max_bytes {
+                return Ok(Line::TooBig);
+            }
+            let avail = self.r.fill_buf()?;
+            if avail.is_empty() {
+                return Ok(match (long, buf.is_empty()) {
+                    (true, _) => Line::Long,
+                    (false, true) => Line::Eof,
+                    (false, false) => Line::Cut,
+                });
+            }
+            let (take, end) = match avail.iter().position(|&b| b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (avail.len(), false),
+            };
+            if !long && buf.len() + take > LINE_MAX {
+                long = true;
+                *buf = Vec::new();
+            }
+            if !long {
+                buf.extend_from_slice(&avail[..take]);
+            }
+            self.r.consume(take);
+            self.at.offset += take as u64;
+            if end {
+                return Ok(if long { Line::Long } else { Line::Whole });
+            }
+        }
+    }
+
+    fn parse_error(&self, msg: String) -> ManifestError {
+        ManifestError::Parse {
+            path: self.path.display().to_string(),
+            line: self.at.line,
+            msg,
+        }
+    }
 }
 
 impl Iterator for Records {
@@ -311,39 +417,67 @@ impl Iterator for Records {
             return None;
         }
         let mut buf = Vec::new();
-        match self.r.read_until(b'\n', &mut buf) {
-            Ok(0) => {
+        let got = self.next_line(&mut buf);
+        let r = match got {
+            Ok(Line::Eof) => {
                 self.done = true;
                 return None;
             }
-            Ok(_) => {}
             Err(e) => {
                 self.done = true;
                 return Some(Err(ManifestError::io(&self.path, e)));
             }
-        }
-        self.line += 1;
-        let r = match buf.pop() {
-            Some(b'\n') => parse(&buf),
-            _ => Err("last record has no newline (cut short?)".into()),
+            Ok(Line::TooBig) => {
+                self.done = true;
+                return Some(Err(ManifestError::TooBig {
+                    path: self.path.display().to_string(),
+                    max: self.max_bytes,
+                }));
+            }
+            Ok(Line::Whole) => {
+                buf.pop();
+                parse(&buf)
+            }
+            Ok(Line::Cut) => Err("last record has no newline (cut short?)".into()),
+            Ok(Line::Long) => Err(format!("longer than {LINE_MAX} bytes")),
         };
-        Some(r.map_err(|msg| ManifestError::Parse {
-            path: self.path.display().to_string(),
-            line: self.line,
-            msg,
-        }))
+        self.at.line += 1;
+        Some(r.map_err(|msg| self.parse_error(msg)))
     }
 }
 
 /// Read a manifest: each record as its action and its path's bytes.
 pub fn read(path: &Path) -> Result<Records, ManifestError> {
-    let f = File::open(path).map_err(|e| ManifestError::io(path, e))?;
-    Ok(Records {
+    read_at(path, Position::default(), u64::MAX).map(|(r, _)| r)
+}
+
+/// Read a manifest of at most `max_bytes` bytes from `at` on; also the
+/// file's metadata (whose identity a reader going on later checks). The
+/// file must be a regular file (a FIFO or a device is refused unread).
+pub fn read_at(
+    path: &Path,
+    at: Position,
+    max_bytes: u64,
+) -> Result<(Records, std::fs::Metadata), ManifestError> {
+    use std::io::{Seek, SeekFrom};
+    let (mut f, meta) =
+        crate::bounded::open_regular(path).map_err(|e| ManifestError::io(path, e))?;
+    if meta.len() > max_bytes {
+        return Err(ManifestError::TooBig {
+            path: path.display().to_string(),
+            max: max_bytes,
+        });
+    }
+    f.seek(SeekFrom::Start(at.offset))
+        .map_err(|e| ManifestError::io(path, e))?;
+    let r = Records {
         path: path.to_path_buf(),
-        r: BufReader::new(f),
-        line: 0,
+        r: BufReader::with_capacity(64 << 10, f),
+        at,
+        max_bytes,
         done: false,
-    })
+    };
+    Ok((r, meta))
 }
 
 /// Rank `rank`'s part of manifest `file`: `FILE.rank<N>`.
@@ -520,6 +654,86 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn names_that_leave_the_roots_are_refused() {
+        for bad in [
+            &b"removed\tdir\t.."[..],
+            b"removed\tdir\t.",
+            b"removed\tdir\ta/../..",
+            b"removed\tdir\ta/./b",
+            b"removed\tdir\t/etc",
+            b"removed\tdir\ta//b",
+            b"removed\tdir\ta/",
+            b"removed\tdir\t%2E%2E",
+            b"removed\tdir\ta%00b",
+            b"linked\t..\tx",
+        ] {
+            let e = parse(bad).err().unwrap_or_default();
+            assert!(e.contains("path"), "{}: {e}", String::from_utf8_lossy(bad));
+        }
+        for good in [
+            &b"removed\tdir\t"[..],
+            b"removed\tdir\t...",
+            b"removed\tdir\t.a/..b",
+        ] {
+            assert!(parse(good).is_ok(), "{}", String::from_utf8_lossy(good));
+        }
+    }
+
+    #[test]
+    fn a_long_line_is_one_error_and_reading_goes_on() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("m");
+        let mut data = b"removed\tdir\ta\nremoved\tdir\t".to_vec();
+        data.extend(std::iter::repeat_n(b'x', 3 * LINE_MAX));
+        data.extend(b"\nremoved\tdir\tb\n");
+        std::fs::write(&path, &data)?;
+        let got: Vec<_> = read(&path)?.collect();
+        assert_eq!(got.len(), 3);
+        let e = got[1]
+            .as_ref()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("line 2: longer than"), "{e}");
+        assert!(matches!(&got[2], Ok((_, p)) if p == b"b"));
+        Ok(())
+    }
+
+    #[test]
+    fn a_file_over_the_limit_is_refused_and_a_fifo_is_not_opened(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("m");
+        std::fs::write(&path, b"removed\tdir\ta\nremoved\tdir\tb\n")?;
+        let e = read_at(&path, Position::default(), 10).err();
+        assert!(
+            matches!(e, Some(ManifestError::TooBig { max: 10, .. })),
+            "{e:?}"
+        );
+        let (mut r, _) = read_at(
+            &path,
+            Position {
+                offset: 14,
+                line: 1,
+            },
+            28,
+        )?;
+        assert!(matches!(r.next(), Some(Ok((_, p))) if p == b"b"));
+        assert_eq!(
+            r.at(),
+            Position {
+                offset: 28,
+                line: 2
+            }
+        );
+        for bad in ["/dev/zero", "/dev/null"] {
+            let e = read(Path::new(bad)).err().map(|e| e.to_string());
+            assert!(e.is_some_and(|e| e.contains("not a regular file")), "{bad}");
+        }
+        Ok(())
     }
 
     #[test]

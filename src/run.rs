@@ -14,7 +14,7 @@ use hdrhistogram::Histogram;
 use crate::config::Config;
 use crate::control::{self, Command, JobStatus, RankStatus, SharedStatus};
 use crate::engine::{self, Monitor, RankReport, RunControl, RunOpts, RunOutcome};
-use crate::errlog::{ErrorLog, Side};
+use crate::errlog::ErrorLog;
 use crate::filter::Filter;
 use crate::fsops;
 use crate::passes::changes::{self, Seeds};
@@ -921,16 +921,10 @@ fn run_verify<T: Transport + ?Sized>(
             ids: Default::default(),
         };
         root_seed(ctx.rank, root)
+    } else if ctx.rank == 0 {
+        verify::first_pieces(env.args.from_manifest.len())
     } else {
-        // Every rank reads the manifests and takes its share of the names.
-        match verify::named_in(&env.args.from_manifest, ctx.rank, ctx.size) {
-            Ok(items) => items,
-            Err(e) => {
-                ctx.log
-                    .error_msg(Side::Source, b"", &format!("--from-manifest: {e}"));
-                Vec::new()
-            }
-        }
+        Vec::new()
     };
     let cfg = env.cfg;
     let opts = verify::VerifyOpts {
@@ -939,6 +933,7 @@ fn run_verify<T: Transport + ?Sized>(
         chunk_threshold: cfg.chunk_threshold,
         chunk_size: cfg.chunk_size,
         whole_tree: env.args.from_manifest.is_empty(),
+        manifest_max_bytes: cfg.from_manifest_max_bytes,
     };
     let p = Arc::new(verify::VerifyPass {
         ctx,
@@ -946,6 +941,7 @@ fn run_verify<T: Transport + ?Sized>(
         lustre,
         links: Default::default(),
         missed: Default::default(),
+        from: env.args.from_manifest.clone(),
     });
     let outcome = env.run(t, p.clone(), seeds, monitor, 1);
     let notes = link_counts(t, &p, outcome.stopped);

@@ -91,13 +91,12 @@ fn round(cfg: &StatsConfig, dry_run: bool) -> Result<usize, String> {
     let client = memcache::Client::connect(cfg.memcache_url())
         .map_err(|e| format!("memcached {}: {e}", cfg.memcached))?;
     let mc = |e: memcache::MemcacheError| format!("memcached {}: {e}", cfg.memcached);
-    let registry: String = client
+    // Bytes, not a String: one stray byte must not cost every worker its round.
+    let registry: Vec<u8> = client
         .get(&registry_key(&cfg.key_prefix))
         .map_err(mc)?
         .unwrap_or_default();
-    let mut workers: Vec<&str> = registry.lines().filter(|l| !l.is_empty()).collect();
-    workers.sort();
-    workers.dedup();
+    let workers = worker_names(&registry, &cfg.key_prefix);
     let ts = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -111,11 +110,9 @@ fn round(cfg: &StatsConfig, dry_run: bool) -> Result<usize, String> {
             let pass = w.split('_').next().unwrap_or("unknown").to_string();
             for name in Snapshot::KEYS {
                 let key = format!("{}.{w}.{name}", cfg.key_prefix);
-                let v: Option<u64> = client
-                    .get::<String>(&key)
-                    .map_err(mc)?
-                    .and_then(|s| s.trim().parse().ok());
-                let Some(v) = v else { continue };
+                let Some(v) = read_count(&client, &key).map_err(mc)? else {
+                    continue;
+                };
                 if GAUGES.contains(name) {
                     *totals.entry((pass.clone(), name)).or_default() += v;
                     lines.push(format!("{}.{w}.{name} {v} {ts}", cfg.graphite_prefix));
@@ -165,6 +162,57 @@ fn round(cfg: &StatsConfig, dry_run: bool) -> Result<usize, String> {
         ));
     }
     Ok(lines.len())
+}
+
+/// The registry's worker names, sorted, each once. A line that is not a
+/// name `worker_name` makes (ASCII letters, digits, `-`, `_`) is skipped
+/// with one line on stderr: not UTF-8, a space or a dot would make a bad
+/// memcached key or Graphite path.
+fn worker_names(registry: &[u8], prefix: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in registry.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        match std::str::from_utf8(line) {
+            Ok(w) if is_worker_name(w) && prefix.len() + w.len() + KEY_TAIL <= KEY_MAX => {
+                out.push(w.to_string())
+            }
+            _ => eprintln!(
+                "lmpi: stats: {}: skipped `{}`: not a worker name",
+                registry_key(prefix),
+                crate::fsops::show(&line[..line.len().min(100)])
+            ),
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// memcached's longest key, and what a counter adds to `<prefix><worker>`.
+const KEY_MAX: usize = 250;
+const KEY_TAIL: usize = 2 + 16;
+
+fn is_worker_name(w: &str) -> bool {
+    w.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A counter's value; None when missing, or not a number (then skipped
+/// with one line: it is not ours to clear, nor worth failing the round).
+fn read_count(
+    client: &memcache::Client,
+    key: &str,
+) -> Result<Option<u64>, memcache::MemcacheError> {
+    let Some(raw) = client.get::<Vec<u8>>(key)? else {
+        return Ok(None);
+    };
+    let v = std::str::from_utf8(&raw)
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    if v.is_none() {
+        let shown = crate::fsops::show(&raw[..raw.len().min(100)]);
+        eprintln!("lmpi: stats: {key}: skipped: `{shown}` is not a count");
+    }
+    Ok(v)
 }
 
 fn give_back(client: &memcache::Client, taken: &[(String, u64)]) {

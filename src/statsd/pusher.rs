@@ -197,8 +197,12 @@ fn register(
 ) -> Result<(), memcache::MemcacheError> {
     let line = format!("{worker}\n");
     for _ in 0..10 {
-        match client.get::<String>(key)? {
-            Some(list) if list.lines().any(|l| l == worker) => return Ok(()),
+        // Bytes: a stray non-UTF-8 line (graphite skips it) must not stop
+        // every rank from registering.
+        match client.get::<Vec<u8>>(key)? {
+            Some(list) if list.split(|&b| b == b'\n').any(|l| l == worker.as_bytes()) => {
+                return Ok(())
+            }
             Some(_) => client.append(key, line.as_str())?,
             None => client.add(key, line.as_str(), 0)?,
         }

@@ -385,7 +385,8 @@ impl CopyPass {
             if f.record.is_some() {
                 self.drop_record(dst.as_fd())?;
             }
-            self.finish_file(src.as_fd(), dst.as_fd(), &f.st, Landing::UNKNOWN)?;
+            let rel = fsops::join(&f.dir, &f.name);
+            self.finish_file(src.as_fd(), dst.as_fd(), (&f.st, &rel), Landing::UNKNOWN)?;
             on_dst(fsops::rename_at(dd.as_fd(), &f.tmp, &f.name))?;
             self.land_project(src.as_fd(), dst.as_fd(), None)?;
             if f.st.flags != 0 {

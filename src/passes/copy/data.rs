@@ -96,7 +96,7 @@ impl CopyPass {
             if !meta::unchanged(s, &after) {
                 return Err(Fail::Changed);
             }
-            self.finish_file(src.as_fd(), dst.as_fd(), s, landing)?;
+            self.finish_file(src.as_fd(), dst.as_fd(), (s, rel), landing)?;
             if let Some(t) = &tmp {
                 on_dst(fsops::rename_at(dd, t, name))?;
             }
@@ -156,23 +156,23 @@ impl CopyPass {
         &self,
         sd: BorrowedFd,
         dd: BorrowedFd,
-        name: &[u8],
+        (name, rel): (&[u8], &[u8]),
         s: &Stat,
     ) -> Res<()> {
         let target = on_src(fsops::readlink_at(sd, name))?;
         create_over(dd, name, || fsops::symlink_at(&target, dd, name))?;
-        self.finish_node(sd, dd, name, s)
+        self.finish_node(sd, dd, (name, rel), s)
     }
 
     pub(super) fn make_special(
         &self,
         sd: BorrowedFd,
         dd: BorrowedFd,
-        name: &[u8],
+        (name, rel): (&[u8], &[u8]),
         s: &Stat,
     ) -> Res<()> {
         create_over(dd, name, || fsops::mknod_at(dd, name, s))?;
-        self.finish_node(sd, dd, name, s)
+        self.finish_node(sd, dd, (name, rel), s)
     }
 
     /// A new symlink, fifo, socket or device node gets what a new file gets,
@@ -180,7 +180,13 @@ impl CopyPass {
     /// mode (setuid/setgid survive; an inherited default ACL's mode is
     /// replaced), then exactly the source's xattrs and ACLs (an inherited
     /// ACL removed), then times.
-    fn finish_node(&self, sd: BorrowedFd, dd: BorrowedFd, name: &[u8], s: &Stat) -> Res<()> {
+    fn finish_node(
+        &self,
+        sd: BorrowedFd,
+        dd: BorrowedFd,
+        (name, rel): (&[u8], &[u8]),
+        s: &Stat,
+    ) -> Res<()> {
         // Pinned: the user who owns `dd` may swap the new node for a link.
         let pin = on_dst(fsops::pin_at(dd, name, None))?;
         if pin.st.kind != s.kind || pin.st.uid != self.euid {
@@ -192,7 +198,7 @@ impl CopyPass {
         if s.kind != Kind::Symlink && (s.perm & 0o7000 != 0 || pin.st.perm != s.perm) {
             on_dst(pin.chmod(s.perm))?;
         }
-        self.sync_xattrs(At::name(sd, name), At::name(dd, name), true)?;
+        self.sync_xattrs(At::name(sd, name), At::name(dd, name), rel, true)?;
         on_dst(fsops::utimes_at(dd, name, s.atime, s.mtime))?;
         self.ctx.bump(&self.ctx.counters.files, 1);
         Ok(())

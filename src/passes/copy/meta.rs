@@ -187,10 +187,9 @@ impl CopyPass {
     /// Directories are few, so their xattrs are compared on every pass.
     pub(super) fn sync_dir_meta(
         &self,
-        sd: BorrowedFd,
-        dd: BorrowedFd,
-        s: &Stat,
-        d: &Stat,
+        (sd, dd): (BorrowedFd, BorrowedFd),
+        (s, d): (&Stat, &Stat),
+        rel: &[u8],
     ) -> Res<()> {
         if self.ctx.dry_run {
             return Ok(());
@@ -210,7 +209,7 @@ impl CopyPass {
             on_dst(fsops::fchmod(dd, perm))?;
             changed = true;
         }
-        changed |= self.sync_xattrs(At::fd(sd), At::fd(dd), true)?;
+        changed |= self.sync_xattrs(At::fd(sd), At::fd(dd), rel, true)?;
         if changed {
             self.ctx.bump(&self.ctx.counters.meta, 1);
         }
@@ -219,21 +218,35 @@ impl CopyPass {
 
     /// Make the target's xattrs exactly the source's (only compare unless
     /// `apply`); true if they differ(ed). The target's data is lmpi's own.
-    pub(super) fn sync_xattrs(&self, src: At, dst: At, apply: bool) -> Res<bool> {
-        self.sync_xattrs_of(src, dst, apply, true)
+    /// A side with more names than the kernel lists is one error line, and
+    /// the xattrs are left as they are.
+    pub(super) fn sync_xattrs(&self, src: At, dst: At, rel: &[u8], apply: bool) -> Res<bool> {
+        self.sync_xattrs_of(src, dst, rel, apply, true)
     }
 
     /// `sync_xattrs` for an existing target file whose data lmpi may not
     /// have written: a privileged xattr it lacks is `Fail::Untrusted`
     /// before any xattr is changed (owner and mode may have been already:
     /// the caller copies the file again, a new inode, so nothing stays).
-    pub(super) fn sync_xattrs_in_place(&self, src: At, dst: At, apply: bool) -> Res<bool> {
-        self.sync_xattrs_of(src, dst, apply, false)
+    pub(super) fn sync_xattrs_in_place(
+        &self,
+        src: At,
+        dst: At,
+        rel: &[u8],
+        apply: bool,
+    ) -> Res<bool> {
+        self.sync_xattrs_of(src, dst, rel, apply, false)
     }
 
-    fn sync_xattrs_of(&self, src: At, dst: At, apply: bool, ours: bool) -> Res<bool> {
-        let s = self.xattr_map(src).map_err(|e| Fail::Os(Side::Source, e))?;
-        let d = self.xattr_map(dst).map_err(|e| Fail::Os(Side::Target, e))?;
+    fn sync_xattrs_of(&self, src: At, dst: At, rel: &[u8], apply: bool, ours: bool) -> Res<bool> {
+        let s = match self.xattr_map(src) {
+            Err(e) if e.errno == libc::E2BIG => return Ok(self.unlisted(Side::Source, rel, e)),
+            r => r.map_err(|e| Fail::Os(Side::Source, e))?,
+        };
+        let d = match self.xattr_map(dst) {
+            Err(e) if e.errno == libc::E2BIG => return Ok(self.unlisted(Side::Target, rel, e)),
+            r => r.map_err(|e| Fail::Os(Side::Target, e))?,
+        };
         let granted = |k: &&[u8]| s.get(*k).is_some_and(|v| d.get(*k) != Some(v));
         if !ours && PRIVILEGED_XATTRS.iter().any(granted) {
             return Err(Fail::Untrusted);
@@ -310,9 +323,32 @@ impl CopyPass {
         Ok(m)
     }
 
-    pub(super) fn copy_xattrs(&self, src: At, dst: At) -> Res<()> {
+    /// More xattr names than listxattr returns (E2BIG: over its 64 KiB):
+    /// none can be named, so none are copied; one error line, the entry's
+    /// data and the rest of its metadata are still copied. False: nothing
+    /// was changed.
+    fn unlisted(&self, side: Side, rel: &[u8], e: OsError) -> bool {
+        let c = &self.ctx;
+        let call = e.op.into();
+        c.act(
+            rel,
+            crate::manifest::Action::Failed {
+                errno: e.errno,
+                call,
+            },
+        );
+        let msg = format!("xattrs not copied: {e}: more names than the kernel lists (64 KiB)");
+        c.log.error_msg(side, rel, &msg);
+        false
+    }
+
+    pub(super) fn copy_xattrs(&self, src: At, dst: At, rel: &[u8]) -> Res<()> {
         let keys = match fsops::list_xattrs(src.fd, src.dir, src.name) {
             Ok(k) => k,
+            Err(e) if e.errno == libc::E2BIG => {
+                self.unlisted(Side::Source, rel, e);
+                return Ok(());
+            }
             Err(e) if e.errno == libc::EPERM || e.errno == libc::EACCES => return Ok(()),
             Err(e) => return Err(Fail::Os(Side::Source, e)),
         };
@@ -333,7 +369,7 @@ impl CopyPass {
         &self,
         sfd: BorrowedFd,
         dfd: BorrowedFd,
-        s: &Stat,
+        (s, rel): (&Stat, &[u8]),
         landing: Landing,
     ) -> Res<()> {
         let l = landing;
@@ -349,9 +385,9 @@ impl CopyPass {
             on_dst(fsops::fchmod(dfd, s.perm))?;
         }
         if l.inherits_acl {
-            self.sync_xattrs(At::fd(sfd), At::fd(dfd), true)?;
+            self.sync_xattrs(At::fd(sfd), At::fd(dfd), rel, true)?;
         } else {
-            self.copy_xattrs(At::fd(sfd), At::fd(dfd))?;
+            self.copy_xattrs(At::fd(sfd), At::fd(dfd), rel)?;
         }
         on_dst(fsops::futimes(dfd, s.atime, s.mtime))
     }

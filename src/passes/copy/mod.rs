@@ -235,7 +235,7 @@ impl CopyPass {
         // What sync_dir_meta changes besides xattrs (only those are recorded).
         let keep = if self.ctx.is_root { 0 } else { 0o700 };
         let due = s.uid != d.uid || s.gid != d.gid || d.perm != s.perm | keep;
-        match self.sync_dir_meta(sd, dd, s, d) {
+        match self.sync_dir_meta((sd, dd), (s, d), rel) {
             Ok(()) if due => self.ctx.act(rel, Action::Fixed(Fix::OwnerMode)),
             Ok(()) => {}
             Err(f) => self.report(rel, f),
@@ -565,8 +565,8 @@ impl CopyPass {
                 self.start_chunked(h.sd, dd, h.dir, h.ids, name, s, out)
             }
             Kind::File => self.copy_file(h.sd, dd, (rel, name), (s, opened), exists, h.landing),
-            Kind::Symlink => self.make_symlink(h.sd, dd, name, s),
-            _ => self.make_special(h.sd, dd, name, s),
+            Kind::Symlink => self.make_symlink(h.sd, dd, (name, rel), s),
+            _ => self.make_special(h.sd, dd, (name, rel), s),
         }?;
         if s.kind != Kind::File {
             let (kind, replaced) = (s.kind, d.is_some());
@@ -632,7 +632,7 @@ impl CopyPass {
             self.unlock(dd, name, d)?;
             self.fix_owner_mode(dd, name, s, d)?;
             if self.opts.check_xattrs || s.uid != d.uid || s.gid != d.gid {
-                self.sync_xattrs_in_place(src, dst, true)?;
+                self.sync_xattrs_in_place(src, dst, rel, true)?;
             }
             let _ = fix_project()?;
             let (fd, _) = on_dst(fsops::open_read_checked(dd, name, d.ident()))?;
@@ -652,7 +652,7 @@ impl CopyPass {
             // then the xattrs are always put back, asked for or not.
             let chowned = s.uid != d.uid || s.gid != d.gid;
             if self.opts.check_xattrs || chowned {
-                self.sync_xattrs_in_place(src, dst, true)?;
+                self.sync_xattrs_in_place(src, dst, rel, true)?;
             }
             let _ = fix_project()?;
             c.bump(&c.counters.meta, 1);
@@ -661,7 +661,7 @@ impl CopyPass {
         }
         // Owner and mode match: only xattrs can differ, and only if asked to
         // look. One read of each side both compares and fixes.
-        if self.opts.check_xattrs && self.sync_xattrs_in_place(src, dst, !c.dry_run)? {
+        if self.opts.check_xattrs && self.sync_xattrs_in_place(src, dst, rel, !c.dry_run)? {
             let _ = fix_project()?;
             if !c.dry_run {
                 c.bump(&c.counters.meta, 1);

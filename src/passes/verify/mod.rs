@@ -46,9 +46,13 @@ pub enum Item {
     },
     /// A hardlinked file's inodes, for the rank that owns its source inode.
     Link(links::LinkName),
+    /// The rest of a `--from-manifest` file.
+    Manifest(from_manifest::Piece),
 }
 
+mod from_manifest;
 mod links;
+pub use from_manifest::first_pieces;
 
 /// What the verify pass reads besides metadata.
 #[derive(Debug, Clone, Copy)]
@@ -63,6 +67,8 @@ pub struct VerifyOpts {
     /// The walk covers the whole tree (not --from-manifest): hardlink
     /// counts are checked per group at the end.
     pub whole_tree: bool,
+    /// `--from-manifest` files larger than this are refused.
+    pub manifest_max_bytes: u64,
 }
 
 pub struct VerifyPass {
@@ -75,6 +81,8 @@ pub struct VerifyPass {
     /// Errors of this rank's walk after which some names went unseen (a
     /// directory not opened or listed to its end, an entry not stat'ed).
     pub missed: std::sync::atomic::AtomicU64,
+    /// `--from-manifest`: the manifests naming the entries to compare.
+    pub from: Vec<std::path::PathBuf>,
 }
 
 /// Kernel-maintained attributes that differ between any two filesystems.
@@ -558,38 +566,6 @@ impl VerifyPass {
     }
 }
 
-/// This rank's share of the entries `manifests` name, each once: its last
-/// record decides whether it must be gone. Records of filtered entries are
-/// left out.
-pub fn named_in(
-    manifests: &[std::path::PathBuf],
-    rank: usize,
-    size: usize,
-) -> Result<Vec<Item>, crate::manifest::ManifestError> {
-    use crate::manifest::Action;
-    let mut last: std::collections::HashMap<Vec<u8>, bool> = Default::default();
-    for m in manifests {
-        for r in crate::manifest::read(m)? {
-            let (action, rel) = r?;
-            if matches!(action, Action::Skipped(_)) || !mine(&rel, rank, size) {
-                continue;
-            }
-            last.insert(rel, matches!(action, Action::Removed { .. }));
-        }
-    }
-    let items = last
-        .into_iter()
-        .map(|(rel, removed)| Item::Named { rel, removed });
-    Ok(items.collect())
-}
-
-/// Which rank takes `rel`: by a fixed hash of the path.
-fn mine(rel: &[u8], rank: usize, size: usize) -> bool {
-    let mut h = std::hash::DefaultHasher::new();
-    rel.hash(&mut h);
-    (h.finish() % size.max(1) as u64) as usize == rank
-}
-
 impl VerifyPass {
     /// A regular file's project ID on both sides (files only: a symlink
     /// cannot be opened, a fifo is not worth it).
@@ -776,6 +752,7 @@ impl Processor for VerifyPass {
             Item::Chunk { rel, ids, off, len } => self.chunk(&rel, ids, off, len),
             Item::Named { rel, removed } => self.named(&rel, removed, out),
             Item::Link(n) => self.link_check(n),
+            Item::Manifest(p) => self.piece(p, out),
         }
     }
     fn is_branch(&self, item: &Item) -> bool {
@@ -788,6 +765,10 @@ impl Processor for VerifyPass {
             Item::Chunk { rel, off, .. } => format!("verify {} @{off}", fsops::show(rel)),
             Item::Named { rel, .. } => format!("verify {}", fsops::show(rel)),
             Item::Link(n) => format!("verify the hard links of {}", fsops::show(&n.rel)),
+            Item::Manifest(p) => match self.from.get(p.file) {
+                Some(f) => format!("read {} from line {}", f.display(), p.at.line + 1),
+                None => "read a manifest".into(),
+            },
         }
     }
 }
