@@ -52,6 +52,8 @@ pub enum TrackError {
         path: String,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Output(#[from] crate::fsops::OutputFailure),
     #[error("{0}")]
     Other(String),
 }
@@ -78,26 +80,12 @@ pub(crate) fn unix_ns() -> u128 {
         .map_or(0, |d| d.as_nanos())
 }
 
-/// Open (create 0600) a file lmpi writes for itself: no link followed, no
-/// FIFO blocked on, and only a regular file of ours.
+/// The journal: created 0600, or appended to only if it is lmpi's own
+/// regular file (no link followed, no FIFO blocked on: `open_own_output`).
 fn own_file(path: &Path) -> Result<std::fs::File, TrackError> {
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| TrackError::io(path, e))?;
-    let st = crate::fsops::fstat(f.as_fd()).map_err(|e| TrackError::os(path, e.op, e.errno))?;
-    let me = rustix::process::geteuid().as_raw();
-    if st.kind != crate::fsops::Kind::File || st.uid != me || st.perm & 0o022 != 0 {
-        return Err(TrackError::Other(format!(
-            "{}: not a regular file of ours, writable by us only: refused",
-            path.display()
-        )));
-    }
-    Ok(f)
+    let (fd, _, _) =
+        crate::fsops::open_own_output_path(path, crate::fsops::Existing::Append, 0o600)?;
+    Ok(std::fs::File::from(fd))
 }
 
 /// Open a file to read: a regular file only (a FIFO would block, a device

@@ -461,6 +461,9 @@ pub fn rsync_diff(src: &Path, dst: &Path) -> String {
     let out = Command::new("rsync")
         .arg("-anicHAX")
         .arg("--delete")
+        // lmpi's own records (the target root's last clean final pass) are
+        // on the target only, by design: docs/track.md.
+        .arg("--filter=-x trusted.lmpi.*")
         .arg(format!("{}/", src.display()))
         .arg(format!("{}/", dst.display()))
         .output()
