@@ -638,6 +638,19 @@ pub fn rename_at(dir: BorrowedFd, from: &[u8], to: &[u8]) -> Res<()> {
     rustix::fs::renameat(dir, from, dir, to).map_err(err("rename"))
 }
 
+/// Move `from` in `from_dir` to `to` in `to_dir`, never over an existing
+/// `to` (RENAME_NOREPLACE): EEXIST instead.
+pub fn rename_noreplace(
+    from_dir: BorrowedFd,
+    from: &[u8],
+    to_dir: BorrowedFd,
+    to: &[u8],
+) -> Res<()> {
+    use rustix::fs::RenameFlags;
+    rustix::fs::renameat_with(from_dir, from, to_dir, to, RenameFlags::NOREPLACE)
+        .map_err(err("rename"))
+}
+
 pub fn link_at(from_dir: BorrowedFd, from: &[u8], to_dir: BorrowedFd, to: &[u8]) -> Res<()> {
     rustix::fs::linkat(from_dir, from, to_dir, to, AtFlags::empty()).map_err(err("link"))
 }

@@ -218,3 +218,39 @@ fn changes_is_refused_by_other_passes() {
     assert_eq!(code, 2, "{}", text(&out));
     assert!(text(&out).contains("--changes is for --pass final only"));
 }
+
+/// A directory renamed on the source (across directories, and within
+/// one) is renamed on the target: its files keep their inodes, and no
+/// byte of them is copied again.
+#[test]
+fn a_renamed_directory_is_renamed_on_the_target() {
+    use std::os::unix::fs::MetadataExt;
+    let Some(st) = stage() else { return };
+    sh(&format!(
+        "cd '{}' && mkdir -p d15/big/inner && head -c 2097152 /dev/urandom > d15/big/inner/blob \
+         && mkdir d16/other && echo o > d16/other/o",
+        st.src.display()
+    ));
+    let tracker = start_tracker(&st);
+    std::thread::sleep(SKEW);
+    let (code, _, out) = pass(Launch::Alone, "final", &st.src, &st.dst, &[]);
+    assert_eq!(code, 0, "{}", text(&out));
+    let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
+    let blob = ino(&st.dst.join("d15/big/inner/blob"));
+    let o = ino(&st.dst.join("d16/other/o"));
+    sh(&format!(
+        "cd '{}' && mv d15/big d17/moved && mv d16/other d16/renamed && echo new > d17/moved/inner/new",
+        st.src.display()
+    ));
+    stop_tracker(tracker);
+    let j = st.journal.to_str().unwrap();
+    let (code, report, out) = pass(Launch::Alone, "final", &st.src, &st.dst, &["--changes", j]);
+    let out = text(&out);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("2 directories renamed"), "{out}");
+    assert_eq!(ino(&st.dst.join("d17/moved/inner/blob")), blob);
+    assert_eq!(ino(&st.dst.join("d16/renamed/o")), o);
+    assert!(total(&report, "data") < 100, "{report}");
+    let diffs = compare_trees(&st.src, &st.dst, true);
+    assert!(diffs.is_empty(), "{diffs:#?}\n{out}");
+}

@@ -4,11 +4,13 @@
 //! not close, one that watches another tree, or one whose tracker started
 //! after the last clean pass began cannot stand for every change.
 
+use std::collections::HashMap;
+use std::os::fd::AsFd;
 use std::path::Path;
 
 use super::final_pass::Item;
-use super::{Ctx, DirIds};
-use crate::fsops::{self, Ident};
+use super::{copy, Ctx, DirIds};
+use crate::fsops::{self, Ident, Kind};
 use crate::track::{journal, resolve, synced};
 
 pub enum Seeds {
@@ -66,9 +68,10 @@ fn plan(ctx: &Ctx, path: &Path) -> Result<(Vec<Item>, String), WalkWhy> {
         return Err("its tracker started after the last clean pass began (or within the 2 s allowed for clock skew)".into());
     }
     let plan = resolve::plan(&j, ctx.src())?;
+    let renamed = follow_renames(ctx, &plan);
     let entries: usize = plan.dirs.values().map(|w| w.names.len()).sum();
     let note = format!(
-        "--changes: {entries} entries in {} directories from the journal ({} records gone or outside the tree)",
+        "--changes: {entries} entries in {} directories from the journal ({} records gone or outside the tree); {renamed} directories renamed on the target as on the source",
         plan.dirs.len(),
         plan.skipped
     );
@@ -88,6 +91,60 @@ fn plan(ctx: &Ctx, path: &Path) -> Result<(Vec<Item>, String), WalkWhy> {
         })
         .collect();
     Ok((items, note))
+}
+
+/// Where a directory was renamed on the source (its old name went, a
+/// directory with its identity appeared under a new one), rename its copy
+/// on the target (found by `trusted.lmpi.src`), so the walk of the new name
+/// that follows finds the data in place instead of copying it again. Only
+/// where the new name is free on the target; anything unclear is left to
+/// the walk (remove and copy). Returns how many were renamed.
+fn follow_renames(ctx: &Ctx, plan: &resolve::Plan) -> usize {
+    if ctx.dry_run || !ctx.is_root {
+        return 0;
+    }
+    let mut gone: HashMap<Vec<u8>, (Vec<u8>, Vec<u8>)> = HashMap::new();
+    let mut appeared: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> = Vec::new();
+    for (rel, w) in &plan.dirs {
+        let dirent: Vec<&Vec<u8>> = w.names.iter().filter(|(_, &d)| d).map(|(n, _)| n).collect();
+        if dirent.is_empty() {
+            continue;
+        }
+        let (Ok((sd, _)), Ok((dd, _))) = (ctx.open_src_dir(rel, w.id), ctx.open_dst_dir(rel, None))
+        else {
+            continue;
+        };
+        for name in dirent {
+            let there = fsops::stat_at(dd.as_fd(), name);
+            match (fsops::stat_at(sd.as_fd(), name), there) {
+                (Ok(s), Err(e)) if s.kind == Kind::Dir && e.is_not_found() => {
+                    appeared.push((rel.clone(), name.clone(), copy::dir_source_mark(&s)));
+                }
+                (Err(e), Ok(d)) if e.is_not_found() && d.kind == Kind::Dir => {
+                    if let Ok(m) = fsops::get_xattr(None, dd.as_fd(), name, copy::DIR_SOURCE_KEY) {
+                        gone.insert(m, (rel.clone(), name.clone()));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    // Shallow first: a parent moved before its child is looked for.
+    appeared.sort_by_key(|(rel, _, _)| rel.iter().filter(|&&b| b == b'/').count());
+    let mut renamed = 0;
+    for (rel, name, mark) in appeared {
+        let Some((from_rel, from_name)) = gone.remove(&mark) else {
+            continue;
+        };
+        let moved = ctx.open_dst_dir(&from_rel, None).and_then(|(from, _)| {
+            let (to, _) = ctx.open_dst_dir(&rel, None)?;
+            fsops::rename_noreplace(from.as_fd(), &from_name, to.as_fd(), &name)
+        });
+        if moved.is_ok() {
+            renamed += 1;
+        }
+    }
+    renamed
 }
 
 /// Record on the target root that this final pass, begun at `started_ns`,

@@ -295,7 +295,12 @@ fn read_all(dir: BorrowedFd, name: &[u8]) -> Vec<u8> {
 
 fn xattrs(fd: Option<BorrowedFd>, dir: BorrowedFd, name: &[u8]) -> BTreeMap<Vec<u8>, Vec<u8>> {
     let mut m = BTreeMap::new();
-    for k in fsops::list_xattrs(fd, dir, name).unwrap_or_default() {
+    // lmpi's own records (trusted.lmpi.*) are on the target only, by design.
+    let keys = fsops::list_xattrs(fd, dir, name).unwrap_or_default();
+    for k in keys
+        .into_iter()
+        .filter(|k| !k.starts_with(b"trusted.lmpi."))
+    {
         if let Ok(v) = fsops::get_xattr(fd, dir, name, &k) {
             m.insert(k, v);
         }

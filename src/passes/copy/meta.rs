@@ -159,6 +159,14 @@ pub(super) fn same_meta(s: &Stat, d: &Stat) -> bool {
     s.uid == d.uid && s.gid == d.gid && (s.kind == Kind::Symlink || s.perm == d.perm)
 }
 
+/// On a target directory: the identity of its source directory.
+pub(crate) const DIR_SOURCE_KEY: &[u8] = b"trusted.lmpi.src";
+
+/// `DIR_SOURCE_KEY`'s value for source directory `s`.
+pub(crate) fn dir_source_mark(s: &Stat) -> Vec<u8> {
+    format!("{}:{}", s.dev, s.ino).into_bytes()
+}
+
 /// Lustre's own attributes: layouts (`lustre.lov`, `trusted.lov`, `trusted.lmv`,
 /// `trusted.dmv`) are the Lustre layer's job, and FIDs, link EAs, SOM, HSM
 /// state belong to the inode. Never copied, never removed.
@@ -210,10 +218,31 @@ impl CopyPass {
             changed = true;
         }
         changed |= self.sync_xattrs(At::fd(sd), At::fd(dd), rel, true)?;
+        self.mark_dir_source(dd, s)?;
         if changed {
             self.ctx.bump(&self.ctx.counters.meta, 1);
         }
         Ok(())
+    }
+
+    /// Record on target directory `dd` which source directory (`s`) it is
+    /// the copy of, so a final pass with `--changes` can rename it when the
+    /// source directory is renamed, instead of removing and copying it
+    /// again. Root only (`trusted.*`); one getxattr per directory per pass,
+    /// a setxattr when it is new or differs.
+    fn mark_dir_source(&self, dd: BorrowedFd, s: &Stat) -> Res<()> {
+        if !self.ctx.is_root || self.ctx.dry_run {
+            return Ok(());
+        }
+        let want = dir_source_mark(s);
+        match fsops::get_xattr(Some(dd), dd, b"", DIR_SOURCE_KEY) {
+            Ok(v) if v == want => Ok(()),
+            Err(e) if !matches!(e.errno, libc::ENODATA | libc::ERANGE) => {
+                // A target that refuses xattrs: renames are not followed.
+                Ok(())
+            }
+            _ => on_dst(fsops::set_xattr(Some(dd), dd, b"", DIR_SOURCE_KEY, &want)),
+        }
     }
 
     /// Make the target's xattrs exactly the source's (only compare unless

@@ -52,6 +52,7 @@ use chunked::{Partial, PendingFile};
 pub(crate) use join::Names;
 pub(crate) use links::mix;
 use links::LinkGroups;
+pub(crate) use meta::{dir_source_mark, DIR_SOURCE_KEY};
 use meta::{grants_privilege, same_data, same_meta, At, Landing};
 
 #[derive(Debug, Serialize, Deserialize)]
