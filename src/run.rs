@@ -668,7 +668,7 @@ fn copy_opts<T: Transport + ?Sized>(t: &mut T, env: &Phases<'_>) -> copy::CopyOp
 
 /// --max-delete plans the removals first (a dry run only lists them).
 fn delete_cap(env: &Phases<'_>) -> Option<u64> {
-    env.args.max_delete.filter(|_| !env.args.dry_run)
+    env.args.max_delete
 }
 
 /// After a planning walk: the work items that carry out this rank's part
@@ -754,7 +754,7 @@ fn run_final<T: Transport + ?Sized>(
             None => over_cap = true,
         }
     }
-    if !stopped(t, &outcome) && !env.args.dry_run && !over_cap {
+    if !stopped(t, &outcome) && !over_cap {
         remove_emptied(t, p.delete());
     }
     if !stopped(t, &outcome) {
@@ -875,7 +875,7 @@ fn run_delete<T: Transport + ?Sized>(
     );
     let mut outcome = env.run(t, p.clone(), seeds, monitor, 1);
     let stopped = |t: &mut T, o: &RunOutcome| t.all_reduce_max(&[o.stopped as u64])[0] != 0;
-    if stopped(t, &outcome) || env.args.dry_run {
+    if stopped(t, &outcome) {
         return PhasesDone::new(outcome, false, Vec::new());
     }
     if let Some(cap) = delete_cap(env) {
@@ -1241,6 +1241,10 @@ impl End<'_> {
             notes.push(format!(
                 "{abandoned} queued work items were not started (stopped): the next pass does them"
             ));
+        }
+        if args.dry_run {
+            notes
+                .push("dry run: nothing was changed; the figures above are the changes due".into());
         }
         let flags = t.all_reduce_max(&[
             outcome.stopped as u64,

@@ -211,11 +211,9 @@ impl DeletePass {
             },
         };
         let is_dir = st.is_some_and(|s| s.kind == Kind::Dir);
-        if c.dry_run {
-            c.act(rel, Action::Removed { dir: is_dir });
-            c.bump(&c.counters.deleted, 1);
-            return;
-        }
+        // A dry run goes the real run's way, reading only: a doomed
+        // directory is listed whole and counted entry by entry (as the real
+        // run removes it, and as --max-delete counts it).
         if let Some(s) = st.filter(|_| is_dir) {
             if c.is_other_root(Side::Target, &s) {
                 return c.report_other_root(Side::Target, rel);
@@ -230,6 +228,10 @@ impl DeletePass {
         let parent = fsops::parent_and_name(rel).0;
         if self.planned(parent, Some(here), &[name.to_vec()]) {
             return;
+        }
+        if c.dry_run {
+            c.bump(&c.counters.deleted, 1);
+            return c.act(rel, Action::Removed { dir: false });
         }
         match fsops::unlink_at(dd, name) {
             Ok(()) => {
@@ -305,6 +307,11 @@ impl DeletePass {
                 return;
             }
             let rel = || fsops::join(&b.dir, name);
+            if c.dry_run {
+                c.bump(&c.counters.deleted, 1);
+                c.act(&rel(), Action::Removed { dir: false });
+                continue;
+            }
             match fsops::unlink_at(dd.as_fd(), name) {
                 Ok(()) => {
                     c.bump(&c.counters.deleted, 1);
@@ -328,9 +335,12 @@ impl DeletePass {
         let p = self.purged.lock().unwrap_or_else(|p| p.into_inner());
         for (rel, pid) in p.iter().filter(|(r, _)| depth(r) == level) {
             let (parent, name) = fsops::parent_and_name(rel);
-            let r = c
-                .open_dst_dir(parent, *pid)
-                .and_then(|(dd, _)| fsops::rmdir_at(dd.as_fd(), name));
+            let r = match c.dry_run {
+                true => Ok(()),
+                false => c
+                    .open_dst_dir(parent, *pid)
+                    .and_then(|(dd, _)| fsops::rmdir_at(dd.as_fd(), name)),
+            };
             match r {
                 Ok(()) => {
                     c.bump(&c.counters.deleted, 1);

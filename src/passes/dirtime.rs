@@ -134,6 +134,7 @@ pub(crate) fn set_dir(c: &Ctx, dd: BorrowedFd, rel: &[u8], s: &Stat, d: &Stat) {
     if d.atime == s.atime && d.mtime == s.mtime {
         c.bump(&c.counters.uptodate, 1);
     } else if c.dry_run {
+        c.bump(&c.counters.dirtimes, 1);
         c.act(rel, Action::Fixed(Fix::Times));
     } else if let Err(e) = fsops::futimes(dd, s.atime, s.mtime) {
         c.err(Side::Target, rel, e);

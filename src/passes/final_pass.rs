@@ -88,7 +88,10 @@ impl FinalPass {
             return;
         };
         let Some((dd, d)) = dd else {
-            // A dry run below a directory the target lacks: only copies to tell.
+            // A dry run below a directory the target lacks: copies to tell,
+            // and the new directory's times, which the real run sets last.
+            c.bump(&c.counters.dirtimes, 1);
+            c.act(rel, Action::Fixed(crate::manifest::Fix::Times));
             return out.mapped(from_copy, |o| self.copy.list(rel, ids, sd, None, o));
         };
         c.bump(&c.counters.dirs, 1);
@@ -277,11 +280,10 @@ impl FinalPass {
         let mut dirs = std::mem::take(&mut *self.dirs.lock().unwrap_or_else(|p| p.into_inner()));
         dirs.sort_by_key(|d| std::cmp::Reverse(d.rel.iter().filter(|&&b| b == b'/').count()));
         for d in dirs {
-            if c.dry_run {
-                continue;
-            }
+            // A dry run says which times would be set (set_dir changes nothing then).
             match c.open_dst_dir(&d.rel, Some(d.id).filter(|_| !d.rel.is_empty())) {
                 Ok((fd, now)) => dirtime::set_dir(c, fd.as_fd(), &d.rel, &d.src, &now),
+                Err(e) if c.dry_run && e.is_not_found() => {}
                 Err(e) => c.err(Side::Target, &d.rel, e),
             }
         }

@@ -32,9 +32,14 @@ impl CopyPass {
     pub(super) fn link_group(&self, dev: u64, ino: u64, names: &[LinkName]) {
         let Some(first) = names.first() else { return };
         let group = fsops::Ident { dev, ino };
+        if self.ctx.dry_run {
+            if let Err(f) = self.would_link_group(group, first, &names[1..]) {
+                self.report(&first.rel, f);
+            }
+            return;
+        }
         let (pdd, pname, pst) = match self.group_inode(group, first, &names[1..]) {
             Ok(v) => v,
-            Err(_) if self.ctx.dry_run => return,
             Err(f) => return self.report(&first.rel, f),
         };
         for other in &names[1..] {
@@ -99,6 +104,50 @@ impl CopyPass {
         }
         let d = on_dst(fsops::stat_at(dd.as_fd(), pname))?;
         Ok((dd, pname, d))
+    }
+
+    /// A dry run of a hardlink group: the first name would be copied
+    /// unless the target holds its data already; every other name would be
+    /// linked to it unless it is that target inode already. Nothing is
+    /// opened on the target beyond what exists (a new target has nothing).
+    fn would_link_group(
+        &self,
+        group: fsops::Ident,
+        first: &LinkName,
+        others: &[LinkName],
+    ) -> Res<()> {
+        let c = &self.ctx;
+        let (pdir, pname) = fsops::parent_and_name(&first.rel);
+        let (sd, _) = on_src(c.open_src_dir(pdir, first.ids.src))?;
+        let s = on_src(fsops::stat_at(sd.as_fd(), pname))?;
+        if s.ident() != group {
+            return Err(Fail::Os(Side::Source, fsops::changed("stat")));
+        }
+        let on_target = |n: &LinkName| {
+            let (dir, name) = fsops::parent_and_name(&n.rel);
+            let (dd, _) = c.open_dst_dir(dir, n.ids.dst).ok()?;
+            fsops::stat_at(dd.as_fd(), name).ok()
+        };
+        let d = on_target(first).filter(|d| same_data(&s, d));
+        match &d {
+            Some(_) => c.bump(&c.counters.uptodate, 1),
+            None => self.would_write(&first.rel, &s),
+        }
+        for o in others {
+            let same = d.is_some_and(|d| on_target(o).is_some_and(|od| od.ident() == d.ident()));
+            if same {
+                c.bump(&c.counters.uptodate, 1);
+            } else {
+                c.bump(&c.counters.files, 1);
+                c.act(
+                    &o.rel,
+                    Action::Linked {
+                        to: first.rel.clone(),
+                    },
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Does target inode `d` have names beyond the group's (`others` plus

@@ -237,14 +237,20 @@ impl CopyPass {
         let keep = if self.ctx.is_root { 0 } else { 0o700 };
         let due = s.uid != d.uid || s.gid != d.gid || d.perm != s.perm | keep;
         match self.sync_dir_meta((sd, dd), (s, d), rel) {
-            Ok(()) if due => self.ctx.act(rel, Action::Fixed(Fix::OwnerMode)),
+            Ok(()) if due => {
+                // A dry run changes nothing, so sync_dir_meta counted nothing.
+                if self.ctx.dry_run {
+                    self.ctx.bump(&self.ctx.counters.meta, 1);
+                }
+                self.ctx.act(rel, Action::Fixed(Fix::OwnerMode))
+            }
             Ok(()) => {}
             Err(f) => self.report(rel, f),
         }
         // Project ID and project-inherit: recorded as a flags fix.
         match self.dir_project(sd, dd) {
             Ok(true) => {
-                if !due && !self.ctx.dry_run {
+                if !due {
                     self.ctx.bump(&self.ctx.counters.meta, 1);
                 }
                 self.ctx.act(rel, Action::Fixed(Fix::Flags));
@@ -305,7 +311,15 @@ impl CopyPass {
             src: Some(st.ident()),
             dst: None,
         };
-        let Some(dd) = dd else { return Some(ids) }; // dry run below a missing dir
+        let Some(dd) = dd else {
+            // A dry run below a directory the target lacks: this one is new too.
+            let created = Action::Created {
+                kind: Kind::Dir,
+                replaced: false,
+            };
+            c.act(rel, created);
+            return Some(ids);
+        };
         match self.target_dir(sd, dd, (name, rel), &st, mdt, absent) {
             Ok(Some(id)) => {
                 ids.dst = Some(id);
@@ -508,7 +522,7 @@ impl CopyPass {
             return Ok(());
         }
         let Some(dd) = h.dd else {
-            c.act(rel, Action::of_new(&s));
+            self.would_write(rel, &s);
             return Ok(());
         };
         // Absent from the target's listing: no stat. Created since? Then
@@ -536,10 +550,23 @@ impl CopyPass {
             }
         }
         if c.dry_run {
-            c.act(rel, Action::of_new(&s));
+            self.would_write(rel, &s);
             return Ok(());
         }
         self.replace_entry(h, dd, (name, rel), (&s, opened), d.as_ref(), out)
+    }
+
+    /// A dry run's "would copy/create" for source entry `s`, counted as the
+    /// real run would count it.
+    pub(crate) fn would_write(&self, rel: &[u8], s: &Stat) {
+        let c = &self.ctx;
+        if s.kind != Kind::Dir {
+            c.bump(&c.counters.files, 1);
+        }
+        if s.kind == Kind::File {
+            c.bump(&c.counters.data, s.size);
+        }
+        c.act(rel, Action::of_new(s));
     }
 
     /// Write source entry `s` over whatever target `d` is there.
@@ -644,6 +671,7 @@ impl CopyPass {
         }
         if !same_meta(s, d) {
             if c.dry_run {
+                c.bump(&c.counters.meta, 1);
                 c.act(rel, Action::Fixed(Fix::OwnerMode));
                 return Ok(());
             }
@@ -664,16 +692,12 @@ impl CopyPass {
         // look. One read of each side both compares and fixes.
         if self.opts.check_xattrs && self.sync_xattrs_in_place(src, dst, rel, !c.dry_run)? {
             let _ = fix_project()?;
-            if !c.dry_run {
-                c.bump(&c.counters.meta, 1);
-            }
+            c.bump(&c.counters.meta, 1);
             c.act(rel, Action::Fixed(Fix::Xattrs));
             return Ok(());
         }
         if fix_project()? {
-            if !c.dry_run {
-                c.bump(&c.counters.meta, 1);
-            }
+            c.bump(&c.counters.meta, 1);
             c.act(rel, Action::Fixed(Fix::Flags));
             return Ok(());
         }
