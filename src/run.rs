@@ -660,6 +660,7 @@ fn copy_opts<T: Transport + ?Sized>(t: &mut T, env: &Phases<'_>) -> copy::CopyOp
         chunk_threshold: env.cfg.chunk_threshold,
         chunk_size: env.cfg.chunk_size,
         check_xattrs: env.cfg.check_xattrs,
+        content: env.cfg.verify_content,
         copy_project_ids: env.cfg.copy_project_ids,
         // Rank 0's random draw, the same on every rank.
         token: t.all_reduce_max(&[if rank == 0 { rand::random::<u64>() } else { 0 }])[0],
@@ -713,7 +714,10 @@ fn run_final<T: Transport + ?Sized>(
 ) -> PhasesDone {
     let rank = ctx.rank;
     let started_ns = crate::track::unix_ns();
-    let (seeds, mut notes) = final_seeds(&ctx, env.args.changes.as_deref());
+    let (seeds, mut notes) = match env.args.from_manifest.is_empty() {
+        true => final_seeds(&ctx, env.args.changes.as_deref()),
+        false => named_seeds(&ctx, env, |n, c| n.final_items(c)),
+    };
     // Agreed: only rank 0 read the journal.
     let by_changes = t.all_reduce_max(&[matches!(seeds, Seeds::Changes(..)) as u64])[0] != 0;
     let ctx = Arc::new(ctx);
@@ -735,7 +739,10 @@ fn run_final<T: Transport + ?Sized>(
         // A journal names only the names that changed, never all of a
         // hardlinked inode's: a group would be split. Walk to find them all.
         if by_changes && t.all_reduce_max(&[!groups.is_empty() as u64])[0] != 0 {
-            notes.push("--changes: hardlinked files changed: the whole tree was walked to find each one's names".into());
+            notes.push(
+                "hardlinked files were named: the whole tree was walked to find each one's names"
+                    .into(),
+            );
             outcome.stopped |= env
                 .run(t, p.clone(), root_seed(rank, root()), monitor, 1)
                 .stopped;
@@ -762,7 +769,10 @@ fn run_final<T: Transport + ?Sized>(
         p.set_dir_times();
     }
     notes.extend(partials_note(t, p.copy(), outcome.stopped));
-    if clean(t, &ctx, &outcome) && !over_cap {
+    // Only a pass that looked at every change (a walk, or a journal) is a
+    // clean sync a later --changes can start from; a named repair is not.
+    let whole = env.args.from_manifest.is_empty();
+    if clean(t, &ctx, &outcome) && !over_cap && whole {
         changes::mark_synced(&ctx, started_ns);
     }
     PhasesDone::new(outcome, over_cap, notes)
@@ -785,6 +795,31 @@ fn final_seeds(ctx: &Ctx, journal: Option<&std::path::Path>) -> (Seeds, Vec<Stri
             (Seeds::Walk(why), vec![note])
         }
     }
+}
+
+/// Rank 0's seeds from `--from-manifest` (copy or final): exactly the
+/// entries the manifests name, made into items by `make`.
+fn named_seeds<I>(
+    ctx: &Ctx,
+    env: &Phases<'_>,
+    make: impl FnOnce(passes::named::Named, &Ctx) -> Vec<I>,
+) -> (Seeds<I>, Vec<String>) {
+    if ctx.rank != 0 {
+        return (
+            Seeds::Walk(changes::WalkWhy::Doubt(String::new())),
+            Vec::new(),
+        );
+    }
+    let named = passes::named::read(
+        ctx,
+        &env.args.from_manifest,
+        env.cfg.from_manifest_max_bytes,
+    );
+    let note = format!(
+        "--from-manifest: {} records named; nothing else was looked at",
+        named.records
+    );
+    (Seeds::Changes(make(named, ctx), note.clone()), vec![note])
 }
 
 /// Every rank ended the pass with nothing failed and no stop.
@@ -835,14 +870,20 @@ fn run_copy<T: Transport + ?Sized>(
 ) -> PhasesDone {
     let rank = ctx.rank;
     let opts = copy_opts(t, env);
-    let p = Arc::new(copy::CopyPass::new(Arc::new(ctx), opts, lustre));
-    let seeds = root_seed(
-        rank,
-        copy::Item::Dir {
-            rel: Vec::new(),
-            ids: Default::default(),
+    let (seeds, notes) = match env.args.from_manifest.is_empty() {
+        true => {
+            let root = copy::Item::Dir {
+                rel: Vec::new(),
+                ids: Default::default(),
+            };
+            (root_seed(rank, root), Vec::new())
+        }
+        false => match named_seeds(&ctx, env, |n, c| n.copy_items(c.batch)) {
+            (Seeds::Changes(items, _), notes) => (items, notes),
+            (Seeds::Walk(_), notes) => (Vec::new(), notes),
         },
-    );
+    };
+    let p = Arc::new(copy::CopyPass::new(Arc::new(ctx), opts, lustre));
     let mut outcome = env.run(t, p.clone(), seeds, monitor, 1);
     let groups = if outcome.stopped {
         Vec::new()
@@ -852,7 +893,8 @@ fn run_copy<T: Transport + ?Sized>(
     if t.all_reduce_max(&[outcome.stopped as u64])[0] == 0 {
         outcome.stopped |= env.run(t, p.clone(), groups, monitor, 2).stopped;
     }
-    let notes = partials_note(t, &p, outcome.stopped);
+    let mut notes = notes;
+    notes.extend(partials_note(t, &p, outcome.stopped));
     PhasesDone::new(outcome, false, notes)
 }
 

@@ -13,9 +13,9 @@ use super::{copy, Ctx, DirIds};
 use crate::fsops::{self, Ident, Kind};
 use crate::track::{journal, resolve, synced};
 
-pub enum Seeds {
-    /// The journal's directories, and a line for the summary.
-    Changes(Vec<Item>, String),
+pub enum Seeds<I = Item> {
+    /// The journal's (or manifests') directories, and a line for the summary.
+    Changes(Vec<I>, String),
     /// Why the whole tree is walked.
     Walk(WalkWhy),
 }

@@ -2,10 +2,12 @@
 //! syscall goes through `fsops`.
 
 pub mod changes;
+pub(crate) mod compare;
 pub mod copy;
 pub mod delete;
 pub mod dirtime;
 pub mod final_pass;
+pub mod named;
 pub mod one_writer;
 pub mod resume;
 pub mod sink;

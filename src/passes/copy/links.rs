@@ -74,7 +74,11 @@ impl CopyPass {
         };
         let (sdf, ddf) = (sd.as_fd(), dd.as_fd());
         let settled = match &d {
-            Some(d) if same_data(&s, d) && !self.shared_beyond(d, others)? => {
+            Some(d)
+                if same_data(&s, d)
+                    && !self.shared_beyond(d, others)?
+                    && self.same_content(sdf, ddf, (pname, &first.rel), (&s, d))? =>
+            {
                 self.settle_trusted(sdf, ddf, (pname, &first.rel), (&s, d), true)?
             }
             _ => false,

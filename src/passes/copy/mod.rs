@@ -117,6 +117,9 @@ pub struct CopyOpts {
     pub chunk_size: u64,
     /// Compare xattrs of files that are otherwise up to date.
     pub check_xattrs: bool,
+    /// Compare the data of files that are otherwise up to date, block by
+    /// block, and copy again those that differ (`--content`).
+    pub content: bool,
     /// Copy project IDs and compare them where the source has them.
     pub copy_project_ids: bool,
     /// Agreed by all ranks of this job; names its temp files, so a temp file
@@ -542,6 +545,7 @@ impl CopyPass {
             if same_data(&s, d)
                 && !split
                 && (s.kind != Kind::Symlink || self.same_link(h.sd, dd, name)?)
+                && self.same_content(h.sd, dd, (name, rel), (&s, d))?
             {
                 let projects = self.files_projects(&h.landing);
                 if self.settle_trusted(h.sd, dd, (name, rel), (&s, d), projects)? {
@@ -601,6 +605,34 @@ impl CopyPass {
             self.ctx.act(rel, Action::Created { kind, replaced });
         }
         Ok(())
+    }
+
+    /// With `--content`, whether regular file `name` (both sides' stats
+    /// equal in size and mtime) holds the same bytes on both sides; always
+    /// true without it. A difference is noted once per file: it is copied
+    /// again (a corruption under the same size and mtime, which only a
+    /// data compare finds).
+    fn same_content(
+        &self,
+        sd: BorrowedFd,
+        dd: BorrowedFd,
+        (name, rel): (&[u8], &[u8]),
+        (s, d): (&Stat, &Stat),
+    ) -> Res<bool> {
+        if !self.opts.content || s.kind != Kind::File {
+            return Ok(true);
+        }
+        let (sf, _) = on_src(fsops::open_read_checked(sd, name, s.ident()))?;
+        let (df, _) = on_dst(fsops::open_read_checked(dd, name, d.ident()))?;
+        let read = std::sync::atomic::AtomicU64::new(0);
+        let diff = super::compare::first_difference(sf.as_fd(), df.as_fd(), 0, s.size, &read)
+            .map_err(|(side, e)| Fail::Os(side, e))?;
+        if let Some(at) = diff {
+            let msg =
+                format!("data differ from byte {at} under the same size and mtime: copied again");
+            self.ctx.log.note(Side::Target, rel, &msg);
+        }
+        Ok(diff.is_none())
     }
 
     /// `settle_in_place`, unless that would grant a privilege (another
