@@ -16,12 +16,14 @@ use crate::errlog::Side;
 use crate::fsops::{self, Kind};
 use crate::manifest;
 
+type Names = BTreeSet<Vec<u8>>;
+
 /// Named entries by directory: names to compare (and, for a final pass,
 /// remove when the source lacks them), and subdirectories both sides have,
 /// whose own metadata only is looked at.
 #[derive(Default)]
 pub struct Named {
-    dirs: BTreeMap<Vec<u8>, (BTreeSet<Vec<u8>>, BTreeSet<Vec<u8>>)>,
+    dirs: BTreeMap<Vec<u8>, (Names, Names)>,
     /// The root itself was named.
     root: bool,
     pub records: u64,
