@@ -117,6 +117,24 @@ impl Filter {
         })
     }
 
+    /// What a pass under this filter leaves out, as a short stable string
+    /// (the excludes, hex): a clean pass records it, and a `--changes` pass
+    /// trusts only a journal since a pass that left out the same. None with
+    /// an age filter: what it leaves out moves with the clock, so no pass
+    /// under one is a sync a journal can start from.
+    pub fn fingerprint(&self) -> Option<String> {
+        if self.atime_before.is_some() || self.mtime_after.is_some() {
+            return None;
+        }
+        let mut ex = self.excludes.clone();
+        ex.sort();
+        let hex: Vec<String> = ex
+            .iter()
+            .map(|e| e.iter().map(|b| format!("{b:02x}")).collect())
+            .collect();
+        Some(format!("x{}", hex.join(",")))
+    }
+
     pub fn has_excludes(&self) -> bool {
         !self.excludes.is_empty()
     }

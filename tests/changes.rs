@@ -121,7 +121,10 @@ fn converges(launch: Launch) {
     let (code, out) = final_changes(launch, &st);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("--changes: "), "{out}");
-    assert!(!out.contains("walked"), "the journal was not used: {out}");
+    assert!(
+        !out.contains("the whole tree was walked"),
+        "the journal was not used: {out}"
+    );
     let diffs = compare_trees(&st.src, &st.dst, true);
     assert!(diffs.is_empty(), "{diffs:#?}\n{out}");
 }
@@ -206,7 +209,7 @@ fn a_changed_hardlink_walks_to_find_every_name() {
     stop_tracker(tracker);
     let (code, out) = final_changes(Launch::Alone, &st);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("hardlinked files changed"), "{out}");
+    assert!(out.contains("hardlinked files were named"), "{out}");
     let diffs = compare_trees(&st.src, &st.dst, true);
     assert!(diffs.is_empty(), "{diffs:#?}\n{out}");
 }
@@ -253,4 +256,98 @@ fn a_renamed_directory_is_renamed_on_the_target() {
     assert!(total(&report, "data") < 100, "{report}");
     let diffs = compare_trees(&st.src, &st.dst, true);
     assert!(diffs.is_empty(), "{diffs:#?}\n{out}");
+}
+
+/// A clean final, the tracker watching before it, then `changes` on the
+/// source, the tracker stopped: ready for a `--changes` pass.
+fn tracked(st: &Stage, changes: &str, final_args: &[&str]) {
+    let tracker = start_tracker(st);
+    std::thread::sleep(SKEW);
+    let (code, _, out) = pass(Launch::Alone, "final", &st.src, &st.dst, final_args);
+    assert_eq!(code, 0, "{}", text(&out));
+    sh(&format!("cd '{}' && {changes}", st.src.display()));
+    stop_tracker(tracker);
+}
+
+#[test]
+fn a_journal_used_once_is_not_trusted_again() {
+    let Some(st) = stage() else { return };
+    tracked(&st, "echo a > d0/a", &[]);
+    let (code, out) = final_changes(Launch::Alone, &st);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("the whole tree was walked"), "{out}");
+    sh(&format!(
+        "cd '{}' && echo b > d1/after && rm -r d2",
+        st.src.display()
+    ));
+    walks_because(&st, "used already");
+}
+
+#[test]
+fn other_excludes_than_the_clean_pass_mean_a_full_walk() {
+    let Some(st) = stage() else { return };
+    tracked(&st, "echo a > d0/a", &["--exclude", "d3"]);
+    walks_because(&st, "left out other paths");
+}
+
+#[test]
+fn a_hardlinked_file_changed_outside_the_tree_means_a_full_walk() {
+    let Some(st) = stage() else { return };
+    let outside = st.src.parent().unwrap().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::hard_link(st.src.join("d0/f1"), outside.join("f1")).unwrap();
+    tracked(
+        &st,
+        &format!("echo more >> '{}'", outside.join("f1").display()),
+        &[],
+    );
+    walks_because(&st, "outside the tree");
+}
+
+#[test]
+fn a_filesystem_mounted_inside_the_source_is_walked() {
+    let Some(st) = stage() else { return };
+    let Some(_inner) = TmpfsMount::at(&st.src.join("d9/mnt"), "size=4m") else {
+        return;
+    };
+    sh(&format!(
+        "cd '{}/d9/mnt' && echo one > file && mkdir dd",
+        st.src.display()
+    ));
+    tracked(
+        &st,
+        "echo changed-longer > d9/mnt/file && touch d9/mnt/new && rm -r d9/mnt/dd",
+        &[],
+    );
+    let (code, out) = final_changes(Launch::Alone, &st);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("1 filesystems mounted inside"), "{out}");
+    let diffs = compare_trees(&st.src, &st.dst, true);
+    assert!(diffs.is_empty(), "{diffs:#?}\n{out}");
+}
+
+#[test]
+fn a_path_longer_than_path_max_means_a_full_walk() {
+    let Some(st) = stage() else { return };
+    let deep: Vec<String> = (0..25).map(|i| format!("{i:0>200}")).collect();
+    let deep = deep.join("/");
+    let mut p = st.src.join("d5");
+    for part in deep.split('/') {
+        p = p.join(part);
+        // mkdir -p would pass a path longer than PATH_MAX
+        let _ = std::fs::create_dir(&p);
+    }
+    let leaf = p.join("leaf");
+    std::fs::write(&leaf, b"old").unwrap_or_default();
+    if !leaf.exists() {
+        eprintln!("skipped: cannot build a path longer than PATH_MAX here");
+        return;
+    }
+    let tracker = start_tracker(&st);
+    std::thread::sleep(SKEW);
+    let (code, _, out) = pass(Launch::Alone, "final", &st.src, &st.dst, &[]);
+    assert_eq!(code, 0, "{}", text(&out));
+    std::fs::write(&leaf, b"newest").unwrap();
+    stop_tracker(tracker);
+    walks_because(&st, "could not be read");
 }

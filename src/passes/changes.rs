@@ -54,8 +54,23 @@ fn plan(ctx: &Ctx, path: &Path) -> Result<(Vec<Item>, String), WalkWhy> {
     if j.watched != here {
         return Err("it watches another tree than this source".into());
     }
-    let last = synced::read(ctx.dst())
+    let record = synced::read(ctx.dst())
         .ok_or("the target records no clean final pass (one that ended with nothing failed; a copy pass leaves directory times, so only a final counts)")?;
+    match ctx.filter.fingerprint() {
+        Some(f) if f == record.filter => {}
+        Some(_) => {
+            return Err(
+                "the last clean final pass left out other paths (--exclude) than this one".into(),
+            )
+        }
+        None => {
+            return Err(
+                "an age filter (oldest_date/newest_date) leaves out what moves with the clock"
+                    .into(),
+            )
+        }
+    }
+    let last = record.synced;
     let root = Ident {
         dev: here.root_dev,
         ino: here.root_ino,
@@ -67,13 +82,19 @@ fn plan(ctx: &Ctx, path: &Path) -> Result<(Vec<Item>, String), WalkWhy> {
     if since + synced::CLOCK_SKEW_NS > last.started_ns {
         return Err("its tracker started after the last clean pass began (or within the 2 s allowed for clock skew)".into());
     }
+    // A pass after the tracker stopped (this journal used once already)
+    // starts from a time the journal does not cover.
+    if j.stop_ns.is_some_and(|stop| last.started_ns > stop) {
+        return Err("it ended before the last clean pass began (it was used already)".into());
+    }
     let plan = resolve::plan(&j, ctx.src())?;
     let renamed = follow_renames(ctx, &plan);
     let entries: usize = plan.dirs.values().map(|w| w.names.len()).sum();
     let note = format!(
-        "--changes: {entries} entries in {} directories from the journal ({} records gone or outside the tree); {renamed} directories renamed on the target as on the source",
+        "--changes: {entries} entries in {} directories from the journal ({} records gone or outside the tree); {renamed} directories renamed on the target as on the source; {} filesystems mounted inside the source walked whole",
         plan.dirs.len(),
-        plan.skipped
+        plan.skipped,
+        plan.mounts
     );
     let items = plan
         .dirs
@@ -114,7 +135,9 @@ fn follow_renames(ctx: &Ctx, plan: &resolve::Plan) -> usize {
         else {
             continue;
         };
-        for name in dirent {
+        let excluded =
+            |n: &[u8]| ctx.filter.has_excludes() && ctx.filter.excluded(&fsops::join(rel, n));
+        for name in dirent.into_iter().filter(|n| !excluded(n)) {
             let there = fsops::stat_at(dd.as_fd(), name);
             match (fsops::stat_at(sd.as_fd(), name), there) {
                 (Ok(s), Err(e)) if s.kind == Kind::Dir && e.is_not_found() => {
@@ -158,11 +181,14 @@ pub fn mark_synced(ctx: &Ctx, started_ns: u128) {
         Ok(st) => st.ident(),
         Err(_) => return,
     };
-    let s = synced::Synced {
+    let Some(filter) = ctx.filter.fingerprint() else {
+        return; // under an age filter no pass is a sync to start from
+    };
+    let synced = synced::Synced {
         started_ns,
         source_root: root,
     };
-    if let Err(e) = synced::mark(ctx.dst(), s) {
+    if let Err(e) = synced::mark(ctx.dst(), &synced::Record { synced, filter }) {
         let msg = format!("the target root's record of this clean pass was not written ({e}): a later --changes pass walks everything");
         ctx.log.note(crate::errlog::Side::Target, b"", &msg);
     }

@@ -172,6 +172,8 @@ pub struct Journal {
     pub changes: BTreeSet<Change>,
     /// When watching began (the first `start`).
     pub since_ns: Option<u128>,
+    /// When the tracker last stopped (its last `stop`).
+    pub stop_ns: Option<u128>,
     /// Why the journal cannot stand for every change since `since_ns`, if
     /// it cannot: a loss, a gap, or no `stop` at its end.
     pub doubt: Option<String>,
@@ -206,6 +208,7 @@ pub fn read(path: &Path) -> Result<Journal, TrackError> {
                 watched,
                 changes: BTreeSet::new(),
                 since_ns: None,
+                stop_ns: None,
                 doubt: None,
             });
             continue;
@@ -241,7 +244,10 @@ fn apply(j: &mut Journal, text: &str, stopped: bool) -> Option<bool> {
             }
             Some(false)
         }
-        "stop" => rest.parse::<u128>().ok().map(|_| true),
+        "stop" => {
+            j.stop_ns = Some(rest.parse::<u128>().ok()?);
+            Some(true)
+        }
         "loss" => {
             let why = rest.split_once(' ').map_or(rest, |(_, w)| w);
             let why = manifest::decode(why.as_bytes()).unwrap_or_default();

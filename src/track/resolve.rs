@@ -53,15 +53,22 @@ pub struct Plan {
     /// Handles that no longer open (gone: their removal is recorded in
     /// their parent) or that are outside the tree.
     pub skipped: u64,
+    /// Filesystems mounted inside the tree, walked whole.
+    pub mounts: u64,
 }
 
-/// Where `fd` is now, as an absolute path; None if it was removed.
-fn path_of(fd: BorrowedFd) -> Option<Vec<u8>> {
+/// Where `fd` is now, as an absolute path; Ok(None) if it was removed.
+/// A path that cannot be read (longer than PATH_MAX) is a doubt.
+fn path_of(fd: BorrowedFd) -> Result<Option<Vec<u8>>, TrackError> {
     let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
-    let p = std::fs::read_link(link).ok()?;
+    let p = std::fs::read_link(&link).map_err(|e| {
+        TrackError::Other(format!(
+            "a changed directory's path could not be read ({e})"
+        ))
+    })?;
     let b = std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).to_vec();
     let gone = b.ends_with(b" (deleted)") && fsops::fstat(fd).map_or(true, |s| s.nlink == 0);
-    (!gone).then_some(b)
+    Ok((!gone).then_some(b))
 }
 
 /// `path` relative to the tree's root path `root`; None if outside it.
@@ -78,21 +85,60 @@ fn relative(path: &[u8], root: &[u8]) -> Option<Vec<u8>> {
 /// Where a handle's inode is now: path relative to the root, identity, kind.
 type Located = (Vec<u8>, Ident, Kind);
 
+/// A handle as the plan sees it.
+#[derive(Clone)]
+enum Found {
+    In(Located),
+    /// Removed (its removal is recorded in its parent), or on another
+    /// filesystem, or outside the tree.
+    Not,
+}
+
+/// Where handle `h` is now. Only a handle that no longer opens (ESTALE,
+/// ENOENT) or an inode with no names left is gone; any other failure is a
+/// doubt (the caller walks).
+fn locate(h: &Handle, root: BorrowedFd, root_path: &[u8], fsid: u64) -> Result<Found, TrackError> {
+    if h.fsid != fsid {
+        return Ok(Found::Not);
+    }
+    let fd = match h.open(root) {
+        Ok(fd) => fd,
+        Err(e) if matches!(e.errno, libc::ESTALE | libc::ENOENT) => return Ok(Found::Not),
+        Err(e) => {
+            return Err(TrackError::Other(format!(
+                "a changed inode could not be opened ({e})"
+            )))
+        }
+    };
+    let st = fsops::fstat(fd.as_fd())
+        .map_err(|e| TrackError::Other(format!("a changed inode could not be read ({e})")))?;
+    let Some(path) = path_of(fd.as_fd())? else {
+        return Ok(Found::Not);
+    };
+    Ok(match relative(&path, root_path) {
+        Some(rel) => Found::In((rel, st.ident(), st.kind)),
+        None => Found::Not,
+    })
+}
+
+/// An entry changed in directory `h` outside the tree: a doubt if it is a
+/// file with other names (one may be inside: the change is theirs too).
+fn outside_link(h: &Handle, name: &[u8], root: BorrowedFd) -> Result<(), TrackError> {
+    let Ok(fd) = h.open(root) else { return Ok(()) };
+    match fsops::stat_at(fd.as_fd(), name) {
+        Ok(s) if s.kind != Kind::Dir && s.nlink > 1 => Err(TrackError::Other(
+            "a hardlinked file changed through a name outside the tree".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Resolve every change of `j` against the source root `root`.
 pub fn plan(j: &Journal, root: BorrowedFd) -> Result<Plan, TrackError> {
     let root_path =
-        path_of(root).ok_or_else(|| TrackError::Other("source root: no path".into()))?;
+        path_of(root)?.ok_or_else(|| TrackError::Other("source root: no path".into()))?;
     let mut plan = Plan::default();
-    let mut seen: BTreeMap<&Handle, Option<Located>> = BTreeMap::new();
-    let locate = |h: &'_ Handle| -> Option<Located> {
-        if h.fsid != j.watched.fsid {
-            return None;
-        }
-        let fd = h.open(root).ok()?;
-        let st = fsops::fstat(fd.as_fd()).ok()?;
-        let rel = relative(&path_of(fd.as_fd())?, &root_path)?;
-        Some((rel, st.ident(), st.kind))
-    };
+    let mut seen: BTreeMap<&Handle, Found> = BTreeMap::new();
     for c in &j.changes {
         let (h, name, dirent, ondir) = match c {
             Change::Entry {
@@ -104,8 +150,18 @@ pub fn plan(j: &Journal, root: BorrowedFd) -> Result<Plan, TrackError> {
             Change::Itself(h) => (h, None, false, false),
             Change::Loss(_) => continue,
         };
-        let found = seen.entry(h).or_insert_with(|| locate(h)).clone();
-        let Some((rel, id, kind)) = found else {
+        let found = match seen.get(h) {
+            Some(f) => f.clone(),
+            None => {
+                let f = locate(h, root, &root_path, j.watched.fsid)?;
+                seen.insert(h, f.clone());
+                f
+            }
+        };
+        let Found::In((rel, id, kind)) = found else {
+            if let (Some(name), false) = (name, ondir) {
+                outside_link(h, name, root)?;
+            }
             plan.skipped += 1;
             continue;
         };
@@ -138,8 +194,53 @@ pub fn plan(j: &Journal, root: BorrowedFd) -> Result<Plan, TrackError> {
             }
         }
     }
+    // Filesystems mounted inside the tree are not watched (the mark is the
+    // source's filesystem): a full walk goes into them, so they are walked.
+    for rel in mounts_below(&root_path) {
+        let (parent, leaf) = fsops::parent_and_name(&rel);
+        let w = plan.dirs.entry(parent.to_vec()).or_default();
+        w.names.insert(leaf.to_vec(), true);
+        plan.mounts += 1;
+    }
     plan.drop_walked();
     Ok(plan)
+}
+
+/// Mount points strictly below `root` (relative paths), from
+/// /proc/self/mountinfo (its fifth field, with `\ooo` escapes).
+fn mounts_below(root: &[u8]) -> Vec<Vec<u8>> {
+    let Ok(info) = std::fs::read("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    info.split(|&b| b == b'\n')
+        .filter_map(|line| line.split(|&b| b == b' ').nth(4))
+        .map(unescape_mount)
+        .filter_map(|p| relative(&p, root).filter(|r| !r.is_empty()))
+        .collect()
+}
+
+fn unescape_mount(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        let oct = field
+            .get(i + 1..i + 4)
+            .filter(|o| field[i] == b'\\' && o.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match oct {
+            Some(o) => {
+                out.push(
+                    o.iter()
+                        .fold(0u8, |v, c| v.wrapping_mul(8).wrapping_add(c - b'0')),
+                );
+                i += 4;
+            }
+            None => {
+                out.push(field[i]);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 impl Plan {
@@ -175,6 +276,12 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_mount(br"/a\040b\012c\134"), b"/a b\nc\\".to_vec());
+        assert_eq!(unescape_mount(br"/x\09"), br"/x\09".to_vec());
+    }
 
     #[test]
     fn relative_paths() {

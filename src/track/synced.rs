@@ -21,19 +21,26 @@ pub struct Synced {
     pub source_root: Ident,
 }
 
-impl Synced {
+/// The record, with what the pass left out (`Filter::fingerprint`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub synced: Synced,
+    pub filter: String,
+}
+
+impl Record {
     fn encode(&self) -> String {
+        let s = &self.synced;
         format!(
-            "lmpi-synced 1 started={} source={}:{}",
-            self.started_ns, self.source_root.dev, self.source_root.ino
+            "lmpi-synced 2 started={} source={}:{} filter={}",
+            s.started_ns, s.source_root.dev, s.source_root.ino, self.filter
         )
     }
 
-    fn decode(v: &[u8]) -> Option<Synced> {
+    fn decode(v: &[u8]) -> Option<Record> {
         let text = std::str::from_utf8(v).ok()?;
-        let rest = text.strip_prefix("lmpi-synced 1 ")?;
-        let mut started = None;
-        let mut source = None;
+        let rest = text.strip_prefix("lmpi-synced 2 ")?;
+        let (mut started, mut source, mut filter) = (None, None, None);
         for f in rest.split(' ') {
             if let Some(v) = f.strip_prefix("started=") {
                 started = v.parse().ok();
@@ -43,24 +50,30 @@ impl Synced {
                     dev: d.parse().ok()?,
                     ino: i.parse().ok()?,
                 });
+            } else if let Some(v) = f.strip_prefix("filter=") {
+                filter = Some(v.to_string());
             }
         }
-        Some(Synced {
+        let synced = Synced {
             started_ns: started?,
             source_root: source?,
+        };
+        Some(Record {
+            synced,
+            filter: filter?,
         })
     }
 }
 
 /// Record on target root `dst` that a clean pass began at `started_ns`.
-pub fn mark(dst: BorrowedFd, s: Synced) -> Result<(), OsError> {
-    fsops::set_xattr(Some(dst), dst, b"", KEY, s.encode().as_bytes())
+pub fn mark(dst: BorrowedFd, r: &Record) -> Result<(), OsError> {
+    fsops::set_xattr(Some(dst), dst, b"", KEY, r.encode().as_bytes())
 }
 
 /// The last clean pass, if one was recorded (and the record is readable).
-pub fn read(dst: BorrowedFd) -> Option<Synced> {
+pub fn read(dst: BorrowedFd) -> Option<Record> {
     let v = fsops::get_xattr(Some(dst), dst, b"", KEY).ok()?;
-    Synced::decode(&v)
+    Record::decode(&v)
 }
 
 #[cfg(test)]
@@ -69,11 +82,19 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let s = Synced {
+        let synced = Synced {
             started_ns: 1_796_398_500_979_514_812,
             source_root: Ident { dev: 7, ino: 9 },
         };
-        assert_eq!(Synced::decode(s.encode().as_bytes()), Some(s));
-        assert_eq!(Synced::decode(b"lmpi-synced 1 started=x source=1:2"), None);
+        let r = Record {
+            synced,
+            filter: "x6162,63".into(),
+        };
+        assert_eq!(Record::decode(r.encode().as_bytes()), Some(r));
+        assert_eq!(
+            Record::decode(b"lmpi-synced 2 started=x source=1:2 filter=x"),
+            None
+        );
+        assert_eq!(Record::decode(b"lmpi-synced 1 started=1 source=1:2"), None);
     }
 }
