@@ -127,8 +127,7 @@ fn follow_renames(ctx: &Ctx, plan: &resolve::Plan) -> usize {
     let mut gone: HashMap<Vec<u8>, (Vec<u8>, Vec<u8>)> = HashMap::new();
     let mut appeared: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> = Vec::new();
     for (rel, w) in &plan.dirs {
-        let dirent: Vec<&Vec<u8>> = w.names.iter().filter(|(_, &d)| d).map(|(n, _)| n).collect();
-        if dirent.is_empty() {
+        if w.moved.is_empty() {
             continue;
         }
         let (Ok((sd, _)), Ok((dd, _))) = (ctx.open_src_dir(rel, w.id), ctx.open_dst_dir(rel, None))
@@ -137,7 +136,7 @@ fn follow_renames(ctx: &Ctx, plan: &resolve::Plan) -> usize {
         };
         let excluded =
             |n: &[u8]| ctx.filter.has_excludes() && ctx.filter.excluded(&fsops::join(rel, n));
-        for name in dirent.into_iter().filter(|n| !excluded(n)) {
+        for name in w.moved.iter().filter(|n| !excluded(n)) {
             let there = fsops::stat_at(dd.as_fd(), name);
             match (fsops::stat_at(sd.as_fd(), name), there) {
                 (Ok(s), Err(e)) if s.kind == Kind::Dir && e.is_not_found() => {

@@ -186,8 +186,7 @@ impl FinalPass {
             let child = fsops::join(rel, &name);
             match fsops::stat_at(sd.as_fd(), &name) {
                 Err(e) if e.errno == libc::ENOENT => {
-                    let one = std::iter::once((name, None));
-                    self.remove_gone(rel, sd.as_fd(), dd.as_fd(), d.ident(), one.collect(), out)
+                    self.gone(dd.as_fd(), d.ident(), &name, &child, out)
                 }
                 Ok(st) if st.kind == fsops::Kind::Dir => {
                     self.renamed_dir(rel, (sd.as_fd(), dd.as_fd()), &name, out)
@@ -204,8 +203,31 @@ impl FinalPass {
                 absent: false,
                 inos: Vec::new(),
             };
-            out.mapped(from_copy, |o| self.copy.process(copy::Item::Batch(b), o));
+            // In the directory already open: no second open of each side.
+            let dd = Some((dd.as_fd(), &d));
+            out.mapped(from_copy, |o| self.copy.batch_in(sd.as_fd(), dd, &b, o));
         }
+    }
+
+    /// A name the source just said ENOENT for: removed from the target as
+    /// the delete pass removes (unless excluded).
+    fn gone(
+        &self,
+        dd: BorrowedFd,
+        here: Ident,
+        name: &[u8],
+        child: &[u8],
+        out: &mut Emitter<'_, Item>,
+    ) {
+        let c = &self.ctx;
+        if c.filter.has_excludes() && c.filter.excluded(child) {
+            c.bump(&c.counters.skipped, 1);
+            return c.act(child, Action::Skipped(Skip::Exclude));
+        }
+        c.bump(&c.counters.scanned, 1);
+        out.mapped(Item::Delete, |o| {
+            self.delete.remove(dd, here, name, None, child, o)
+        });
     }
 
     /// Subdirectories of `rel` whose own owner, mode, xattrs or times

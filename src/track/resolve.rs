@@ -42,6 +42,9 @@ pub struct DirWork {
     pub names: BTreeMap<Vec<u8>, bool>,
     /// Subdirectories whose own attributes changed (settled, not walked).
     pub subdirs: std::collections::BTreeSet<Vec<u8>>,
+    /// Names under which a directory appeared, went or was renamed: where
+    /// a rename on the source may be followed on the target.
+    pub moved: std::collections::BTreeSet<Vec<u8>>,
     /// The directory's own attributes changed.
     pub itself: bool,
 }
@@ -173,6 +176,9 @@ pub fn plan(j: &Journal, root: BorrowedFd) -> Result<Plan, TrackError> {
                     w.subdirs.insert(name.clone());
                 } else {
                     *w.names.entry(name.clone()).or_default() |= dirent;
+                }
+                if ondir && dirent {
+                    w.moved.insert(name.clone());
                 }
             }
             (None, Kind::Dir) if rel.is_empty() => {

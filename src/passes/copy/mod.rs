@@ -428,13 +428,25 @@ impl CopyPass {
         let Some(((sd, _), dd)) = c.open_pair(&b.dir, b.ids, c.dry_run) else {
             return;
         };
+        let dd = dd.as_ref().map(|(d, st)| (d.as_fd(), st));
+        self.batch_in(sd.as_fd(), dd, &b, out)
+    }
+
+    /// Batch `b`'s entries in its directory, already open on both sides
+    /// (`dd` with its fstat; None in a dry run below a new directory).
+    pub(crate) fn batch_in(
+        &self,
+        sd: BorrowedFd,
+        dd: Option<(BorrowedFd, &Stat)>,
+        b: &Batch,
+        out: &mut Emitter<'_, Item>,
+    ) {
         let landing = dd
-            .as_ref()
-            .map(|(d, st)| self.landing(sd.as_fd(), d.as_fd(), st))
+            .map(|(d, st)| self.landing(sd, d, st))
             .unwrap_or(Landing::UNKNOWN);
         let here = Here {
-            sd: sd.as_fd(),
-            dd: dd.as_ref().map(|(d, _)| d.as_fd()),
+            sd,
+            dd: dd.map(|(d, _)| d),
             dir: &b.dir,
             ids: b.ids,
             landing,
