@@ -14,6 +14,7 @@ pub mod host;
 pub mod lustre;
 pub mod manifest;
 pub mod passes;
+pub mod progress;
 pub mod report;
 pub mod run;
 pub mod settings;

@@ -1,8 +1,6 @@
 //! What rank 0 prints: a progress line every `report_interval` and the final
 //! summary (also as JSON with `--report`).
 
-use std::time::Duration;
-
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -52,6 +50,17 @@ pub fn human_bytes(b: u64) -> String {
     }
 }
 
+/// A duration in microseconds, in the unit that reads best: 98 us,
+/// 4.7 ms, 9.19 s, 2.5 min.
+pub fn human_micros(us: u64) -> String {
+    match us {
+        0..=999 => format!("{us} us"),
+        1_000..=999_999 => format!("{:.1} ms", us as f64 / 1e3),
+        1_000_000..=119_999_999 => format!("{:.2} s", us as f64 / 1e6),
+        _ => format!("{:.1} min", us as f64 / 6e7),
+    }
+}
+
 pub fn human_count(n: u64) -> String {
     if n >= 10_000_000 {
         format!("{:.1}M", n as f64 / 1e6)
@@ -60,32 +69,6 @@ pub fn human_count(n: u64) -> String {
     } else {
         n.to_string()
     }
-}
-
-fn hms(d: Duration) -> String {
-    let s = d.as_secs();
-    format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
-}
-
-pub fn progress_line(pass: &str, elapsed: Duration, t: &Snapshot) -> String {
-    let secs = elapsed.as_secs_f64().max(1e-3);
-    format!(
-        "lmpi {pass} [{}] dirs {} scanned {} copied {} ({}, {}/s, {:.0} files/s) meta {} same {} skipped {} deleted {} errors {} queued {} active {}",
-        hms(elapsed),
-        human_count(t.dirs),
-        human_count(t.scanned),
-        human_count(t.files),
-        human_bytes(t.data),
-        human_bytes((t.data as f64 / secs) as u64),
-        t.files as f64 / secs,
-        human_count(t.meta),
-        human_count(t.uptodate),
-        human_count(t.skipped),
-        human_count(t.deleted),
-        t.errors,
-        t.queued,
-        t.inflight,
-    )
 }
 
 #[derive(Debug, Serialize, Default, Clone)]
@@ -119,6 +102,16 @@ pub struct RankFigures {
 #[derive(Debug, Serialize, Default)]
 pub struct Summary {
     pub pass: String,
+    /// The job's id (`LMPI_JOB_ID`, Slurm's, or made up; the error log's
+    /// name and the control bridge's too).
+    pub job: String,
+    pub source: String,
+    pub target: String,
+    /// lmpi's version and commit.
+    pub version: String,
+    /// Wall-clock start and end, RFC 3339 UTC.
+    pub started_at: String,
+    pub ended_at: String,
     /// complete | incomplete | stopped | refused | max-delete
     pub status: String,
     pub exit_code: i32,
@@ -136,6 +129,30 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Verify's own words: it compares, it copies nothing.
+    fn verify_text(&self) -> String {
+        let t = &self.totals;
+        let mut s = format!(
+            "  dirs {}  entries compared {}  the same {}  data read {} ({}/s)\n",
+            t.dirs,
+            t.scanned,
+            t.uptodate,
+            human_bytes(t.data),
+            human_bytes(self.bytes_per_second as u64)
+        );
+        s += &format!(
+            "  differences or unreadable {}  (each a line in the error log)\n",
+            t.errors
+        );
+        for n in &self.notes {
+            s += &format!("  note: {n}\n");
+        }
+        if let Some(l) = &self.error_log {
+            s += &format!("  error log: {l}\n");
+        }
+        s + &format!("  exit status {}", self.exit_code)
+    }
+
     pub fn text(&self) -> String {
         let t = &self.totals;
         let mut s = format!(
@@ -146,6 +163,9 @@ impl Summary {
             self.ranks,
             self.threads_per_rank
         );
+        if self.pass == "verify" {
+            return s + &self.verify_text();
+        }
         s += &format!(
             "  dirs {}  scanned {}  copied/created {}  data {} ({}/s, {:.0} files/s)\n",
             t.dirs,
@@ -169,15 +189,15 @@ impl Summary {
             let f = &self.file_size_bytes;
             let c = &self.copy_time_us;
             s += &format!(
-                "  file size p50 {} p90 {} p99 {} max {}\n  copy time p50 {} us p90 {} us p99 {} us max {} us\n",
+                "  file size p50 {} p90 {} p99 {} max {}\n  copy time p50 {} p90 {} p99 {} max {}\n",
                 human_bytes(f.p50),
                 human_bytes(f.p90),
                 human_bytes(f.p99),
                 human_bytes(f.max),
-                c.p50,
-                c.p90,
-                c.p99,
-                c.max
+                human_micros(c.p50),
+                human_micros(c.p90),
+                human_micros(c.p99),
+                human_micros(c.max)
             );
         }
         for n in &self.notes {

@@ -331,7 +331,7 @@ impl Drop for JobLock {
 /// Rank 0's eyes: progress lines, control status, control commands.
 struct RankZero {
     pass: &'static str,
-    start: Instant,
+    progress: crate::progress::Progress,
     quiet: bool,
     status: SharedStatus,
     commands: Option<Receiver<Command>>,
@@ -352,9 +352,11 @@ impl RankZero {
         if let Some(note) = crate::host::binding_note(cfg.threads_per_rank) {
             eprintln!("lmpi: note: {note}");
         }
+        let source = cfg.source_mount.as_deref().unwrap_or(Path::new(""));
+        let expected = crate::progress::expected_from(args.report.as_deref(), source);
         RankZero {
             pass: args.pass.name(),
-            start: started,
+            progress: crate::progress::Progress::new(args.pass.name(), started, expected),
             quiet: args.quiet,
             status: status.clone(),
             commands: control::spawn(&cfg.control, job, status.clone(), args.wait_for_start),
@@ -384,11 +386,7 @@ impl Monitor for RankZero {
                     self.pass
                 ));
             } else {
-                report::say(&report::progress_line(
-                    self.pass,
-                    self.start.elapsed(),
-                    &total,
-                ));
+                report::say(&self.progress.line(&total));
             }
         }
         if let Ok(mut s) = self.status.lock() {
@@ -1075,6 +1073,7 @@ pub fn run_pass<T: Transport + ?Sized>(
     settings: Result<&Settings, &dyn std::fmt::Display>,
 ) -> ExitStatus {
     let started = Instant::now();
+    let started_at = SystemTime::now();
     let rank = t.rank();
     let size = t.size();
     let host = crate::host::hostname();
@@ -1139,6 +1138,8 @@ pub fn run_pass<T: Transport + ?Sized>(
     let (failed, lines) = log_state;
     let end = End {
         started,
+        started_at,
+        job: &job,
         host: &host,
         pass,
         log_path: log_path.as_deref(),
@@ -1247,6 +1248,8 @@ fn error_log_path(args: &Settings, cfg: &Config, job: &str, who: &str) -> Option
 /// What the end of a pass needs to know besides the counters.
 struct End<'a> {
     started: Instant,
+    started_at: SystemTime,
+    job: &'a str,
     host: &'a str,
     pass: &'static str,
     log_path: Option<&'a Path>,
@@ -1319,8 +1322,16 @@ impl End<'_> {
             return code;
         }
         let code = self.merge_manifest(&all, code, &mut notes);
+        let cfg = &args.cfg;
+        let shown = |p: &Option<PathBuf>| p.as_deref().map(|p| p.display().to_string());
         let summary = Summary {
             pass: self.pass.into(),
+            job: self.job.into(),
+            source: shown(&cfg.source_mount).unwrap_or_default(),
+            target: shown(&cfg.target_mount).unwrap_or_default(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            started_at: humantime::format_rfc3339_seconds(self.started_at).to_string(),
+            ended_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
             status: code.outcome().into(),
             exit_code: code.code(),
             ranks: t.size(),

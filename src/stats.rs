@@ -50,6 +50,7 @@ counters! {
     errors => "errors", "errors reported (each is a line in the error log)";
     queued => "queued", "work items waiting in this rank's queue (gauge)";
     inflight => "inflight", "work items being processed by I/O threads (gauge)";
+    partial => "partial", "bytes landed in big files whose copy is not complete yet (gauge)";
 }
 
 impl Snapshot {

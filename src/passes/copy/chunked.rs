@@ -330,6 +330,11 @@ impl CopyPass {
             f.failed |= end == ChunkEnd::Failed;
             f.stopped |= end == ChunkEnd::Stopped;
             f.bytes += bytes;
+            // Seen in the progress line while the file is not complete.
+            self.ctx
+                .counters
+                .partial
+                .fetch_add(bytes, Ordering::Relaxed);
             if let (ChunkEnd::In, Some(rec)) = (end, f.record.as_mut()) {
                 rec.done.insert(off / rec.chunk);
             }
@@ -346,6 +351,10 @@ impl CopyPass {
     /// All chunks reported back: finish the file and count it; a stopped
     /// one waits for `keep_partials`.
     fn complete(&self, f: PendingFile) {
+        let gauge = &self.ctx.counters.partial;
+        let _ = gauge.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+            Some(v.saturating_sub(f.bytes))
+        });
         if f.stopped && !f.failed && f.record.is_some() {
             self.kept.lock().unwrap_or_else(|p| p.into_inner()).push(f);
             return;

@@ -133,10 +133,18 @@ impl CopyPass {
             fsops::stat_at(dd.as_fd(), name).ok()
         };
         let d = on_target(first).filter(|d| same_data(&s, d));
-        match &d {
-            Some(_) => c.bump(&c.counters.uptodate, 1),
-            None => self.would_write(&first.rel, &s),
+        // Data there: what settling it would fix (the dry run only says).
+        let settled = match (&d, c.open_dst_dir(pdir, first.ids.dst)) {
+            (Some(d), Ok((dd, _))) => {
+                let at = (pname, &first.rel[..]);
+                self.settle_trusted(sd.as_fd(), dd.as_fd(), at, (&s, d), true)?
+            }
+            _ => false,
+        };
+        if !settled {
+            self.would_write(&first.rel, &s);
         }
+        let d = d.filter(|_| settled);
         for o in others {
             let same = d.is_some_and(|d| on_target(o).is_some_and(|od| od.ident() == d.ident()));
             if same {
