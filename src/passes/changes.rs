@@ -35,15 +35,20 @@ impl From<&str> for WalkWhy {
     }
 }
 
-/// Rank 0's seeds for a final pass with `--changes journal`.
-pub fn seeds(ctx: &Ctx, path: &Path) -> Seeds {
-    match plan(ctx, path) {
+/// Rank 0's seeds for a final pass with `--changes journal` (`lustre`:
+/// where liblustreapi is, for a changelog journal's FIDs).
+pub fn seeds(ctx: &Ctx, path: &Path, lustre: &crate::lustre::LustreConfig) -> Seeds {
+    match plan(ctx, path, lustre) {
         Ok((items, note)) => Seeds::Changes(items, note),
         Err(why) => Seeds::Walk(why),
     }
 }
 
-fn plan(ctx: &Ctx, path: &Path) -> Result<(Vec<Item>, String), WalkWhy> {
+fn plan(
+    ctx: &Ctx,
+    path: &Path,
+    lustre: &crate::lustre::LustreConfig,
+) -> Result<(Vec<Item>, String), WalkWhy> {
     let j = journal::read(path)?;
     if let Some(d) = &j.doubt {
         return Err(WalkWhy::Doubt(d.clone()));
@@ -65,7 +70,17 @@ fn plan(ctx: &Ctx, path: &Path) -> Result<(Vec<Item>, String), WalkWhy> {
     if since + synced::CLOCK_SKEW_NS > last.started_ns {
         return Err("its tracker started after the last clean pass began (or within the 2 s allowed for clock skew)".into());
     }
-    let plan = resolve::plan(&j, ctx.src())?;
+    let has_fids = j.changes.iter().any(|c| match c {
+        crate::track::Change::Entry { dir: h, .. } | crate::track::Change::Itself(h) => {
+            h.as_fid().is_some()
+        }
+        crate::track::Change::Loss(_) => false,
+    });
+    let fids = match has_fids {
+        true => Some(crate::track::changelog::FidPaths::new(lustre, ctx.src())?),
+        false => None,
+    };
+    let plan = resolve::plan(&j, ctx.src(), fids.as_ref())?;
     let entries: usize = plan.dirs.values().map(|w| w.names.len()).sum();
     let note = format!(
         "--changes: {entries} entries in {} directories from the journal ({} records gone or outside the tree)",

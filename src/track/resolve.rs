@@ -78,20 +78,55 @@ fn relative(path: &[u8], root: &[u8]) -> Option<Vec<u8>> {
 /// Where a handle's inode is now: path relative to the root, identity, kind.
 type Located = (Vec<u8>, Ident, Kind);
 
-/// Resolve every change of `j` against the source root `root`.
-pub fn plan(j: &Journal, root: BorrowedFd) -> Result<Plan, TrackError> {
+/// Where FID `fid` is now under `root`; None if it is gone (its removal is
+/// recorded in its parent) or outside the tree.
+fn locate_fid(
+    fids: &super::changelog::FidPaths,
+    fid: &lustre_sys::lu_fid,
+    root: BorrowedFd,
+) -> Result<Option<Located>, TrackError> {
+    let Some(rel) = fids.path(fid)? else {
+        return Ok(None);
+    };
+    let st = if rel.is_empty() {
+        fsops::fstat(root)
+    } else {
+        let (parent, leaf) = fsops::parent_and_name(&rel);
+        fsops::open_dir_beneath(root, parent).and_then(|d| fsops::stat_at(d.as_fd(), leaf))
+    };
+    match st {
+        Ok(st) => Ok(Some((rel, st.ident(), st.kind))),
+        Err(e) if e.errno == libc::ENOENT => Ok(None),
+        Err(e) => Err(TrackError::os(
+            Path::new(&super::changelog::fid_text(fid)),
+            e.op,
+            e.errno,
+        )),
+    }
+}
+
+/// Resolve every change of `j` against the source root `root`; FIDs with
+/// `fids` (a journal with FIDs and no way to resolve them is an error).
+pub fn plan(
+    j: &Journal,
+    root: BorrowedFd,
+    fids: Option<&super::changelog::FidPaths>,
+) -> Result<Plan, TrackError> {
     let root_path =
         path_of(root).ok_or_else(|| TrackError::Other("source root: no path".into()))?;
     let mut plan = Plan::default();
     let mut seen: BTreeMap<&Handle, Option<Located>> = BTreeMap::new();
-    let locate = |h: &'_ Handle| -> Option<Located> {
+    let locate = |h: &'_ Handle| -> Result<Option<Located>, TrackError> {
         if h.fsid != j.watched.fsid {
-            return None;
+            return Ok(None);
         }
-        let fd = h.open(root).ok()?;
-        let st = fsops::fstat(fd.as_fd()).ok()?;
-        let rel = relative(&path_of(fd.as_fd())?, &root_path)?;
-        Some((rel, st.ident(), st.kind))
+        if let Some(fid) = h.as_fid() {
+            let fids = fids.ok_or_else(|| {
+                TrackError::Other("it names Lustre FIDs and liblustreapi is not loaded".into())
+            })?;
+            return locate_fid(fids, &fid, root);
+        }
+        Ok(located(h, root, &root_path))
     };
     for c in &j.changes {
         let (h, name, dirent, ondir) = match c {
@@ -104,7 +139,14 @@ pub fn plan(j: &Journal, root: BorrowedFd) -> Result<Plan, TrackError> {
             Change::Itself(h) => (h, None, false, false),
             Change::Loss(_) => continue,
         };
-        let found = seen.entry(h).or_insert_with(|| locate(h)).clone();
+        let found = match seen.get(h) {
+            Some(f) => f.clone(),
+            None => {
+                let f = locate(h)?;
+                seen.insert(h, f.clone());
+                f
+            }
+        };
         let Some((rel, id, kind)) = found else {
             plan.skipped += 1;
             continue;
@@ -140,6 +182,14 @@ pub fn plan(j: &Journal, root: BorrowedFd) -> Result<Plan, TrackError> {
     }
     plan.drop_walked();
     Ok(plan)
+}
+
+/// Where kernel handle `h` is now under `root` (at `root_path`).
+fn located(h: &Handle, root: BorrowedFd, root_path: &[u8]) -> Option<Located> {
+    let fd = h.open(root).ok()?;
+    let st = fsops::fstat(fd.as_fd()).ok()?;
+    let rel = relative(&path_of(fd.as_fd())?, root_path)?;
+    Some((rel, st.ident(), st.kind))
 }
 
 impl Plan {
