@@ -430,7 +430,11 @@ pub fn choose(
             );
             Ok(None)
         }
-        Err(e) => Err(TrackError::Other(format!("changelog_user is set: {e}"))),
+        // Not Lustre by its statfs either: nothing to read changelogs of.
+        Err(_) if !crate::lustre::statfs_is_lustre(source) => Ok(None),
+        Err(e) => Err(TrackError::Other(format!(
+            "changelog_user is set and the source is on Lustre: {e}"
+        ))),
     }
 }
 
