@@ -36,7 +36,8 @@ pub struct Cli {
 pub enum Sub {
     /// Talk to a running job over RabbitMQ (stop, status, pool-grow, ...).
     Ctl(lmpi::control::client::CtlArgs),
-    /// Record every change on the live source by identity (fanotify), so
+    /// Record every change on the live source by identity (fanotify, or
+    /// Lustre changelogs), so
     /// `--pass final --changes JOURNAL` visits only what changed. Runs until
     /// SIGTERM/SIGINT, then syncs the journal and exits 0.
     Track(TrackArgs),
@@ -62,6 +63,15 @@ pub struct TrackArgs {
     /// Print a progress line this often (seconds; 0: never).
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub report_interval: u64,
+    /// Lustre: read this MDT's changelog (repeat for each MDT; default:
+    /// `[lustre] changelog_mdts`).
+    #[arg(long = "mdt", value_name = "NAME")]
+    pub mdts: Vec<String>,
+    /// Lustre: the registered changelog user (default: `[lustre]
+    /// changelog_user`). With one, a source on Lustre is tracked through
+    /// its changelogs instead of fanotify.
+    #[arg(long, value_name = "ID")]
+    pub changelog_user: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -33,12 +33,31 @@ pub struct LustreConfig {
     pub mdts: Vec<u32>,
     /// The old rule: a source stripe count of 16 or more becomes -1 (all OSTs).
     pub wide_striping_rule: bool,
+    /// `lmpi track`: the changelog user registered on each MDT
+    /// (`lctl --device <mdt> changelog_register`), e.g. "cl1".
+    pub changelog_user: Option<String>,
+    /// `lmpi track`: the MDTs whose changelogs are read, e.g. "fs-MDT0000".
+    pub changelog_mdts: Vec<String>,
 }
 
 impl LustreConfig {
     pub fn validate(&self) -> Result<(), (String, String)> {
         if self.mdts.len() > 4096 {
             return Err(("mdts".into(), "at most 4096 entries".into()));
+        }
+        let name_ok =
+            |n: &str| !n.is_empty() && n.len() <= 64 && n.bytes().all(|b| b.is_ascii_graphic());
+        if self.changelog_user.as_deref().is_some_and(|u| !name_ok(u)) {
+            return Err((
+                "changelog_user".into(),
+                "1 to 64 printable characters, no spaces".into(),
+            ));
+        }
+        if self.changelog_mdts.len() > 4096 || !self.changelog_mdts.iter().all(|m| name_ok(m)) {
+            return Err((
+                "changelog_mdts".into(),
+                "at most 4096 names of 1 to 64 printable characters, no spaces".into(),
+            ));
         }
         Ok(())
     }
@@ -181,6 +200,21 @@ impl Lustre {
                 )),
             )),
         }
+    }
+
+    /// The library alone, whatever the roots (`lmpi track`, and a final
+    /// pass resolving a changelog journal's FIDs).
+    pub fn load(cfg: &LustreConfig) -> Result<Lustre, sys::LoadError> {
+        Ok(Lustre {
+            api: sys::Api::load(cfg.library.as_deref())?,
+            mdts: cfg.mdts.clone(),
+            wide_rule: cfg.wide_striping_rule,
+        })
+    }
+
+    /// The raw entry points, for the changelog reader's safe wrappers.
+    pub fn api(&self) -> &sys::Api {
+        &self.api
     }
 
     /// Lustre if statfs says so, or if liblustreapi can tell which MDT holds it

@@ -29,7 +29,15 @@ fn main() {
             lmpi::control::client::run_ctl(&args, &cfg.control)
         }
         Some(Sub::Track(args)) => {
+            let lustre = match track_lustre(&cli.pass, &args) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("lmpi track: {e}");
+                    std::process::exit(ExitStatus::Usage.code());
+                }
+            };
             let s = lmpi::track::TrackSettings {
+                lustre,
                 source: args.source,
                 journal: args.journal,
                 flush: std::time::Duration::from_millis(args.flush_ms.max(1)),
@@ -110,6 +118,23 @@ fn usage_error(e: clap::Error) -> ! {
 }
 
 /// Load the config named on the command line (or $LMPI_CONFIG), then apply overrides.
+/// `[lustre]` of the config with `--mdt` and `--changelog-user` applied.
+fn track_lustre(
+    pass: &PassArgs,
+    args: &cli::TrackArgs,
+) -> Result<lmpi::lustre::LustreConfig, String> {
+    let mut l = load_config(pass).map_err(|e| e.to_string())?.lustre;
+    if !args.mdts.is_empty() {
+        l.changelog_mdts = args.mdts.clone();
+    }
+    if let Some(u) = &args.changelog_user {
+        l.changelog_user = Some(u.clone());
+    }
+    l.validate()
+        .map_err(|(key, why)| format!("--mdt/--changelog-user ({key}): {why}"))?;
+    Ok(l)
+}
+
 fn load_config(args: &PassArgs) -> Result<Config, ConfigError> {
     let path = args
         .config

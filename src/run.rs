@@ -713,7 +713,7 @@ fn run_final<T: Transport + ?Sized>(
     let rank = ctx.rank;
     let started_ns = crate::track::unix_ns();
     let (seeds, mut notes) = match env.args.from_manifest.is_empty() {
-        true => final_seeds(&ctx, env.args.changes.as_deref()),
+        true => final_seeds(&ctx, env.args.changes.as_deref(), &env.args.cfg.lustre),
         false => named_seeds(&ctx, env, |n, c| n.final_items(c)),
     };
     // Agreed: only rank 0 read the journal.
@@ -778,12 +778,16 @@ fn run_final<T: Transport + ?Sized>(
 
 /// Rank 0's seeds for a final pass (the journal's changes, or the root
 /// with the reason), with the summary's note about them.
-fn final_seeds(ctx: &Ctx, journal: Option<&std::path::Path>) -> (Seeds, Vec<String>) {
+fn final_seeds(
+    ctx: &Ctx,
+    journal: Option<&std::path::Path>,
+    lustre: &crate::lustre::LustreConfig,
+) -> (Seeds, Vec<String>) {
     let Some(j) = journal.filter(|_| ctx.rank == 0) else {
         let why = changes::WalkWhy::Doubt(String::new());
         return (Seeds::Walk(why), Vec::new());
     };
-    match changes::seeds(ctx, j) {
+    match changes::seeds(ctx, j, lustre) {
         Seeds::Changes(items, note) => (Seeds::Changes(items, note.clone()), vec![note]),
         Seeds::Walk(why) => {
             let note = format!(

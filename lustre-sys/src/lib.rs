@@ -4,7 +4,7 @@
 #![allow(non_camel_case_types)]
 
 use std::ffi::{OsStr, OsString};
-use std::os::raw::{c_char, c_int};
+use std::os::raw::{c_char, c_int, c_longlong, c_void};
 use std::path::{Path, PathBuf};
 
 /// Opaque `struct llapi_layout`.
@@ -32,6 +32,139 @@ pub const LUSTRE_EOF: u64 = u64::MAX;
 pub const LOV_MAXPOOLNAME: usize = 15;
 /// statfs f_type of a Lustre client mount.
 pub const LL_SUPER_MAGIC: i64 = 0x0BD0_0BD0;
+
+/// `struct lu_fid`: a Lustre file identifier (sequence, object id, version).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct lu_fid {
+    pub f_seq: u64,
+    pub f_oid: u32,
+    pub f_ver: u32,
+}
+
+/// `struct changelog_rec` (lustre_user.h): the fixed head of a changelog
+/// record. Extensions follow it as `cr_flags` says (see
+/// [`changelog_rec_offset`]), then `cr_namelen` bytes of name: the target
+/// name, and for a rename with `CLF_RENAME` a NUL and the source name.
+/// For `CL_MARK` the target FID's first word is `cr_markerflags`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct changelog_rec {
+    pub cr_namelen: u16,
+    pub cr_flags: u16,
+    pub cr_type: u32,
+    pub cr_index: u64,
+    pub cr_prev: u64,
+    pub cr_time: u64,
+    pub cr_tfid: lu_fid,
+    pub cr_pfid: lu_fid,
+}
+
+/// `struct changelog_ext_rename`: the renamed object and its old parent.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct changelog_ext_rename {
+    pub cr_sfid: lu_fid,
+    pub cr_spfid: lu_fid,
+}
+
+/// `enum changelog_rec_type`.
+pub const CL_MARK: u32 = 0;
+pub const CL_CREATE: u32 = 1;
+pub const CL_MKDIR: u32 = 2;
+pub const CL_HARDLINK: u32 = 3;
+pub const CL_SOFTLINK: u32 = 4;
+pub const CL_MKNOD: u32 = 5;
+pub const CL_UNLINK: u32 = 6;
+pub const CL_RMDIR: u32 = 7;
+pub const CL_RENAME: u32 = 8;
+/// The second half of an old-style rename (RNMTO).
+pub const CL_EXT: u32 = 9;
+pub const CL_OPEN: u32 = 10;
+pub const CL_CLOSE: u32 = 11;
+pub const CL_LAYOUT: u32 = 12;
+pub const CL_TRUNC: u32 = 13;
+pub const CL_SETATTR: u32 = 14;
+pub const CL_SETXATTR: u32 = 15;
+pub const CL_HSM: u32 = 16;
+pub const CL_MTIME: u32 = 17;
+pub const CL_CTIME: u32 = 18;
+pub const CL_ATIME: u32 = 19;
+pub const CL_MIGRATE: u32 = 20;
+pub const CL_FLRW: u32 = 21;
+pub const CL_RESYNC: u32 = 22;
+pub const CL_GETXATTR: u32 = 23;
+pub const CL_DN_OPEN: u32 = 24;
+pub const CL_LAST: u32 = 25;
+
+/// `enum changelog_rec_flags`: which extensions follow the head.
+pub const CLF_VERSION: u16 = 0x1000;
+pub const CLF_RENAME: u16 = 0x2000;
+pub const CLF_JOBID: u16 = 0x4000;
+pub const CLF_EXTRA_FLAGS: u16 = 0x8000;
+/// `enum changelog_rec_extra_flags`: which extra extensions follow.
+pub const CLFE_UIDGID: u64 = 0x0001;
+pub const CLFE_NID: u64 = 0x0002;
+pub const CLFE_OPEN: u64 = 0x0004;
+pub const CLFE_XATTR: u64 = 0x0008;
+/// `enum changelog_send_flag` (for `changelog_start`).
+pub const CHANGELOG_FLAG_FOLLOW: c_int = 0x01;
+pub const CHANGELOG_FLAG_BLOCK: c_int = 0x02;
+pub const CHANGELOG_FLAG_JOBID: c_int = 0x04;
+pub const CHANGELOG_FLAG_EXTRA_FLAGS: c_int = 0x08;
+/// Sizes of the extensions (sizeof in lustre_user.h, with C's padding).
+pub const CHANGELOG_EXT_RENAME_SIZE: usize = std::mem::size_of::<changelog_ext_rename>();
+pub const CHANGELOG_EXT_JOBID_SIZE: usize = 32;
+pub const CHANGELOG_EXT_EXTRA_FLAGS_SIZE: usize = 8;
+pub const CHANGELOG_EXT_UIDGID_SIZE: usize = 16;
+pub const CHANGELOG_EXT_NID_SIZE: usize = 24;
+pub const CHANGELOG_EXT_OPENMODE_SIZE: usize = 4;
+pub const CHANGELOG_EXT_XATTR_SIZE: usize = 256;
+
+/// `changelog_rec_offset()` of lustre_user.h: where the name starts for
+/// a record with flags `crf` and extra flags `cref` (its static inline
+/// function, which no library exports).
+pub fn changelog_rec_offset(crf: u16, cref: u64) -> usize {
+    let mut size = std::mem::size_of::<changelog_rec>();
+    let has = |f: u16| crf & f != 0;
+    let extra = |f: u64| has(CLF_EXTRA_FLAGS) && cref & f != 0;
+    size += if has(CLF_RENAME) {
+        CHANGELOG_EXT_RENAME_SIZE
+    } else {
+        0
+    };
+    size += if has(CLF_JOBID) {
+        CHANGELOG_EXT_JOBID_SIZE
+    } else {
+        0
+    };
+    size += if has(CLF_EXTRA_FLAGS) {
+        CHANGELOG_EXT_EXTRA_FLAGS_SIZE
+    } else {
+        0
+    };
+    size += if extra(CLFE_UIDGID) {
+        CHANGELOG_EXT_UIDGID_SIZE
+    } else {
+        0
+    };
+    size += if extra(CLFE_NID) {
+        CHANGELOG_EXT_NID_SIZE
+    } else {
+        0
+    };
+    size += if extra(CLFE_OPEN) {
+        CHANGELOG_EXT_OPENMODE_SIZE
+    } else {
+        0
+    };
+    size += if extra(CLFE_XATTR) {
+        CHANGELOG_EXT_XATTR_SIZE
+    } else {
+        0
+    };
+    size
+}
 
 // Each alias is the C prototype of one entry point (enums are 32-bit ints).
 // Besides what each alias's safety section says, every call needs the `Api`
@@ -141,6 +274,63 @@ pub type DirCreatePoolFn =
 /// `fd` must be open for the call and `mdtidx` valid for writing one int.
 pub type FileFgetMdtidxFn = unsafe extern "C" fn(c_int, *mut c_int) -> c_int;
 
+/// `int llapi_changelog_start(void **priv, enum changelog_send_flag flags,
+/// const char *mdtname, long long startrec)`: 0 or -errno.
+///
+/// # Safety
+/// `priv` must be valid for writing one pointer and `mdtname` a
+/// NUL-terminated string valid for the call. On success `*priv` is the
+/// caller's to end once with `changelog_fini`.
+pub type ChangelogStartFn =
+    unsafe extern "C" fn(*mut *mut c_void, c_int, *const c_char, c_longlong) -> c_int;
+/// `int llapi_changelog_fini(void **priv)`: 0 or -errno.
+///
+/// # Safety
+/// `*priv` must come from `changelog_start` and not be ended yet; it is
+/// dangling afterwards.
+pub type ChangelogFiniFn = unsafe extern "C" fn(*mut *mut c_void) -> c_int;
+/// `int llapi_changelog_recv(void *priv, struct changelog_rec **rech)`: 0
+/// with a record in `*rech`, 1 at the end of the log, or -errno.
+///
+/// # Safety
+/// `priv` must be a live reader and `rech` valid for writing one pointer.
+/// A record returned is the caller's to free once with `changelog_free`;
+/// it is `changelog_rec_offset(...) + cr_namelen` bytes long.
+pub type ChangelogRecvFn = unsafe extern "C" fn(*mut c_void, *mut *mut changelog_rec) -> c_int;
+/// `int llapi_changelog_free(struct changelog_rec **rech)`: 0.
+///
+/// # Safety
+/// `*rech` must be a record `changelog_recv` returned, not yet freed.
+pub type ChangelogFreeFn = unsafe extern "C" fn(*mut *mut changelog_rec) -> c_int;
+/// `int llapi_changelog_clear(const char *mdtname, const char *idstr, long
+/// long endrec)`: 0 or -errno. Purges, for user `idstr`, every record up
+/// to `endrec`.
+///
+/// # Safety
+/// Both strings must be NUL-terminated and valid for the call.
+pub type ChangelogClearFn = unsafe extern "C" fn(*const c_char, *const c_char, c_longlong) -> c_int;
+/// `int llapi_fid2path(const char *path_or_device, const char *fidstr, char
+/// *path, int pathlen, long long *recno, int *linkno)`: 0 or -errno
+/// (-ENOENT: no such FID). The path is relative to the mount's root.
+///
+/// # Safety
+/// Both strings must be NUL-terminated and valid for the call; `path`
+/// valid for writing `pathlen` bytes; `recno` and `linkno` valid for
+/// reading and writing one value each.
+pub type Fid2pathFn = unsafe extern "C" fn(
+    *const c_char,
+    *const c_char,
+    *mut c_char,
+    c_int,
+    *mut c_longlong,
+    *mut c_int,
+) -> c_int;
+/// `int llapi_fd2fid(int fd, struct lu_fid *fid)`: 0 or -errno.
+///
+/// # Safety
+/// `fd` must be open for the call and `fid` valid for writing one `lu_fid`.
+pub type Fd2fidFn = unsafe extern "C" fn(c_int, *mut lu_fid) -> c_int;
+
 /// The resolved entry points. The library stays loaded as long as this lives.
 pub struct Api {
     pub layout_alloc: LayoutAllocFn,
@@ -163,6 +353,13 @@ pub struct Api {
     pub layout_file_create: FileCreateFn,
     pub dir_create_pool: DirCreatePoolFn,
     pub file_fget_mdtidx: FileFgetMdtidxFn,
+    pub changelog_start: ChangelogStartFn,
+    pub changelog_fini: ChangelogFiniFn,
+    pub changelog_recv: ChangelogRecvFn,
+    pub changelog_free: ChangelogFreeFn,
+    pub changelog_clear: ChangelogClearFn,
+    pub fid2path: Fid2pathFn,
+    pub fd2fid: Fd2fidFn,
     /// Where the library was found.
     pub path: PathBuf,
     _lib: libloading::Library,
@@ -267,6 +464,13 @@ impl Api {
             layout_file_create: sym!("llapi_layout_file_create"),
             dir_create_pool: sym!("llapi_dir_create_pool"),
             file_fget_mdtidx: sym!("llapi_file_fget_mdtidx"),
+            changelog_start: sym!("llapi_changelog_start"),
+            changelog_fini: sym!("llapi_changelog_fini"),
+            changelog_recv: sym!("llapi_changelog_recv"),
+            changelog_free: sym!("llapi_changelog_free"),
+            changelog_clear: sym!("llapi_changelog_clear"),
+            fid2path: sym!("llapi_fid2path"),
+            fd2fid: sym!("llapi_fd2fid"),
             path,
             _lib: lib,
         })
@@ -282,3 +486,23 @@ impl Api {
 unsafe impl Send for Api {}
 // SAFETY: as for `Send` just above.
 unsafe impl Sync for Api {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_match_lustre_user_h() {
+        assert_eq!(std::mem::size_of::<lu_fid>(), 16);
+        assert_eq!(std::mem::size_of::<changelog_rec>(), 64);
+        assert_eq!(CHANGELOG_EXT_RENAME_SIZE, 32);
+        assert_eq!(changelog_rec_offset(CLF_VERSION | CLF_RENAME, 0), 96);
+        let all = CLF_VERSION | CLF_RENAME | CLF_JOBID | CLF_EXTRA_FLAGS;
+        assert_eq!(
+            changelog_rec_offset(all, 0xf),
+            96 + 32 + 8 + 16 + 24 + 4 + 256
+        );
+        // Extra flags count only with CLF_EXTRA_FLAGS.
+        assert_eq!(changelog_rec_offset(CLF_VERSION, 0xf), 64);
+    }
+}

@@ -37,15 +37,20 @@ impl From<&str> for WalkWhy {
     }
 }
 
-/// Rank 0's seeds for a final pass with `--changes journal`.
-pub fn seeds(ctx: &Ctx, path: &Path) -> Seeds {
-    match plan(ctx, path) {
+/// Rank 0's seeds for a final pass with `--changes journal` (`lustre`:
+/// where liblustreapi is, for a changelog journal's FIDs).
+pub fn seeds(ctx: &Ctx, path: &Path, lustre: &crate::lustre::LustreConfig) -> Seeds {
+    match plan(ctx, path, lustre) {
         Ok((items, note)) => Seeds::Changes(items, note),
         Err(why) => Seeds::Walk(why),
     }
 }
 
-fn plan(ctx: &Ctx, path: &Path) -> Result<(Vec<Item>, String), WalkWhy> {
+fn plan(
+    ctx: &Ctx,
+    path: &Path,
+    lustre: &crate::lustre::LustreConfig,
+) -> Result<(Vec<Item>, String), WalkWhy> {
     let j = journal::read(path)?;
     if let Some(d) = &j.doubt {
         return Err(WalkWhy::Doubt(d.clone()));
@@ -87,7 +92,17 @@ fn plan(ctx: &Ctx, path: &Path) -> Result<(Vec<Item>, String), WalkWhy> {
     if j.stop_ns.is_some_and(|stop| last.started_ns > stop) {
         return Err("it ended before the last clean pass began (it was used already)".into());
     }
-    let plan = resolve::plan(&j, ctx.src())?;
+    let has_fids = j.changes.iter().any(|c| match c {
+        crate::track::Change::Entry { dir: h, .. } | crate::track::Change::Itself(h) => {
+            h.as_fid().is_some()
+        }
+        crate::track::Change::Loss(_) => false,
+    });
+    let fids = match has_fids {
+        true => Some(crate::track::changelog::FidPaths::new(lustre, ctx.src())?),
+        false => None,
+    };
+    let plan = resolve::plan(&j, ctx.src(), fids.as_ref())?;
     let renamed = follow_renames(ctx, &plan);
     let entries: usize = plan.dirs.values().map(|w| w.names.len()).sum();
     let note = format!(

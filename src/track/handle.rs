@@ -1,7 +1,8 @@
 //! An inode by identity: a filesystem id and the kernel's file handle for
 //! it (what fanotify reports), opened again later with
 //! `open_by_handle_at`, so a change is never tied to a path resolved when
-//! it happened.
+//! it happened. A Lustre FID (from a changelog) is a handle of its own
+//! kind, resolved with `llapi_fid2path` instead.
 
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
@@ -20,7 +21,37 @@ pub struct Handle {
     pub bytes: Vec<u8>,
 }
 
+/// `kind` of a handle that is a Lustre FID: no kernel handle type is
+/// negative, so the two never meet.
+pub const FID_KIND: i32 = -1;
+
 impl Handle {
+    /// FID `fid` of the filesystem `fsid`: seq, oid, ver big-endian, so the
+    /// journal's hex reads as the FID does.
+    pub fn from_fid(fsid: u64, fid: lustre_sys::lu_fid) -> Handle {
+        let mut bytes = fid.f_seq.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&fid.f_oid.to_be_bytes());
+        bytes.extend_from_slice(&fid.f_ver.to_be_bytes());
+        Handle {
+            fsid,
+            kind: FID_KIND,
+            bytes,
+        }
+    }
+
+    /// The FID, if this handle is one.
+    pub fn as_fid(&self) -> Option<lustre_sys::lu_fid> {
+        if self.kind != FID_KIND || self.bytes.len() != 16 {
+            return None;
+        }
+        let b = &self.bytes;
+        Some(lustre_sys::lu_fid {
+            f_seq: u64::from_be_bytes(b[..8].try_into().ok()?),
+            f_oid: u32::from_be_bytes(b[8..12].try_into().ok()?),
+            f_ver: u32::from_be_bytes(b[12..].try_into().ok()?),
+        })
+    }
+
     /// `fsid.kind.hex` — one journal field, printable ASCII.
     pub fn encode(&self) -> String {
         let hex: String = self.bytes.iter().map(|b| format!("{b:02x}")).collect();
@@ -101,6 +132,20 @@ mod tests {
         for bad in ["", "x.1.00", "1.1.0", "1.1.zz", "1.1.00.00", "1..00"] {
             assert_eq!(Handle::decode(bad), None, "{bad}");
         }
+        let fid = lustre_sys::lu_fid {
+            f_seq: 0x2_0000_0401,
+            f_oid: 5,
+            f_ver: 0,
+        };
+        let h = Handle::from_fid(7, fid);
+        assert_eq!(
+            Handle::decode(&h.encode()).and_then(|h| h.as_fid()),
+            Some(fid)
+        );
+        assert_eq!(
+            h.encode(),
+            "0000000000000007.-1.00000002000004010000000500000000"
+        );
         let long = format!("1.1.{}", "00".repeat(MAX_HANDLE + 1));
         assert_eq!(Handle::decode(&long), None);
     }

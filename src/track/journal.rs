@@ -3,18 +3,22 @@
 //!
 //! ```text
 //! lmpi-journal 1 fsid=<hex> root=<dev>:<ino>
-//! start <unix ns>
+//! start <unix ns> [changelog]
 //! d <handle> <name>      an entry of directory <handle> appeared, went or was renamed
 //! e <handle> <name>      an entry of directory <handle> changed otherwise
 //! D, E                   the same for an entry that is a directory
 //! s <handle>             a directory (or file) itself changed
 //! loss <unix ns> <why>   events were lost: the journal cannot be trusted
 //! stop <unix ns>         the tracker stopped, everything before is in
+//! upto <mdt> <index>     every changelog record of <mdt> up to <index> is in
 //! ```
 //!
 //! A `start` after a `stop` is a time nobody watched: a gap, as a loss.
+//! Not so for a changelog tracker (`start ... changelog`): the MDT kept
+//! the records meanwhile, and the tracker checks that the first one it
+//! reads follows the journal's `upto` (else it records a loss).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
@@ -70,12 +74,24 @@ pub struct Writer {
     file: std::fs::File,
     seen: HashSet<Change>,
     pending: Vec<u8>,
+    /// The `upto`s of the journal this one continues (None: a new journal).
+    resumed: Option<BTreeMap<String, u64>>,
 }
 
 impl Writer {
     /// Open (or create) journal `path` for `watched`, and append a `start`.
     /// An existing journal must watch the same tree.
     pub fn open(path: &Path, watched: Watched, now_ns: u128) -> Result<Writer, TrackError> {
+        Self::open_tagged(path, watched, now_ns, "")
+    }
+
+    /// `open`, the `start` tagged with the backend (`changelog`, or "").
+    pub fn open_tagged(
+        path: &Path,
+        watched: Watched,
+        now_ns: u128,
+        tag: &str,
+    ) -> Result<Writer, TrackError> {
         let file = super::own_file(path)?;
         let len = file.metadata().map_err(|e| TrackError::io(path, e))?.len();
         let mut w = Writer {
@@ -83,6 +99,7 @@ impl Writer {
             file,
             seen: HashSet::new(),
             pending: Vec::new(),
+            resumed: None,
         };
         if len == 0 {
             w.pending.extend_from_slice(watched.header().as_bytes());
@@ -97,9 +114,13 @@ impl Writer {
                 )));
             }
             w.seen.extend(old.changes);
+            w.resumed = Some(old.upto);
         }
-        w.pending
-            .extend_from_slice(format!("start {now_ns}\n").as_bytes());
+        let start = match tag {
+            "" => format!("start {now_ns}\n"),
+            t => format!("start {now_ns} {t}\n"),
+        };
+        w.pending.extend_from_slice(start.as_bytes());
         w.flush()?;
         Ok(w)
     }
@@ -159,6 +180,18 @@ impl Writer {
         self.flush()
     }
 
+    /// Every changelog record of `mdt` up to `index` is added: written
+    /// with the next flush.
+    pub fn note_upto(&mut self, mdt: &str, index: u64) {
+        let line = format!("upto {} {index}\n", manifest::encode(mdt.as_bytes()));
+        self.pending.extend_from_slice(line.as_bytes());
+    }
+
+    /// The `upto`s of the journal this one continues; None if it is new.
+    pub fn resumed(&self) -> Option<&BTreeMap<String, u64>> {
+        self.resumed.as_ref()
+    }
+
     pub fn distinct(&self) -> usize {
         self.seen.len()
     }
@@ -177,6 +210,8 @@ pub struct Journal {
     /// Why the journal cannot stand for every change since `since_ns`, if
     /// it cannot: a loss, a gap, or no `stop` at its end.
     pub doubt: Option<String>,
+    /// Per MDT, the last changelog record in the journal.
+    pub upto: BTreeMap<String, u64>,
 }
 
 /// Read journal `path` (a regular file, lines bounded).
@@ -210,6 +245,7 @@ pub fn read(path: &Path) -> Result<Journal, TrackError> {
                 since_ns: None,
                 stop_ns: None,
                 doubt: None,
+                upto: BTreeMap::new(),
             });
             continue;
         };
@@ -231,9 +267,12 @@ fn apply(j: &mut Journal, text: &str, stopped: bool) -> Option<bool> {
     };
     match kind {
         "start" => {
-            let t: u128 = rest.parse().ok()?;
+            let (t, tag) = rest.split_once(' ').unwrap_or((rest, ""));
+            let t: u128 = t.parse().ok()?;
             match j.since_ns {
                 None => j.since_ns = Some(t),
+                // The changelog kept what happened meanwhile.
+                Some(_) if tag == "changelog" => {}
                 Some(_) if stopped => {
                     doubt(j, "its tracker was stopped for a while (a gap)".into())
                 }
@@ -266,6 +305,12 @@ fn apply(j: &mut Journal, text: &str, stopped: bool) -> Option<bool> {
                 dirent: kind.eq_ignore_ascii_case("d"),
                 ondir: kind == "D" || kind == "E",
             });
+            Some(stopped)
+        }
+        "upto" => {
+            let (mdt, index) = rest.split_once(' ')?;
+            let mdt = String::from_utf8(manifest::decode(mdt.as_bytes())?).ok()?;
+            j.upto.insert(mdt, index.parse().ok()?);
             Some(stopped)
         }
         "s" => {
@@ -319,6 +364,27 @@ mod tests {
         // Restarted after its stop: a gap.
         Writer::open(&p, w0, 20)?.close()?;
         assert!(read(&p)?.doubt.is_some_and(|d| d.contains("gap")));
+        Ok(())
+    }
+
+    #[test]
+    fn a_changelog_restart_is_no_gap() -> Result<(), Box<dyn std::error::Error>> {
+        let t = tempfile::tempdir()?;
+        let p = t.path().join("j");
+        let w0 = Watched {
+            fsid: 1,
+            root_dev: 2,
+            root_ino: 3,
+        };
+        let mut w = Writer::open_tagged(&p, w0, 10, "changelog")?;
+        assert!(w.resumed().is_none());
+        w.note_upto("fs-MDT0000", 41);
+        w.close()?;
+        let w = Writer::open_tagged(&p, w0, 20, "changelog")?;
+        assert_eq!(w.resumed().and_then(|u| u.get("fs-MDT0000")), Some(&41));
+        w.close()?;
+        let j = read(&p)?;
+        assert_eq!((j.doubt, j.since_ns), (None, Some(10)));
         Ok(())
     }
 

@@ -1,14 +1,16 @@
 //! `lmpi track`: record, beside the live copies, every change on the
 //! source by identity, so the downtime pass (`--pass final --changes J`)
-//! visits only what changed. A backend (fanotify here; Lustre changelogs
-//! through `lustre-sys` to come) yields `Change`s; the journal dedupes them
-//! and syncs them to disk; any loss is recorded and makes the final pass
-//! walk everything.
+//! visits only what changed. A backend (`source::ChangeSource`: fanotify,
+//! or Lustre changelogs through `lustre-sys`) yields `Change`s; the journal
+//! dedupes them and syncs them to disk; any loss is recorded and makes the
+//! final pass walk everything.
 
+pub mod changelog;
 pub mod fanotify;
 pub mod handle;
 pub mod journal;
 pub mod resolve;
+pub mod source;
 pub mod synced;
 
 use std::os::fd::AsFd;
@@ -18,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use handle::Handle;
 use serde::{Deserialize, Serialize};
+use source::ChangeSource;
 
 /// One change, by identity.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -115,6 +118,32 @@ pub struct TrackSettings {
     pub flush: Duration,
     /// How often a progress line is printed (None: never).
     pub report: Option<Duration>,
+    /// `[lustre]` with `--mdt` / `--changelog-user` applied: a changelog
+    /// user on a Lustre source picks the changelog backend.
+    pub lustre: crate::lustre::LustreConfig,
+}
+
+/// The backend for `s`, and the journal opened for it. fanotify marks the
+/// filesystem before the journal says `start`; a changelog reader goes on
+/// from the journal's `upto`s, so it starts after.
+fn open_source(
+    s: &TrackSettings,
+    watched: journal::Watched,
+) -> Result<(Box<dyn ChangeSource>, journal::Writer), TrackError> {
+    let root =
+        crate::fsops::open_root(&s.source).map_err(|e| TrackError::os(&s.source, e.op, e.errno))?;
+    if let Some((lustre, user)) = changelog::choose(&s.lustre, root.as_fd())? {
+        let mdts = &s.lustre.changelog_mdts;
+        let mut cl = changelog::Changelog::open(lustre, &user, mdts, watched.fsid)?;
+        let mut j = journal::Writer::open_tagged(&s.journal, watched, unix_ns(), "changelog")?;
+        for c in cl.resume(&j) {
+            j.add(c);
+        }
+        return Ok((Box::new(cl), j));
+    }
+    let src = fanotify::Fanotify::watch(&s.source)?;
+    let j = journal::Writer::open(&s.journal, watched, unix_ns())?;
+    Ok((Box::new(src), j))
 }
 
 /// Run the tracker until SIGTERM/SIGINT; flushes what it has and writes a
@@ -124,11 +153,11 @@ pub fn track(s: &TrackSettings) -> Result<u64, TrackError> {
     // Before the journal says `start`: a stop from then on is graceful.
     crate::signals::install();
     let watched = resolve::watched(&s.source)?;
-    let mut src = fanotify::Fanotify::watch(&s.source)?;
-    let mut journal = journal::Writer::open(&s.journal, watched, unix_ns())?;
+    let (mut src, mut journal) = open_source(s, watched)?;
     println!(
-        "lmpi track: watching {} (fanotify, the whole filesystem), journal {}",
+        "lmpi track: watching {} ({}), journal {}",
         s.source.display(),
+        src.describe(),
         s.journal.display()
     );
     let (mut events, mut last_flush, mut last_report) = (0u64, Instant::now(), Instant::now());
@@ -140,7 +169,7 @@ pub fn track(s: &TrackSettings) -> Result<u64, TrackError> {
             journal.add(c);
         }
         if last_flush.elapsed() >= s.flush {
-            journal.flush()?;
+            src.checkpoint(&mut journal)?;
             last_flush = Instant::now();
         }
         if s.report.is_some_and(|r| last_report.elapsed() >= r) {
@@ -158,6 +187,7 @@ pub fn track(s: &TrackSettings) -> Result<u64, TrackError> {
         journal.add(c);
     }
     let distinct = journal.distinct();
+    src.checkpoint(&mut journal)?;
     journal.close()?;
     println!("lmpi track: stopped: {events} events, {distinct} distinct changes in the journal");
     Ok(events)

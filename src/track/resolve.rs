@@ -136,12 +136,53 @@ fn outside_link(h: &Handle, name: &[u8], root: BorrowedFd) -> Result<(), TrackEr
     }
 }
 
-/// Resolve every change of `j` against the source root `root`.
-pub fn plan(j: &Journal, root: BorrowedFd) -> Result<Plan, TrackError> {
+/// Where FID `fid` is now under `root`; None if it is gone (its removal is
+/// recorded in its parent) or outside the tree.
+fn locate_fid(
+    fids: &super::changelog::FidPaths,
+    fid: &lustre_sys::lu_fid,
+    root: BorrowedFd,
+) -> Result<Option<Located>, TrackError> {
+    let Some(rel) = fids.path(fid)? else {
+        return Ok(None);
+    };
+    let st = if rel.is_empty() {
+        fsops::fstat(root)
+    } else {
+        let (parent, leaf) = fsops::parent_and_name(&rel);
+        fsops::open_dir_beneath(root, parent).and_then(|d| fsops::stat_at(d.as_fd(), leaf))
+    };
+    match st {
+        Ok(st) => Ok(Some((rel, st.ident(), st.kind))),
+        Err(e) if e.errno == libc::ENOENT => Ok(None),
+        Err(e) => Err(TrackError::os(
+            Path::new(&super::changelog::fid_text(fid)),
+            e.op,
+            e.errno,
+        )),
+    }
+}
+
+/// Resolve every change of `j` against the source root `root`; FIDs with
+/// `fids` (a journal with FIDs and no way to resolve them is an error).
+pub fn plan(
+    j: &Journal,
+    root: BorrowedFd,
+    fids: Option<&super::changelog::FidPaths>,
+) -> Result<Plan, TrackError> {
     let root_path =
         path_of(root)?.ok_or_else(|| TrackError::Other("source root: no path".into()))?;
     let mut plan = Plan::default();
     let mut seen: BTreeMap<&Handle, Found> = BTreeMap::new();
+    let locate = |h: &'_ Handle| -> Result<Found, TrackError> {
+        let Some(fid) = h.as_fid().filter(|_| h.fsid == j.watched.fsid) else {
+            return locate(h, root, &root_path, j.watched.fsid);
+        };
+        let fids = fids.ok_or_else(|| {
+            TrackError::Other("it names Lustre FIDs and liblustreapi is not loaded".into())
+        })?;
+        Ok(locate_fid(fids, &fid, root)?.map_or(Found::Not, Found::In))
+    };
     for c in &j.changes {
         let (h, name, dirent, ondir) = match c {
             Change::Entry {
@@ -156,7 +197,7 @@ pub fn plan(j: &Journal, root: BorrowedFd) -> Result<Plan, TrackError> {
         let found = match seen.get(h) {
             Some(f) => f.clone(),
             None => {
-                let f = locate(h, root, &root_path, j.watched.fsid)?;
+                let f = locate(h)?;
                 seen.insert(h, f.clone());
                 f
             }

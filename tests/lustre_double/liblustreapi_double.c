@@ -242,3 +242,194 @@ int llapi_file_fget_mdtidx(int fd, int *mdtidx) {
         if (!claimed(path)) { *mdtidx = 0; return 0; }
     }
 }
+
+/* Changelogs. $LUSTRE_DOUBLE_CHANGELOG names a directory the test writes:
+ *   <mdt>.log      one record per line: "index TYPE tfid pfid name [sfid spfid sname]",
+ *                  FIDs as [0xseq:0xoid:0xver], "-" for no name;
+ *   <mdt>.users    the registered changelog users, one per line;
+ *   <mdt>.cleared  appended by llapi_changelog_clear: "user endrec" per call.
+ * Records up to the highest endrec cleared are purged (never served), as
+ * on an MDT with one user. $LUSTRE_DOUBLE_FIDS names the FID map that
+ * llapi_fid2path and llapi_fd2fid read: "fid path" per line, the path
+ * relative to the claimed root ("/" for the root itself). */
+
+struct lu_fid { uint64_t f_seq; uint32_t f_oid; uint32_t f_ver; };
+struct changelog_rec {
+    uint16_t cr_namelen, cr_flags;
+    uint32_t cr_type;
+    uint64_t cr_index, cr_prev, cr_time;
+    struct lu_fid cr_tfid, cr_pfid;
+};
+struct changelog_ext_rename { struct lu_fid cr_sfid, cr_spfid; };
+#define CLF_VERSION 0x1000
+#define CLF_RENAME 0x2000
+
+static const char *cl_types[] = {
+    "MARK", "CREAT", "MKDIR", "HLINK", "SLINK", "MKNOD", "UNLNK", "RMDIR", "RENME", "RNMTO",
+    "OPEN", "CLOSE", "LYOUT", "TRUNC", "SATTR", "XATTR", "HSM", "MTIME", "CTIME", "ATIME",
+    "MIGRT", "FLRW", "RESYNC", "GXATR", "NOPEN",
+};
+
+struct cl_reader { FILE *f; long long start, purged; };
+
+static int cl_file(const char *mdt, const char *ext, char *out, size_t len) {
+    const char *dir = getenv("LUSTRE_DOUBLE_CHANGELOG");
+    if (!dir || !mdt || strchr(mdt, '/')) return -1;
+    snprintf(out, len, "%s/%s.%s", dir, mdt, ext);
+    return 0;
+}
+
+static long long cl_purged(const char *mdt) {
+    char p[PATH_MAX], user[128];
+    long long end, max = 0;
+    if (cl_file(mdt, "cleared", p, sizeof p) < 0) return 0;
+    FILE *f = fopen(p, "r");
+    if (!f) return 0;
+    while (fscanf(f, "%127s %lld", user, &end) == 2) if (end > max) max = end;
+    fclose(f);
+    return max;
+}
+
+int llapi_changelog_start(void **priv, int flags, const char *mdt, long long startrec) {
+    char p[PATH_MAX];
+    (void)flags;
+    if (!priv || cl_file(mdt, "log", p, sizeof p) < 0) return -EINVAL;
+    FILE *f = fopen(p, "r");
+    if (!f) return -ENODEV;
+    struct cl_reader *r = calloc(1, sizeof *r);
+    if (!r) { fclose(f); return -ENOMEM; }
+    r->f = f; r->start = startrec; r->purged = cl_purged(mdt);
+    *priv = r;
+    return 0;
+}
+
+int llapi_changelog_fini(void **priv) {
+    if (!priv || !*priv) return -EINVAL;
+    struct cl_reader *r = *priv;
+    fclose(r->f);
+    free(r);
+    *priv = NULL;
+    return 0;
+}
+
+static int parse_fid(const char *s, struct lu_fid *fid) {
+    unsigned long long seq; unsigned oid, ver;
+    if (sscanf(s, "[0x%llx:0x%x:0x%x]", &seq, &oid, &ver) != 3) return -1;
+    fid->f_seq = seq; fid->f_oid = oid; fid->f_ver = ver;
+    return 0;
+}
+
+/* One log line into a record shaped as the real library hands it out
+ * (CLF_VERSION | CLF_RENAME, the name and any source name after). */
+static struct changelog_rec *cl_record(const char *line) {
+    long long idx;
+    char type[16], t[64], p[64], name[256], s[64] = "", sp[64] = "", sname[256] = "";
+    int n = sscanf(line, "%lld %15s %63s %63s %255s %63s %63s %255s", &idx, type, t, p, name, s, sp, sname);
+    if (n != 5 && n != 8) return NULL;
+    int kind = -1;
+    for (size_t i = 0; i < sizeof cl_types / sizeof *cl_types; i++)
+        if (strcmp(type, cl_types[i]) == 0) kind = (int)i;
+    if (kind < 0) kind = atoi(type) > 0 ? atoi(type) : -1;
+    if (kind < 0) return NULL;
+    if (strcmp(name, "-") == 0) name[0] = 0;
+    size_t tl = strlen(name), sl = n == 8 ? strlen(sname) : 0;
+    size_t namelen = tl + (n == 8 ? 1 + sl : 0);
+    size_t off = sizeof(struct changelog_rec) + sizeof(struct changelog_ext_rename);
+    struct changelog_rec *r = calloc(1, off + namelen + 1);
+    if (!r) return NULL;
+    r->cr_namelen = (uint16_t)namelen;
+    r->cr_flags = CLF_VERSION | CLF_RENAME;
+    r->cr_type = (uint32_t)kind;
+    r->cr_index = (uint64_t)idx;
+    struct changelog_ext_rename *e = (void *)(r + 1);
+    if (parse_fid(t, &r->cr_tfid) < 0 || parse_fid(p, &r->cr_pfid) < 0 ||
+        (n == 8 && (parse_fid(s, &e->cr_sfid) < 0 || parse_fid(sp, &e->cr_spfid) < 0))) {
+        free(r);
+        return NULL;
+    }
+    char *nm = (char *)r + off;
+    memcpy(nm, name, tl);
+    if (n == 8) memcpy(nm + tl + 1, sname, sl);
+    return r;
+}
+
+int llapi_changelog_recv(void *priv, struct changelog_rec **rech) {
+    struct cl_reader *r = priv;
+    char line[1024];
+    if (!r || !rech) return -EINVAL;
+    while (fgets(line, sizeof line, r->f)) {
+        long long idx;
+        if (line[0] == '\n' || line[0] == '#' || sscanf(line, "%lld", &idx) != 1) continue;
+        if (idx < r->start || idx <= r->purged) continue;
+        *rech = cl_record(line);
+        return *rech ? 0 : -EINVAL;
+    }
+    return 1;
+}
+
+int llapi_changelog_free(struct changelog_rec **rech) {
+    if (rech) { free(*rech); *rech = NULL; }
+    return 0;
+}
+
+int llapi_changelog_clear(const char *mdt, const char *id, long long endrec) {
+    char p[PATH_MAX], user[128];
+    int known = 0;
+    if (!id || cl_file(mdt, "users", p, sizeof p) < 0) return -EINVAL;
+    FILE *f = fopen(p, "r");
+    if (!f) return -ENOENT;
+    while (fscanf(f, "%127s", user) == 1) if (strcmp(user, id) == 0) known = 1;
+    fclose(f);
+    if (!known) return -ENOENT;
+    if (cl_file(mdt, "cleared", p, sizeof p) < 0 || !(f = fopen(p, "a"))) return -EIO;
+    fprintf(f, "%s %lld\n", id, endrec);
+    fclose(f);
+    return 0;
+}
+
+/* The FID map's line for `fid` (match_fid) or for `path`: the other field into `out`. */
+static int fid_map(const char *fid, const char *path, char *out, size_t len) {
+    const char *map = getenv("LUSTRE_DOUBLE_FIDS");
+    char f[64], p[PATH_MAX];
+    if (!map) return -ENOENT;
+    FILE *m = fopen(map, "r");
+    if (!m) return -ENOENT;
+    int rc = -ENOENT;
+    while (fscanf(m, "%63s %4095s", f, p) == 2) {
+        if ((fid && strcmp(f, fid) == 0) || (path && strcmp(p, path) == 0)) {
+            snprintf(out, len, "%s", fid ? p : f);
+            rc = (size_t)snprintf(NULL, 0, "%s", fid ? p : f) >= len ? -ERANGE : 0;
+            break;
+        }
+    }
+    fclose(m);
+    return rc;
+}
+
+int llapi_fid2path(const char *device, const char *fidstr, char *path, int pathlen,
+                   long long *recno, int *linkno) {
+    (void)recno; (void)linkno;
+    if (!device || !fidstr || !path || pathlen <= 0) return -EINVAL;
+    if (!claimed(device)) return -ENOTTY;
+    return fid_map(fidstr, NULL, path, (size_t)pathlen);
+}
+
+int llapi_fd2fid(int fd, struct lu_fid *fid) {
+    char path[PATH_MAX], rel[PATH_MAX], text[64];
+    if (fd_path(fd, path, sizeof path) < 0 || !claimed(path)) return -ENOTTY;
+    /* Relative to the claimed root it is under. */
+    const char *roots = getenv("LUSTRE_DOUBLE_ROOTS");
+    char buf[4096], *save = NULL;
+    snprintf(buf, sizeof buf, "%s", roots ? roots : "");
+    snprintf(rel, sizeof rel, "/");
+    for (char *tok = strtok_r(buf, ":", &save); tok; tok = strtok_r(NULL, ":", &save)) {
+        size_t n = strlen(tok);
+        if (n && strncmp(path, tok, n) == 0 && (path[n] == 0 || path[n] == '/')) {
+            snprintf(rel, sizeof rel, "%s", path[n] ? path + n + 1 : "/");
+            break;
+        }
+    }
+    int rc = fid_map(NULL, rel, text, sizeof text);
+    if (rc < 0) return rc;
+    return parse_fid(text, fid) < 0 ? -EINVAL : 0;
+}
