@@ -14,10 +14,8 @@ rm -rf "$root" && mkdir -p "$root"
 entries=$(find "$root/src" -mindepth 1 | wc -l)
 q=(-q --error-log /dev/null)
 
-# Metadata: what goes to a Lustre MDS. Data: what moves bytes (OSTs).
-# Everything else (futex, sched_yield, mmap, ...) stays on the client.
-meta_re='^(statx|newfstatat|fstat|lstat|stat|openat|openat2|open|close|getdents64|mkdir|mkdirat|unlink|unlinkat|rmdir|rename|renameat|renameat2|link|linkat|symlink|symlinkat|readlink|readlinkat|chown|fchown|fchownat|lchown|chmod|fchmod|fchmodat|fchmodat2|utimensat|utimes|futimesat|mknod|mknodat|access|faccessat|faccessat2|[lf]?(get|set|list|remove)xattr)$'
-data_re='^(read|write|pread64|pwrite64|readv|writev|copy_file_range|sendfile|splice|lseek|fadvise64|ftruncate|fallocate|fsync|fdatasync)$'
+# meta_re and data_re (common.sh) split the calls: metadata goes to a Lustre
+# MDS, data to the OSTs, the rest stays on the client.
 
 # count FILE... -> "total metadata data" summed over strace -c outputs
 count() {
