@@ -8,3 +8,8 @@ cargo build --release --quiet --bin lmpi --example gentree
 LMPI=$PWD/target/release/lmpi
 GEN=$PWD/target/release/examples/gentree
 mkdir -p bench/out
+
+# Metadata: what goes to a Lustre MDS. Data: what moves bytes (OSTs).
+# Everything else (futex, sched_yield, mmap, ...) stays on the client.
+meta_re='^(statx|newfstatat|fstat|lstat|stat|openat|openat2|open|open_by_handle_at|name_to_handle_at|close|getdents64|mkdir|mkdirat|unlink|unlinkat|rmdir|rename|renameat|renameat2|link|linkat|symlink|symlinkat|readlink|readlinkat|chown|fchown|fchownat|lchown|chmod|fchmod|fchmodat|fchmodat2|utimensat|utimes|futimesat|mknod|mknodat|access|faccessat|faccessat2|[lf]?(get|set|list|remove)xattr)$'
+data_re='^(read|write|pread64|pwrite64|readv|writev|copy_file_range|sendfile|splice|lseek|fadvise64|ftruncate|fallocate|fsync|fdatasync)$'

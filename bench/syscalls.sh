@@ -5,7 +5,8 @@
 #   bash bench/syscalls.sh            -> bench/out/syscalls.md
 # Tree: 200 dirs x 100 files x 4 KiB + 40 symlinks, on tmpfs. Scenarios:
 # initial copy; no-change re-sync; final after 1% of files touched and 1%
-# deleted. lmpi runs alone (one rank, no launcher) so only its own calls count.
+# deleted, by a full final pass and by `final --changes` with `lmpi track`
+# running through the churn. lmpi runs alone (one rank, no launcher) so only its own calls count.
 source "$(dirname "$0")/common.sh"
 root=/dev/shm/lmpi-syscalls
 res=bench/out/syscalls.md
@@ -14,10 +15,8 @@ rm -rf "$root" && mkdir -p "$root"
 entries=$(find "$root/src" -mindepth 1 | wc -l)
 q=(-q --error-log /dev/null)
 
-# Metadata: what goes to a Lustre MDS. Data: what moves bytes (OSTs).
-# Everything else (futex, sched_yield, mmap, ...) stays on the client.
-meta_re='^(statx|newfstatat|fstat|lstat|stat|openat|openat2|open|close|getdents64|mkdir|mkdirat|unlink|unlinkat|rmdir|rename|renameat|renameat2|link|linkat|symlink|symlinkat|readlink|readlinkat|chown|fchown|fchownat|lchown|chmod|fchmod|fchmodat|fchmodat2|utimensat|utimes|futimesat|mknod|mknodat|access|faccessat|faccessat2|[lf]?(get|set|list|remove)xattr)$'
-data_re='^(read|write|pread64|pwrite64|readv|writev|copy_file_range|sendfile|splice|lseek|fadvise64|ftruncate|fallocate|fsync|fdatasync)$'
+# meta_re and data_re (common.sh) split the calls: metadata goes to a Lustre
+# MDS, data to the OSTs, the rest stays on the client.
 
 # count FILE... -> "total metadata data" summed over strace -c outputs
 count() {
@@ -40,10 +39,13 @@ row() { # scenario tool files...
         "$(echo "$t / $entries" | bc -l)" "$(echo "$m / $entries" | bc -l)" >> "$res"
 }
 fresh() { rm -rf "$root/dst" && mkdir "$root/dst"; }
-churn() { # 1% of files touched (a byte appended), 1% deleted, on a copy of the source
+churn_in() { # DIR: 1% of its files touched (a byte appended), 1% deleted
+    find "$1" -type f | sort | awk 'NR % 100 == 1' | while read -r f; do echo >> "$f"; done
+    find "$1" -type f | sort | awk 'NR % 100 == 50' | xargs rm -f
+}
+churn() { # the same on a copy of the source
     rm -rf "$root/chg" && cp -a "$root/src" "$root/chg"
-    find "$root/chg" -type f | sort | awk 'NR % 100 == 1' | while read -r f; do echo >> "$f"; done
-    find "$root/chg" -type f | sort | awk 'NR % 100 == 50' | xargs rm -f
+    churn_in "$root/chg"
 }
 lmpi() { "$LMPI" --pass "$1" --source "$2" --target "$root/dst" "${q[@]}"; }
 o=$root/trace; mkdir -p "$o"
@@ -75,5 +77,41 @@ trace "$o/f4" lmpi final "$root/chg"; row "final after 1% touched + 1% deleted" 
 fresh; lmpi final "$root/src" > /dev/null
 trace "$o/r4" rsync -a --delete "$root/chg/" "$root/dst/"
 row "final after 1% touched + 1% deleted" "rsync -a --delete" "$o/r4"
+
+# The same churn seen by `lmpi track` (docs/track.md): the tracker runs while
+# a full final pass copies the tree and records it clean on the target, the
+# churn happens, the tracker stops; then only the journal's changes are
+# visited. The source has a tmpfs of its own: fanotify marks a whole
+# filesystem, and the target on the same one would fill the journal with the
+# copy's own writes (a migration's target is another filesystem).
+live=$root/live
+mkdir -p "$live" && mount -t tmpfs -o size=1g tmpfs "$live"
+trap 'umount -l "$live" 2>/dev/null || true' EXIT
+cp -a "$root/src" "$live/chg"
+"$LMPI" track --source "$live/chg" --journal "$root/J" --report-interval 0 > "$o/track.log" 2>&1 &
+tracker=$!
+sleep 2.1
+fresh; lmpi final "$live/chg" > /dev/null
+churn_in "$live/chg"
+sleep 0.2 # let the tracker read the last events before it is told to stop
+kill -TERM "$tracker" && wait "$tracker" || { echo "lmpi track failed: $(cat "$o/track.log")"; exit 1; }
+strace -f -c -o "$o/k1" "$LMPI" --pass final --source "$live/chg" --target "$root/dst" --changes "$root/J" \
+    "${q[@]}" > "$o/k1.out" 2>&1 || true
+row "final after 1% touched + 1% deleted" "lmpi final --changes (tracked)" "$o/k1"
+# Converged? Itemized differences left (lmpi's own trusted.lmpi.* aside): 0.
+left=$(rsync -anicHAX --delete --filter='-x trusted.lmpi.*' "$live/chg/" "$root/dst/" | wc -l)
+walked=$(grep -ci 'walk' "$o/k1.out" || true)
+{
+    echo
+    echo "final --changes: journal $(wc -l < "$root/J") lines; differences left after it (rsync -anicHAX --delete): $left; notes of a full walk: $walked."
+    echo
+    echo "Its calls by kind (strace -f -c):"
+    echo
+    echo "| syscall | calls | per entry |"
+    echo "|---|---:|---:|"
+    awk -v m="$meta_re" -v n="$entries" '$NF != "total" && $4 ~ /^[0-9]+$/ {
+        printf "| %s%s | %d | %.4f |\n", $NF, ($NF ~ m ? " (metadata)" : ""), $4, $4 / n }' "$o/k1" | sort -t'|' -k3 -rn
+} >> "$res"
 cat "$res"
+umount -l "$live"
 rm -rf "$root"
