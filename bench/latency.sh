@@ -90,7 +90,7 @@ final2() { # extra args...: wall s and lmpi's own pass s, on a fresh copy of dst
         "$LMPI" --pass final --source "$live/chg" --target "$root/dst" --threads 16 -q --error-log /dev/null "$@" 2>&1)
     t1=$(date +%s.%N)
     printf '%.2f %s' "$(echo "$t1 - $t0" | bc)" "$(echo "$out" | sed -n 's/.*COMPLETE in \([0-9.]*\) s.*/\1/p' | head -1)"
-    if [ $# -gt 0 ] && echo "$out" | grep -qi 'walk'; then printf ' (walked: %s)' "$(echo "$out" | grep -i walk | head -1)"; fi
+    if [ $# -gt 0 ] && echo "$out" | grep -q 'the whole tree was walked'; then printf ' (walked: %s)' "$(echo "$out" | grep 'the whole tree was walked' | head -1)"; fi
     echo
 }
 {

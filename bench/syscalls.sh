@@ -100,7 +100,7 @@ strace -f -c -o "$o/k1" "$LMPI" --pass final --source "$live/chg" --target "$roo
 row "final after 1% touched + 1% deleted" "lmpi final --changes (tracked)" "$o/k1"
 # Converged? Itemized differences left (lmpi's own trusted.lmpi.* aside): 0.
 left=$(rsync -anicHAX --delete --filter='-x trusted.lmpi.*' "$live/chg/" "$root/dst/" | wc -l)
-walked=$(grep -ci 'walk' "$o/k1.out" || true)
+walked=$(grep -c 'the whole tree was walked' "$o/k1.out" || true)
 {
     echo
     echo "final --changes: journal $(wc -l < "$root/J") lines; differences left after it (rsync -anicHAX --delete): $left; notes of a full walk: $walked."
