@@ -10,6 +10,23 @@ use lmpi::config::{
 };
 use lmpi::settings::PassKind;
 
+/// The options only some passes use, by clap id, with those passes: any
+/// other pass refuses them on the command line (exit 2), so a mistyped pass
+/// does not run a different job than meant. The config file's keys are not
+/// checked: one file may serve every pass. Tuning knobs and filters
+/// (threads, chunks, dates, excludes) are taken by every pass, so a script
+/// can pass one set of them to all its passes.
+pub const PASS_ONLY: &[(&str, &[PassKind])] = &[
+    ("from_manifest", &[PassKind::Verify]),
+    ("content", &[PassKind::Verify]),
+    ("sample", &[PassKind::Verify]),
+    ("max_delete", &[PassKind::Delete, PassKind::Final]),
+    ("allow_empty_source", &[PassKind::Delete, PassKind::Final]),
+    ("require_mountpoints", &[PassKind::Delete, PassKind::Final]),
+    ("check_xattrs", &[PassKind::Copy, PassKind::Final]),
+    ("changes", &[PassKind::Final]),
+];
+
 #[derive(Debug, Parser)]
 #[command(
     name = "lmpi",
@@ -131,7 +148,7 @@ pub struct PassArgs {
     /// delete nothing and exit with status 5, else delete them all (any N from 0 to 2^64-1).
     #[arg(long, value_name = "N")]
     pub max_delete: Option<u64>,
-    /// delete: run even if the source root is empty while the target is not.
+    /// delete/final: run even if the source root is empty while the target is not.
     #[arg(long)]
     pub allow_empty_source: bool,
     /// delete/final: refuse (exit 3) unless both roots are mount points
