@@ -61,6 +61,12 @@ fn main() {
             };
             lmpi::statsd::graphite(&args, &cfg.stats)
         }
+        Some(Sub::Completions { shell }) => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "lmpi", &mut std::io::stdout());
+            ExitStatus::Done.code()
+        }
+        Some(Sub::Man) => man_page(),
         None => {
             lmpi::signals::install();
             lmpi::fsops::clear_umask();
@@ -96,6 +102,19 @@ fn main() {
     std::process::exit(code);
 }
 
+/// The man page, from the same command as --help (subcommands included as
+/// sections of their own).
+fn man_page() -> i32 {
+    let man = clap_mangen::Man::new(Cli::command());
+    match man.render(&mut std::io::stdout()) {
+        Ok(()) => ExitStatus::Done.code(),
+        Err(e) => {
+            eprintln!("lmpi man: stdout: {e}");
+            ExitStatus::Errors.code()
+        }
+    }
+}
+
 /// Bad usage is one line naming the option (clap's first paragraph, without
 /// its usage block and hint) and exit status 2; --help/--version print as usual.
 fn usage_error(e: clap::Error) -> ! {
@@ -108,9 +127,20 @@ fn usage_error(e: clap::Error) -> ! {
         e.exit();
     }
     let rendered = e.render().to_string();
-    let first = rendered.split("\n\n").next().unwrap_or("");
-    let line = lmpi::config::one_line(first);
-    eprintln!("lmpi: {}", line.strip_prefix("error: ").unwrap_or(&line));
+    let mut paragraphs = rendered.split("\n\n").map(str::trim);
+    let first = paragraphs.next().unwrap_or("");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    // clap's tips ("a similar argument exists: '--pass'") are the useful
+    // part of its other paragraphs; the usage block is --help's job.
+    let tips: Vec<&str> = paragraphs.filter(|p| p.starts_with("tip:")).collect();
+    let line = lmpi::config::one_line(
+        &[first]
+            .into_iter()
+            .chain(tips)
+            .collect::<Vec<_>>()
+            .join("; "),
+    );
+    eprintln!("lmpi: {line}");
     std::process::exit(ExitStatus::Usage.code());
 }
 

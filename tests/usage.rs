@@ -101,3 +101,125 @@ fn config_keys_of_other_passes_are_not_refused() {
         assert_eq!(out.status.code(), Some(0), "{pass}: {}", text(&out));
     }
 }
+
+fn lmpi_args(args: &[&str]) -> Output {
+    let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    lmpi(Launch::Alone, &args)
+}
+
+/// A mistyped option or value keeps clap's suggestion, on the one line.
+#[test]
+fn usage_errors_keep_the_suggestion() {
+    for (args, want) in [
+        (
+            &["--pas", "copy"][..],
+            "a similar argument exists: '--pass'",
+        ),
+        (&["--pass", "cpy"], "a similar value exists: 'copy'"),
+        (&["ctll"], "a similar subcommand exists: 'ctl'"),
+    ] {
+        let out = lmpi_args(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("lmpi: "), "{err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}
+
+/// --help opens with every pass and the subcommands, and documents the
+/// environment and the signals.
+#[test]
+fn help_covers_every_pass_the_environment_and_signals() {
+    let out = lmpi_args(&["--help"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let h = String::from_utf8_lossy(&out.stdout);
+    let opening = h.split("Usage:").next().unwrap();
+    for word in PASSES.iter().copied().chain(["lmpi track", "lmpi ctl"]) {
+        assert!(
+            opening.contains(word),
+            "--help's opening lacks {word}:\n{opening}"
+        );
+    }
+    for word in [
+        "LMPI_JOB_ID",
+        "LMPI_RESOLVE",
+        "LMPI_CONFIG",
+        "SIGUSR1",
+        "Exit status",
+    ] {
+        assert!(h.contains(word), "--help lacks {word}");
+    }
+}
+
+/// --version names the commit when built from a git checkout.
+#[test]
+fn version_names_the_commit() {
+    let out = lmpi_args(&["--version"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        v.starts_with(concat!("lmpi ", env!("CARGO_PKG_VERSION"))),
+        "{v}"
+    );
+    let head = std::process::Command::new("git")
+        .args([
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "rev-parse",
+            "--short",
+            "HEAD",
+        ])
+        .output();
+    match head {
+        Ok(o) if o.status.success() => {
+            let commit = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            assert!(v.contains(&commit), "{v} lacks the commit {commit}");
+        }
+        _ if in_ci() => panic!("git is needed to check the version's commit"),
+        _ => eprintln!("skipped the commit check: no git checkout"),
+    }
+}
+
+/// The man page and the completion scripts come out of the binary.
+#[test]
+fn man_page_and_completions_are_produced() {
+    let out = lmpi_args(&["man"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let man = String::from_utf8_lossy(&out.stdout);
+    assert!(man.contains(".TH lmpi 1"), "{man}");
+    for word in ["final", "verify", "LMPI_JOB_ID", "SIGUSR1", "max\\-delete"] {
+        assert!(man.contains(word), "the man page lacks {word}");
+    }
+    if have("groff") {
+        let dir = tempfile::tempdir().unwrap();
+        let page = dir.path().join("lmpi.1");
+        std::fs::write(&page, man.as_bytes()).unwrap();
+        let o = std::process::Command::new("groff")
+            .args(["-man", "-Tutf8", "-ww", "-z"])
+            .arg(&page)
+            .output()
+            .unwrap();
+        assert!(o.status.success() && o.stderr.is_empty(), "{}", text(&o));
+    }
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef lmpi"),
+        ("fish", "complete -c lmpi"),
+    ] {
+        let out = lmpi_args(&["completions", shell]);
+        assert_eq!(out.status.code(), Some(0), "{shell}: {}", text(&out));
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(script.contains(marker), "{shell}: {script}");
+        assert!(script.contains("max-delete"), "{shell} lacks --max-delete");
+    }
+    if have("bash") {
+        let out = lmpi_args(&["completions", "bash"]);
+        let o = std::process::Command::new("bash")
+            .args(["-n", "-c"])
+            .arg(String::from_utf8_lossy(&out.stdout).as_ref())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "bash -n: {}", text(&o));
+    }
+}
