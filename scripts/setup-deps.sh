@@ -12,7 +12,7 @@ pkgs=(
     openmpi-bin libopenmpi-dev
     rsync fpart attr acl libcap2-bin bc time procps util-linux iproute2 xfsprogs
     memcached munge slurm-wlm rabbitmq-server graphite-carbon python3-whisper
-    python3-venv
+    python3-venv groff-base
 )
 missing=()
 for p in "${pkgs[@]}"; do

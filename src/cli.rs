@@ -10,18 +10,93 @@ use lmpi::config::{
 };
 use lmpi::settings::PassKind;
 
+/// `--version`: the crate's version and, when built from a git checkout,
+/// the commit (build.rs: `git describe --always --dirty`).
+pub const VERSION: &str = match option_env!("LMPI_GIT_DESCRIBE") {
+    Some(v) => v,
+    None => env!("CARGO_PKG_VERSION"),
+};
+
+const LONG_ABOUT: &str = "Clone a very large (Lustre) filesystem with one MPI job.
+
+Run one pass per job (--pass); a migration is copy (live, as often as \
+needed), then final (in the downtime), then verify:
+  copy     walk the source; create what is missing on the target, rewrite \
+what differs. Users may keep working.
+  final    the downtime pass: copy, delete and dirtime in one walk of both \
+trees (--changes JOURNAL: only what `lmpi track` recorded).
+  verify   read-only sign-off: compare every entry, report each difference \
+(--content: file data too; --from-manifest: only the entries named).
+  delete   remove from the target what users deleted on the source.
+  dirtime  set directory times, last (nothing else may change after it).
+
+Subcommands: `lmpi track` records every change on the live source for \
+`final --changes`; `lmpi ctl` stops, queries or resizes a running job; \
+`lmpi stats graphite` sends the stats counters to Graphite.
+
+Start a pass with mpirun or srun --mpi=pmix for N ranks, or alone for one \
+rank. Every option overrides the config file's key of the same name.";
+
+/// One text for `-h` and `--help` (concat! takes literals, not consts).
+macro_rules! exit_status {
+    () => {
+        "Exit status: 0 done; 1 finished with errors (see the error log); 2 bad usage, config or \
+roots (nothing touched); 3 delete (or final) refused for safety; 4 stopped (signal or `lmpi ctl stop`) before \
+finishing; 5 more than --max-delete entries were due (nothing deleted)."
+    };
+}
+
+const EXIT_STATUS: &str = exit_status!();
+
+const AFTER_LONG_HELP: &str = concat!(
+    exit_status!(),
+    "
+
+Environment:
+  LMPI_CONFIG: the config file when --config is not given.
+  LMPI_JOB_ID: the job's id (else SLURM_JOB_ID, else the start time); it names the error log and the target lock's holder, and `lmpi ctl --job` addresses the job by it.
+  LMPI_LUSTREAPI: the liblustreapi to load (else liblustreapi.so.1, then .so); `[lustre] library` in the config file comes first.
+  LMPI_RESOLVE=walk: open paths below the roots one component at a time (openat, as on kernels before 5.6) instead of with openat2.
+  XDG_STATE_HOME, HOME: for a user other than root, the default error log directory ($XDG_STATE_HOME/lmpi, else ~/.local/state/lmpi; root's is /var/log/lmpi).
+  OMPI_COMM_WORLD_SIZE, PMIX_RANK, PMI_RANK, PMI_FD, PMI_SIZE: set by MPI launchers, lmpi runs as one of N ranks; without them, alone (srun without an MPI plugin is refused).
+
+Signals:
+  SIGTERM, SIGINT, SIGUSR1: a graceful stop. In-flight work finishes, the summary says STOPPED, exit status 4; running the pass again resumes. A stop that overruns its grace ends the process (partial files never look complete). Under Slurm, `sbatch --signal=TERM@120` asks for it before the time limit; `lmpi ctl stop` does the same over RabbitMQ.
+
+Man page and shell completions: `lmpi man`, `lmpi completions SHELL` (docs/cli.md)."
+);
+
+/// The options only some passes use, by clap id, with those passes: any
+/// other pass refuses them on the command line (exit 2), so a mistyped pass
+/// does not run a different job than meant. The config file's keys are not
+/// checked: one file may serve every pass. Tuning knobs and filters
+/// (threads, chunks, dates, excludes) are taken by every pass, so a script
+/// can pass one set of them to all its passes.
+pub const PASS_ONLY: &[(&str, &[PassKind])] = &[
+    (
+        "from_manifest",
+        &[PassKind::Copy, PassKind::Final, PassKind::Verify],
+    ),
+    (
+        "content",
+        &[PassKind::Copy, PassKind::Final, PassKind::Verify],
+    ),
+    ("sample", &[PassKind::Verify]),
+    ("max_delete", &[PassKind::Delete, PassKind::Final]),
+    ("allow_empty_source", &[PassKind::Delete, PassKind::Final]),
+    ("require_mountpoints", &[PassKind::Delete, PassKind::Final]),
+    ("check_xattrs", &[PassKind::Copy, PassKind::Final]),
+    ("changes", &[PassKind::Final]),
+];
+
 #[derive(Debug, Parser)]
 #[command(
     name = "lmpi",
-    version,
+    version = VERSION,
     about = "Clone a very large (Lustre) filesystem with one MPI job",
-    long_about = "Clone a very large (Lustre) filesystem with one MPI job.\n\n\
-        Run one pass per job: `copy` (walk the source, create what is missing or different), \
-        `delete` (remove what users deleted on the source) and `dirtime` (set directory times last). \
-        Start it with mpirun/srun for N ranks, or alone for one rank.",
-    after_help = "Exit status: 0 done; 1 finished with errors (see the error log); 2 bad usage, config or \
-        roots (nothing touched); 3 delete (or final) refused for safety; 4 stopped (signal or `lmpi ctl stop`) before \
-        finishing; 5 more than --max-delete entries were due (nothing deleted).",
+    long_about = LONG_ABOUT,
+    after_help = EXIT_STATUS,
+    after_long_help = AFTER_LONG_HELP,
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true
 )]
@@ -46,6 +121,16 @@ pub enum Sub {
         #[command(subcommand)]
         cmd: StatsCmd,
     },
+    /// Print a shell completion script to stdout, e.g.
+    /// `lmpi completions bash > /etc/bash_completion.d/lmpi`.
+    #[command(hide = true)]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout: `lmpi man > /usr/share/man/man1/lmpi.1`.
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -126,7 +211,8 @@ pub struct PassArgs {
     /// copy: also compare and fix the xattrs and ACLs of up-to-date files (`check_xattrs`).
     #[arg(long)]
     pub check_xattrs: bool,
-    /// verify: also compare file data, read on both sides (`verify_content`).
+    /// verify: also compare file data, read on both sides (`verify_content`); copy/final:
+    /// compare the data of files whose size and mtime match, and copy again those that differ.
     #[arg(long)]
     pub content: bool,
     /// verify --content: compare the data of this fraction of the files only, the same files
@@ -134,14 +220,15 @@ pub struct PassArgs {
     #[arg(long, value_name = "FRACTION")]
     pub sample: Option<f64>,
     /// verify: check only the entries these manifests name (of the passes since the last full
-    /// verify), content included with --content; repeatable.
+    /// verify), content included with --content; copy/final: re-examine and fix only the
+    /// entries these manifests name (a verify's differences, a pass's failures); repeatable.
     #[arg(long, value_name = "FILE")]
     pub from_manifest: Vec<PathBuf>,
     /// delete/final: count first; if more than N entries are due (doomed subtrees counted whole),
     /// delete nothing and exit with status 5, else delete them all (any N from 0 to 2^64-1).
     #[arg(long, value_name = "N")]
     pub max_delete: Option<u64>,
-    /// delete: run even if the source root is empty while the target is not.
+    /// delete/final: run even if the source root is empty while the target is not.
     #[arg(long)]
     pub allow_empty_source: bool,
     /// delete/final: refuse (exit 3) unless both roots are mount points

@@ -1,7 +1,8 @@
 //! `lmpi`: thin entry point over the library.
 
 use clap::error::ErrorKind;
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches};
 
 mod cli;
 
@@ -9,11 +10,15 @@ use std::path::PathBuf;
 
 use cli::{Cli, PassArgs, StatsCmd, Sub};
 use lmpi::config::{Config, ConfigError};
-use lmpi::settings::Settings;
+use lmpi::settings::{PassKind, Settings};
 use lmpi::status::ExitStatus;
 
 fn main() {
-    let cli = match Cli::try_parse() {
+    let matches = match Cli::command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => usage_error(e),
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
         Ok(c) => c,
         Err(e) => usage_error(e),
     };
@@ -64,13 +69,19 @@ fn main() {
             };
             lmpi::statsd::graphite(&args, &cfg.stats)
         }
+        Some(Sub::Completions { shell }) => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "lmpi", &mut std::io::stdout());
+            ExitStatus::Done.code()
+        }
+        Some(Sub::Man) => man_page(),
         None => {
             lmpi::signals::install();
             lmpi::fsops::clear_umask();
             use lmpi::transport::solo::{detect, Launch, SoloTransport};
             match detect(|k| std::env::var_os(k)) {
                 Launch::Alone => {
-                    let s = settings(&cli.pass);
+                    let s = settings(&cli.pass, &matches);
                     let s = s.as_ref().map_err(|e| e as &dyn std::fmt::Display);
                     lmpi::run::run_pass(&mut SoloTransport::default(), s).code()
                 }
@@ -82,7 +93,7 @@ fn main() {
                 }
                 Launch::Mpi => match lmpi::transport::mpi::MpiTransport::init() {
                     Some(mut t) => {
-                        let s = settings(&cli.pass);
+                        let s = settings(&cli.pass, &matches);
                         let s = s.as_ref().map_err(|e| e as &dyn std::fmt::Display);
                         let code = lmpi::run::run_pass(&mut t, s).code();
                         drop(t);
@@ -99,6 +110,19 @@ fn main() {
     std::process::exit(code);
 }
 
+/// The man page, from the same command as --help (subcommands included as
+/// sections of their own).
+fn man_page() -> i32 {
+    let man = clap_mangen::Man::new(Cli::command());
+    match man.render(&mut std::io::stdout()) {
+        Ok(()) => ExitStatus::Done.code(),
+        Err(e) => {
+            eprintln!("lmpi man: stdout: {e}");
+            ExitStatus::Errors.code()
+        }
+    }
+}
+
 /// Bad usage is one line naming the option (clap's first paragraph, without
 /// its usage block and hint) and exit status 2; --help/--version print as usual.
 fn usage_error(e: clap::Error) -> ! {
@@ -111,9 +135,20 @@ fn usage_error(e: clap::Error) -> ! {
         e.exit();
     }
     let rendered = e.render().to_string();
-    let first = rendered.split("\n\n").next().unwrap_or("");
-    let line = lmpi::config::one_line(first);
-    eprintln!("lmpi: {}", line.strip_prefix("error: ").unwrap_or(&line));
+    let mut paragraphs = rendered.split("\n\n").map(str::trim);
+    let first = paragraphs.next().unwrap_or("");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    // clap's tips ("a similar argument exists: '--pass'") are the useful
+    // part of its other paragraphs; the usage block is --help's job.
+    let tips: Vec<&str> = paragraphs.filter(|p| p.starts_with("tip:")).collect();
+    let line = lmpi::config::one_line(
+        &[first]
+            .into_iter()
+            .chain(tips)
+            .collect::<Vec<_>>()
+            .join("; "),
+    );
+    eprintln!("lmpi: {line}");
     std::process::exit(ExitStatus::Usage.code());
 }
 
@@ -187,13 +222,36 @@ enum SettingsError {
     NoPass,
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("{0} is for --pass {1} only")]
-    NotForPass(&'static str, &'static str),
+    #[error("--{flag} is for --pass {passes} only")]
+    NotForPass { flag: String, passes: String },
+    #[error("{0} and {1} choose what a pass visits in two ways: give one")]
+    Conflict(&'static str, &'static str),
+}
+
+/// The first option given on the command line that `pass` does not use
+/// (`cli::PASS_ONLY`), named with the passes that take it.
+fn refuse_foreign_options(pass: PassKind, m: &ArgMatches) -> Result<(), SettingsError> {
+    for (id, passes) in cli::PASS_ONLY {
+        if passes.contains(&pass) || m.value_source(id) != Some(ValueSource::CommandLine) {
+            continue;
+        }
+        let names: Vec<&str> = passes.iter().map(|p| p.name()).collect();
+        return Err(SettingsError::NotForPass {
+            flag: id.replace('_', "-"),
+            passes: match names.split_last() {
+                Some((last, [])) => last.to_string(),
+                Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+                None => String::new(),
+            },
+        });
+    }
+    Ok(())
 }
 
 /// The pass's settings: the config file with the command line applied.
-fn settings(args: &PassArgs) -> Result<Settings, SettingsError> {
+fn settings(args: &PassArgs, m: &ArgMatches) -> Result<Settings, SettingsError> {
     let pass = args.pass.ok_or(SettingsError::NoPass)?;
+    refuse_foreign_options(pass, m)?;
     let cfg = load_config(args)?;
     let mut s = Settings::new(pass, cfg);
     s.dry_run = args.dry_run;
@@ -209,9 +267,27 @@ fn settings(args: &PassArgs) -> Result<Settings, SettingsError> {
     }
     s.quiet = args.quiet;
     s.from_manifest = args.from_manifest.clone();
-    if args.changes.is_some() && pass != lmpi::settings::PassKind::Final {
-        return Err(SettingsError::NotForPass("--changes", "final"));
-    }
     s.changes = args.changes.clone();
+    if s.changes.is_some() && !s.from_manifest.is_empty() {
+        return Err(SettingsError::Conflict("--changes", "--from-manifest"));
+    }
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every id in the table is an option of the command (a renamed field
+    /// would otherwise never be refused).
+    #[test]
+    fn pass_only_names_real_options() {
+        let cmd = Cli::command();
+        for (id, passes) in cli::PASS_ONLY {
+            let arg = cmd.get_arguments().find(|a| a.get_id() == *id);
+            let long = arg.and_then(|a| a.get_long());
+            assert_eq!(long, Some(id.replace('_', "-").as_str()), "{id}");
+            assert!(!passes.is_empty(), "{id}");
+        }
+    }
 }

@@ -1333,7 +1333,9 @@ impl End<'_> {
             job: self.job.into(),
             source: shown(&cfg.source_mount).unwrap_or_default(),
             target: shown(&cfg.target_mount).unwrap_or_default(),
-            version: env!("CARGO_PKG_VERSION").into(),
+            version: option_env!("LMPI_GIT_DESCRIBE")
+                .unwrap_or(env!("CARGO_PKG_VERSION"))
+                .into(),
             started_at: humantime::format_rfc3339_seconds(self.started_at).to_string(),
             ended_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
             status: code.outcome().into(),

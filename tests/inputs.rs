@@ -126,10 +126,12 @@ fn numbers_out_of_range_are_one_line() {
         let out = lmpi_alone(&[&base[..], &[flag, value]].concat());
         refused(&out, key);
     }
-    // The biggest accepted values run (no overflow on the way).
+    // The biggest accepted values run (no overflow on the way); final takes
+    // every one of them (copy refuses --max-delete).
+    let final_base = ["--pass", "final", "--source", s, "--target", d];
     let out = lmpi_alone(
         &[
-            &base[..],
+            &final_base[..],
             &[
                 "-q",
                 "--report-interval",

@@ -521,7 +521,10 @@ fn final_changes_over_a_changelog_journal_converges() {
     let o = text(&out);
     assert_eq!(out.status.code(), Some(0), "{o}");
     assert!(o.contains("--changes: "), "{o}");
-    assert!(!o.contains("the whole tree was walked"), "the journal was not used: {o}");
+    assert!(
+        !o.contains("the whole tree was walked"),
+        "the journal was not used: {o}"
+    );
     assert!(
         !o.contains("(0 records gone"),
         "the FIDs that no longer resolve: {o}"

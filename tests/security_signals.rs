@@ -353,7 +353,7 @@ fn scancel_of_an_mpirun_job_is_a_graceful_stop() {
         .arg("--parsable")
         .arg(format!("--chdir={}", tmp.path().display()))
         .arg(format!("--output={}", out_file.display()))
-        .args(["--ntasks=2", "--ntasks-per-node=2"])
+        .args(["--ntasks=2", "--ntasks-per-node=2", "--cpus-per-task=2"])
         .arg(&script)
         .env("LMPI", bin())
         .env("LMPI_HOME", env!("CARGO_MANIFEST_DIR"))

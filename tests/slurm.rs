@@ -51,6 +51,8 @@ fn sbatch(
     c.arg("--wait")
         .arg(format!("--chdir={}", work.display()))
         .arg(format!("--output={}", out_file.display()))
+        // The scripts ask for 8 CPUs per task; the test node has 8 in all.
+        .arg("--cpus-per-task=2")
         .args(extra)
         .arg(repo().join("slurm").join(script))
         .env("LMPI", bin())
@@ -105,7 +107,10 @@ fn copy_sbatch_with_four_tasks() {
     build_odd_tree(&src, false);
     let (out, log) = sbatch("copy.sbatch", &src, &dst, &work, &[], &["--ntasks=4"]);
     assert!(out.status.success(), "{}\n{log}", text(&out));
-    assert!(log.contains("(4 ranks x"), "4 ranks expected:\n{log}");
+    assert!(
+        log.contains("(4 ranks x 2 threads)"),
+        "4 ranks of --cpus-per-task threads expected:\n{log}"
+    );
     assert!(log.contains("COMPLETE"), "{log}");
     // The error log is named after the job, and a pass without errors leaves none.
     let job = String::from_utf8_lossy(&out.stdout)
@@ -187,7 +192,7 @@ fn scancel_mid_copy_then_resubmit() {
         .arg("--parsable")
         .arg(format!("--chdir={}", work.display()))
         .arg(format!("--output={}", out_file.display()))
-        .arg("--ntasks=4")
+        .args(["--ntasks=4", "--cpus-per-task=2"])
         .arg(repo().join("slurm/copy.sbatch"))
         .env("LMPI", bin())
         .env("LMPI_HOME", repo())
@@ -355,4 +360,94 @@ fn time_limit_warning_signal_stops_gracefully() {
     assert!(out.status.success(), "{}\n{log}", text(&out));
     let diffs = compare_trees(&src, &dst, false);
     assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+}
+
+/// Quoted as an admin would: one name with a space, one with a `$`.
+const EXCLUDES: &str = "--report-interval 1 --exclude 'skip me' --exclude \\$HOME";
+
+/// The job id `sbatch` printed.
+fn job_id(out: &Output) -> String {
+    let said = String::from_utf8_lossy(&out.stdout);
+    said.split_whitespace().last().unwrap_or("").to_string()
+}
+
+/// `sbatch /path/to/slurm/copy.sbatch` from another directory, without
+/// LMPI_HOME: the script finds its own checkout (sbatch runs a copy of it
+/// from the spool directory). Arguments after the script reach lmpi one
+/// each (a root with a space), LMPI_ARGS is split as the shell would but
+/// never expanded; the job asks for a time limit, the warning signal and a
+/// requeue, and each rank runs --cpus-per-task threads. A relative script
+/// path works too.
+#[test]
+fn sbatch_from_another_directory_finds_its_checkout() {
+    let _g = CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
+    if !cluster_up() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, dst, work) = setup(tmp.path());
+    let src = tmp.path().join("the source");
+    std::fs::create_dir(&src).unwrap();
+    build_odd_tree(&src, false);
+    std::fs::create_dir(src.join("skip me")).unwrap();
+    std::fs::write(src.join("skip me/f"), b"x").unwrap();
+    std::fs::write(src.join("$HOME"), b"a literal name").unwrap();
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let out_file = work.join("copy.out");
+    let out = sh(Command::new("sbatch")
+        .current_dir(&elsewhere)
+        .arg("--wait")
+        .arg(format!("--chdir={}", work.display()))
+        .arg(format!("--output={}", out_file.display()))
+        .args(["--ntasks=2", "--ntasks-per-node=2", "--cpus-per-task=3"])
+        .arg(repo().join("slurm/copy.sbatch"))
+        .arg("--source")
+        .arg(&src)
+        .arg("--target")
+        .arg(&dst)
+        .env_remove("LMPI_HOME")
+        .env("LMPI", bin())
+        .env("LMPI_ARGS", EXCLUDES)
+        .env("OMPI_MCA_pml", "ob1"));
+    let log = std::fs::read_to_string(&out_file).unwrap_or_default();
+    assert!(out.status.success(), "{}\n{log}", text(&out));
+    assert!(log.contains("lmpi copy: COMPLETE"), "{log}");
+    assert!(log.contains("(2 ranks x 3 threads)"), "{log}");
+    assert!(
+        !dst.join("skip me").exists(),
+        "the quoted exclude was split:\n{log}"
+    );
+    assert!(
+        !dst.join("$HOME").exists(),
+        "the escaped exclude was expanded:\n{log}"
+    );
+    assert!(dst.join("medium.bin").exists(), "{log}");
+    let job = sh(Command::new("scontrol").args(["show", "job", &job_id(&out)]));
+    let job = String::from_utf8_lossy(&job.stdout);
+    for want in ["TimeLimit=1-00:00:00", "Requeue=1", "CPUs/Task=3"] {
+        assert!(job.contains(want), "{want} not in:\n{job}");
+    }
+    // From the checkout's parent, with a relative path.
+    let parent = repo().parent().unwrap().to_path_buf();
+    let rel = Path::new(repo().file_name().unwrap()).join("slurm/dirtime.sbatch");
+    let out_file = work.join("dirtime.out");
+    let out = sh(Command::new("sbatch")
+        .current_dir(&parent)
+        .arg("--wait")
+        .arg(format!("--chdir={}", work.display()))
+        .arg(format!("--output={}", out_file.display()))
+        .args(["--ntasks=2", "--ntasks-per-node=2", "--cpus-per-task=2"])
+        .arg(&rel)
+        .arg("--source")
+        .arg(&src)
+        .arg("--target")
+        .arg(&dst)
+        .env_remove("LMPI_HOME")
+        .env("LMPI", bin())
+        .env("LMPI_ARGS", EXCLUDES)
+        .env("OMPI_MCA_pml", "ob1"));
+    let log = std::fs::read_to_string(&out_file).unwrap_or_default();
+    assert!(out.status.success(), "{}\n{log}", text(&out));
+    assert!(log.contains("pass dirtime done"), "{log}");
 }
