@@ -322,31 +322,6 @@ fn unreadable_source_entries_are_reported_and_the_rest_copied() {
     assert!(!dst.join("secret").exists());
 }
 
-/// A small tmpfs of our own, unmounted on drop.
-struct Mount(PathBuf);
-impl Mount {
-    fn tmpfs(at: &Path, opts: &str) -> Option<Mount> {
-        std::fs::create_dir_all(at).unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", opts, "tmpfs"])
-            .arg(at)
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !ok {
-            assert!(!in_ci(), "mounting a tmpfs is required in CI");
-            eprintln!("skipped: cannot mount tmpfs");
-            return None;
-        }
-        Some(Mount(at.to_path_buf()))
-    }
-}
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn target_full_leaves_nothing_that_looks_complete() {
     target_full(&[]);
@@ -366,7 +341,7 @@ fn target_full(extra: &[&str]) {
     for i in 0..8 {
         std::fs::write(src.join(format!("f{i}")), vec![i as u8; 1 << 20]).unwrap();
     }
-    let Some(m) = Mount::tmpfs(&tmp.path().join("small"), "size=3m") else {
+    let Some(m) = TmpfsMount::at(&tmp.path().join("small"), "size=3m") else {
         return;
     };
     let args: Vec<&str> = ["--threads", "2"].iter().chain(extra).copied().collect();
@@ -406,7 +381,7 @@ fn read_only_target_and_target_that_is_a_file() {
     let src = tmp.path().join("src");
     std::fs::create_dir(&src).unwrap();
     std::fs::write(src.join("f"), b"f").unwrap();
-    if let Some(m) = Mount::tmpfs(&tmp.path().join("ro"), "size=1m,ro") {
+    if let Some(m) = TmpfsMount::at(&tmp.path().join("ro"), "size=1m,ro") {
         let (code, _, out) = pass(Launch::Alone, "copy", &src, &m.0, &[]);
         assert_eq!(code, 1, "{}", text(&out));
         assert!(
@@ -434,7 +409,7 @@ fn unmounted_source_refuses_delete() {
     std::fs::create_dir(&dst).unwrap();
     let src = tmp.path().join("mnt");
     {
-        let Some(_m) = Mount::tmpfs(&src, "size=1m") else {
+        let Some(_m) = TmpfsMount::at(&src, "size=1m") else {
             return;
         };
         std::fs::write(src.join("data"), b"d").unwrap();

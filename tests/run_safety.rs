@@ -4,7 +4,7 @@
 mod common;
 
 use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -153,31 +153,6 @@ fn the_lock_file_is_never_copied_deleted_or_followed() {
     assert!(src.join(".lmpi.lock").exists());
 }
 
-/// A small tmpfs of our own, unmounted on drop.
-struct Mount(PathBuf);
-impl Mount {
-    fn tmpfs(at: &Path) -> Option<Mount> {
-        std::fs::create_dir_all(at).unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
-            .arg(at)
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !ok {
-            assert!(!in_ci(), "mounting a tmpfs is required in CI");
-            eprintln!("skipped: cannot mount tmpfs");
-            return None;
-        }
-        Some(Mount(at.to_path_buf()))
-    }
-}
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 fn count_entries(p: &Path) -> usize {
     std::fs::read_dir(p)
         .unwrap()
@@ -198,12 +173,12 @@ fn count_entries(p: &Path) -> usize {
 fn require_mountpoints_refuses_an_unmounted_root() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
-    let Some(_dst) = Mount::tmpfs(&tmp.path().join("dst")) else {
+    let Some(_dst) = TmpfsMount::at(&tmp.path().join("dst"), "size=8m") else {
         return;
     };
     let dst = tmp.path().join("dst");
     {
-        let Some(_m) = Mount::tmpfs(&src) else {
+        let Some(_m) = TmpfsMount::at(&src, "size=8m") else {
             return;
         };
         tree(&src, 10, 20);

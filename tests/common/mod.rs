@@ -640,7 +640,7 @@ pub fn give_to_attacker(p: &Path) {
 
 /// A tmpfs of our own at `at`, unmounted (lazily) on drop. None (a skip)
 /// where mounting is not allowed; in CI that fails the test.
-pub struct TmpfsMount(PathBuf);
+pub struct TmpfsMount(pub PathBuf);
 
 impl TmpfsMount {
     pub fn at(at: &Path, opts: &str) -> Option<TmpfsMount> {
