@@ -194,10 +194,15 @@ pub struct PassArgs {
     /// Skip files whose mtime is newer than now minus SECS (`newest_date`; 0 = off; at most 3155760000, 100 years).
     #[arg(long, value_name = "SECS", value_parser = ranged::<u64>("newest_date", AGE))]
     pub newest_date: Option<u64>,
-    /// Skip this path prefix (relative to the source root, or absolute under it; `.`, `..` and
-    /// repeated slashes are resolved; the root itself or above it is refused); repeatable.
-    #[arg(long, value_name = "PREFIX")]
+    /// Leave this out (repeatable): a bare name (`.snapshot`) at any depth; a path with `/`
+    /// (relative to the source root, or absolute under it) and all below it; a glob with `*`,
+    /// `?` or `[` (`*.tmp` matches names at any depth, `a/*/cache` paths from the root).
+    #[arg(long, value_name = "PATTERN")]
     pub exclude: Vec<PathBuf>,
+    /// Read excludes from FILE, one per line (`#` comments, blank lines ignored;
+    /// config key `exclude_file`).
+    #[arg(long, value_name = "FILE")]
+    pub exclude_from: Option<PathBuf>,
     /// Entries per work item when a directory is split (`batch_size`; 1-1000000).
     #[arg(long, value_name = "N", value_parser = ranged::<usize>("batch_size", BATCH_SIZE))]
     pub batch_size: Option<usize>,

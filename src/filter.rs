@@ -6,6 +6,8 @@
 //! prefixes: `./keepme`, `keepme/.`, `keepme//` and `a/../keepme` all mean
 //! `keepme`.
 
+use std::os::unix::ffi::OsStrExt;
+
 use crate::fsops::{self, Kind, Stat};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -22,6 +24,67 @@ pub enum ExcludeError {
     /// tree is never what was meant (and would make the delete pass a no-op).
     #[error("exclude {}: names the source root itself; give a path below it", fsops::show(.prefix))]
     IsRoot { prefix: Vec<u8> },
+    /// A pattern with `*`, `?` or `[` that is not a glob (or not UTF-8).
+    #[error("exclude {}: not a glob pattern: {msg}", fsops::show(.pattern))]
+    BadGlob { pattern: Vec<u8>, msg: String },
+}
+
+/// An exclude with `*`, `?` or `[` in it: matched against each name of a
+/// path (a pattern without `/`, as rsync does), or against each leading
+/// part of the path from the root (a pattern with `/`).
+#[derive(Debug, Clone)]
+struct Glob {
+    whole_path: bool,
+    pattern: Vec<u8>,
+    matcher: globset::GlobMatcher,
+}
+
+fn is_glob(p: &[u8]) -> bool {
+    p.iter().any(|b| matches!(b, b'*' | b'?' | b'['))
+}
+
+/// A glob exclude: relative to the source root (an absolute one must lie
+/// under it), `*` never crossing a `/`.
+fn glob(p: &[u8], src_root: &[u8]) -> Result<Glob, ExcludeError> {
+    let bad = |msg: String| ExcludeError::BadGlob {
+        pattern: p.to_vec(),
+        msg,
+    };
+    let root = normalized_root(src_root);
+    let rel: &[u8] = match p.strip_prefix(b"/") {
+        Some(_) => p
+            .strip_prefix(root.as_slice())
+            .and_then(|r| r.strip_prefix(b"/"))
+            .ok_or_else(|| ExcludeError::OutsideRoot {
+                prefix: p.to_vec(),
+                root: src_root.to_vec(),
+            })?,
+        None => p.strip_prefix(b"./").unwrap_or(p),
+    };
+    let rel = rel.strip_suffix(b"/").unwrap_or(rel);
+    let text = std::str::from_utf8(rel).map_err(|_| bad("not UTF-8".into()))?;
+    let matcher = globset::GlobBuilder::new(text)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()
+        .map_err(|e| bad(e.kind().to_string()))?
+        .compile_matcher();
+    Ok(Glob {
+        whole_path: rel.contains(&b'/'),
+        pattern: rel.to_vec(),
+        matcher,
+    })
+}
+
+/// `src_root` as an absolute path with single slashes (`/` stays `/`... as empty).
+fn normalized_root(src_root: &[u8]) -> Vec<u8> {
+    let parts = absolute_components(src_root);
+    let mut out = Vec::new();
+    for c in parts {
+        out.push(b'/');
+        out.extend_from_slice(c);
+    }
+    out
 }
 
 /// Lexical components of `p`: empty ones (repeated, leading and trailing
@@ -68,6 +131,17 @@ pub fn normalize_exclude(p: &[u8], src_root: &[u8]) -> Result<Vec<u8>, ExcludeEr
     Ok(rel.join(&b'/'))
 }
 
+/// `a`, `a/b`, `a/b/c` for `a/b/c`.
+fn leading_parts(rel: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let cuts = rel
+        .iter()
+        .enumerate()
+        .filter(|(_, &b)| b == b'/')
+        .map(|(i, _)| i);
+    cuts.chain(std::iter::once(rel.len()))
+        .map(move |i| &rel[..i])
+}
+
 /// As `components`, for an absolute path: `..` at `/` stays at `/`.
 fn absolute_components(p: &[u8]) -> Vec<&[u8]> {
     let mut out: Vec<&[u8]> = Vec::new();
@@ -89,8 +163,11 @@ pub struct Filter {
     atime_before: Option<i64>,
     /// Skip files whose mtime is newer than this (epoch seconds).
     mtime_after: Option<i64>,
-    /// From `normalize_exclude`.
+    /// From `normalize_exclude`: prefixes anchored at the root.
     excludes: Vec<Vec<u8>>,
+    /// Bare names (no `/`, no glob): excluded at any depth, as rsync does.
+    names: Vec<Vec<u8>>,
+    globs: Vec<Glob>,
 }
 
 impl Filter {
@@ -103,17 +180,24 @@ impl Filter {
         excludes: &[Vec<u8>],
         src_root: &[u8],
     ) -> Result<Filter, ExcludeError> {
-        let excludes = excludes
-            .iter()
-            .map(|p| normalize_exclude(p, src_root))
-            .collect::<Result<Vec<_>, _>>()?;
+        let (mut prefixes, mut names, mut globs) = (Vec::new(), Vec::new(), Vec::new());
+        for p in excludes {
+            match p.as_slice() {
+                p if is_glob(p) => globs.push(glob(p, src_root)?),
+                b"" | b"." | b".." => prefixes.push(normalize_exclude(p, src_root)?),
+                p if !p.contains(&b'/') => names.push(p.to_vec()),
+                p => prefixes.push(normalize_exclude(p, src_root)?),
+            }
+        }
         // Config checks bound the ages, but a cutoff must never wrap: an age
         // beyond i64 (or before the epoch's far past) just means "everything".
         let cutoff = |age: u64| now.saturating_sub(i64::try_from(age).unwrap_or(i64::MAX));
         Ok(Filter {
             atime_before: (oldest > 0).then(|| cutoff(oldest)),
             mtime_after: (newest > 0).then(|| cutoff(newest)),
-            excludes,
+            excludes: prefixes,
+            names,
+            globs,
         })
     }
 
@@ -126,7 +210,10 @@ impl Filter {
         if self.atime_before.is_some() || self.mtime_after.is_some() {
             return None;
         }
-        let mut ex = self.excludes.clone();
+        let tagged = |tag: u8, v: &[u8]| [&[tag][..], v].concat();
+        let mut ex: Vec<Vec<u8>> = self.excludes.iter().map(|e| tagged(b'p', e)).collect();
+        ex.extend(self.names.iter().map(|n| tagged(b'n', n)));
+        ex.extend(self.globs.iter().map(|g| tagged(b'g', &g.pattern)));
         ex.sort();
         let hex: Vec<String> = ex
             .iter()
@@ -136,14 +223,28 @@ impl Filter {
     }
 
     pub fn has_excludes(&self) -> bool {
-        !self.excludes.is_empty()
+        !(self.excludes.is_empty() && self.names.is_empty() && self.globs.is_empty())
     }
 
-    /// Prefix match on whole components: `a/b` excludes `a/b` and `a/b/c`, not `a/bc`.
+    /// Whether `rel` (relative to the root) is left out: a prefix on whole
+    /// components (`a/b` excludes `a/b` and `a/b/c`, not `a/bc`), a bare
+    /// name or a name glob matching any of its names, or a path glob
+    /// matching it or a directory above it.
     pub fn excluded(&self, rel: &[u8]) -> bool {
-        self.excludes
-            .iter()
-            .any(|p| rel.starts_with(p) && (rel.len() == p.len() || rel[p.len()] == b'/'))
+        let prefix =
+            |p: &Vec<u8>| rel.starts_with(p) && (rel.len() == p.len() || rel[p.len()] == b'/');
+        if self.excludes.iter().any(prefix) {
+            return true;
+        }
+        let names = || rel.split(|&b| b == b'/');
+        if names().any(|n| self.names.iter().any(|x| x == n)) {
+            return true;
+        }
+        let as_path = |b: &[u8]| std::path::PathBuf::from(std::ffi::OsStr::from_bytes(b));
+        self.globs.iter().any(|g| match g.whole_path {
+            false => names().any(|n| g.matcher.is_match(as_path(n))),
+            true => leading_parts(rel).any(|p| g.matcher.is_match(as_path(p))),
+        })
     }
 
     /// Age filters apply to non-directories only, as in the old tool.
@@ -168,6 +269,33 @@ impl Filter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_at_any_depth_and_globs() {
+        let ex: Vec<Vec<u8>> = [&b".snapshot"[..], b"*.tmp", b"a/*/cache", b"/mnt/src/b/?x"]
+            .iter()
+            .map(|p| p.to_vec())
+            .collect();
+        let f = Filter::new(0, 0, 0, &ex, b"/mnt/src").unwrap();
+        assert!(f.excluded(b".snapshot"));
+        assert!(f.excluded(b"x/y/.snapshot/z"));
+        assert!(!f.excluded(b"x/.snapshots"));
+        assert!(f.excluded(b"f.tmp") && f.excluded(b"d/e/f.tmp"));
+        assert!(!f.excluded(b"d/f.tmp2"));
+        assert!(f.excluded(b"a/b/cache") && f.excluded(b"a/b/cache/deep"));
+        assert!(!f.excluded(b"a/b/c/cache") && !f.excluded(b"x/a/b/cache"));
+        assert!(f.excluded(b"b/yx/z") && !f.excluded(b"b/yyx"));
+        let bad = Filter::new(0, 0, 0, &[b"[z-a".to_vec()], b"/mnt/src").unwrap_err();
+        assert!(
+            bad.to_string()
+                .starts_with("exclude [z-a: not a glob pattern"),
+            "{bad}"
+        );
+        assert!(Filter::new(0, 0, 0, &[b"/elsewhere/*.tmp".to_vec()], b"/mnt/src").is_err());
+        // Another set of patterns is another fingerprint.
+        let g = Filter::new(0, 0, 0, &ex[..2], b"/mnt/src").unwrap();
+        assert_ne!(f.fingerprint(), g.fingerprint());
+    }
 
     #[test]
     fn component_prefixes() {

@@ -210,6 +210,9 @@ fn load_config(args: &PassArgs) -> Result<Config, ConfigError> {
         cfg.verify_sample = f;
     }
     cfg.exclude.extend(args.exclude.iter().cloned());
+    if let Some(f) = &args.exclude_from {
+        cfg.exclude_file = Some(f.clone());
+    }
     cfg.validate(&shown)?;
     cfg.control.max_threads_per_rank = cfg.max_threads_per_rank;
     Ok(cfg)
