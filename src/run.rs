@@ -1123,8 +1123,14 @@ pub fn run_pass<T: Transport + ?Sized>(
     let ctl = RunControl::new(cfg.threads_per_rank, cfg.max_threads_per_rank);
     crate::signals::watchdog(Duration::from_secs(cfg.stop_grace_seconds), rank == 0);
     let interval = Duration::from_secs(cfg.report_interval);
-    let stats_pusher =
-        crate::statsd::start_for_rank(&cfg.stats, pass, &host, rank, counters.clone(), interval);
+    // A dry run's figures are what would be done: never mixed into the
+    // site's counters.
+    let stats_pusher = match args.dry_run {
+        true => None,
+        false => {
+            crate::statsd::start_for_rank(&cfg.stats, pass, &host, rank, counters.clone(), interval)
+        }
+    };
     let env = Phases {
         args,
         cfg: &cfg,

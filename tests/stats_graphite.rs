@@ -362,3 +362,28 @@ fn memcached_down_for_graphite_is_one_line() {
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(err.contains("memcached 127.0.0.1:1"), "{err}");
 }
+
+/// A dry run's figures are what would be done: they never reach the
+/// site's counters (issue 25 item 5).
+#[test]
+fn a_dry_run_pushes_no_counters() {
+    if !need(11211, "memcached") {
+        return;
+    }
+    let (tmp, src, dst) = src_and_dst();
+    for f in 0..20 {
+        std::fs::write(src.join(format!("f{f}")), b"data").unwrap();
+    }
+    let prefix = unique("dry");
+    let cfg = write_cfg(tmp.path(), &prefix, "127.0.0.1:11211", 2003);
+    let args = ["--config", cfg.to_str().unwrap(), "--dry-run"];
+    let (code, rep, out) = pass(Launch::Alone, "copy", &src, &dst, &args);
+    assert_eq!(code, 0, "{}", text(&out));
+    assert_eq!(
+        total(&rep, "files"),
+        20,
+        "the dry run counts what it would copy"
+    );
+    let reg: Option<String> = mc().get(&format!("{prefix}.workers")).unwrap();
+    assert_eq!(reg, None, "a dry run registered with memcached");
+}
