@@ -232,3 +232,20 @@ fn man_page_and_completions_are_produced() {
         assert!(o.status.success(), "bash -n: {}", text(&o));
     }
 }
+
+/// One broker may serve several jobs: a command that changes a job needs
+/// --job (or --all); status and ping still ask every job.
+#[test]
+fn ctl_commands_that_change_a_job_need_job_or_all() {
+    for cmd in ["stop", "start", "pool-grow"] {
+        let mut args: Vec<&OsStr> = vec![OsStr::new("ctl"), OsStr::new(cmd)];
+        if cmd == "pool-grow" {
+            args.push(OsStr::new("2"));
+        }
+        let out = lmpi(Launch::Alone, &args);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("ctl {cmd}: give --job ID")), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+}

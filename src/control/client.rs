@@ -24,6 +24,10 @@ pub struct CtlArgs {
     /// jobs outside Slurm, as in the error log's name).
     #[arg(long, global = true)]
     pub job: Option<String>,
+    /// stop, start, pool-grow and pool-shrink: act on every job on the broker
+    /// (without it they need --job; status and ping always ask every job).
+    #[arg(long, global = true, conflicts_with = "job")]
+    pub all: bool,
     /// Seconds to wait for replies, 0.05 to 600 (default: control.timeout_ms).
     #[arg(long, global = true, value_parser = timeout_secs)]
     pub timeout: Option<f64>,
@@ -78,6 +82,21 @@ pub fn run_ctl(args: &CtlArgs, cfg: &ControlConfig) -> i32 {
         .timeout
         .map(Duration::from_secs_f64)
         .unwrap_or(Duration::from_millis(cfg.timeout_ms));
+    // One broker may serve several jobs (a copy of one project beside a
+    // final of another): a command that changes a job names it.
+    let changing = match args.cmd {
+        CtlCmd::Stop => Some("stop"),
+        CtlCmd::Start => Some("start"),
+        CtlCmd::PoolGrow { .. } => Some("pool-grow"),
+        CtlCmd::PoolShrink { .. } => Some("pool-shrink"),
+        CtlCmd::Status | CtlCmd::Ping => None,
+    };
+    if let (Some(what), None, false) = (changing, &args.job, args.all) {
+        eprintln!(
+            "lmpi: ctl {what}: give --job ID (`lmpi ctl status` lists the jobs) or --all for every job on the broker"
+        );
+        return 2;
+    }
     let destination = args.job.as_ref().map(|j| vec![format!("lmpi@{j}")]);
     match request(cfg, method, arguments, destination, timeout) {
         Ok(replies) if replies.is_empty() => {
