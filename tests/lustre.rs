@@ -35,33 +35,9 @@ fn setup() -> Option<(PathBuf, tempfile::TempDir, PathBuf, PathBuf)> {
     if !have("cc") || !root() {
         return None;
     }
-    let lib = build_double();
+    let lib = build_lustre_double();
     let (tmp, src, dst) = src_and_dst();
     Some((lib, tmp, src, dst))
-}
-
-/// Built once per test process: tests run in parallel, and one rebuilding the
-/// library while another loads it makes the load fail.
-fn build_double() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-                .join(format!("lustre-double-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).unwrap();
-            let out = dir.join("liblustreapi.so.1");
-            let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/lustre_double/liblustreapi_double.c");
-            let st = Command::new("cc")
-                .args(["-shared", "-fPIC", "-O2", "-Wall", "-o"])
-                .arg(&out)
-                .arg(&src)
-                .status()
-                .expect("cc");
-            assert!(st.success(), "building the liblustreapi double failed");
-            out
-        })
-        .clone()
 }
 
 fn comp(start: u64, end: u64, count: u64, size: u64, pool: &str) -> String {
@@ -216,7 +192,7 @@ fn the_final_pass_keeps_layouts_and_mdt_placement() {
     if !have("mpirun") || !have("cc") || !root() {
         return;
     }
-    let lib = build_double();
+    let lib = build_lustre_double();
     let tmp = tempfile::tempdir().unwrap();
     let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
     std::fs::create_dir_all(&dst).unwrap();
@@ -241,7 +217,7 @@ fn layouts_follow_the_source_and_first_level_dirs_alternate_over_mdts() {
     if !have("mpirun") || !have("cc") || !root() {
         return;
     }
-    let lib = build_double();
+    let lib = build_lustre_double();
     let tmp = tempfile::tempdir().unwrap();
     let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
     std::fs::create_dir_all(&dst).unwrap();
@@ -400,7 +376,7 @@ fn roots_not_on_lustre() {
     if !have("cc") {
         return;
     }
-    let lib = build_double();
+    let lib = build_lustre_double();
     let (tmp, src, dst) = src_and_dst();
     std::fs::write(src.join("f"), b"x").unwrap();
     let c = tmp.path().join("c.toml");

@@ -18,28 +18,6 @@ const ROOT_FID: &str = "[0x200000007:0x1:0x0]";
 /// The tracker must be watching 2 s (the clock skew allowed) before the pass.
 const SKEW: Duration = Duration::from_millis(2100);
 
-fn build_double() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-                .join(format!("lustre-track-double-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).unwrap();
-            let out = dir.join("liblustreapi.so.1");
-            let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/lustre_double/liblustreapi_double.c");
-            let st = Command::new("cc")
-                .args(["-shared", "-fPIC", "-O2", "-Wall", "-o"])
-                .arg(&out)
-                .arg(&src)
-                .status()
-                .expect("cc");
-            assert!(st.success(), "building the liblustreapi double failed");
-            out
-        })
-        .clone()
-}
-
 fn fid(n: u32) -> String {
     format!("[0x200000401:{n:#x}:0x0]")
 }
@@ -86,7 +64,7 @@ fn stage() -> Option<Stage> {
     .unwrap();
     let mut st = Stage {
         journal: t.path().join("journal"),
-        lib: build_double(),
+        lib: build_lustre_double(),
         _t: t,
         src,
         dst,

@@ -665,3 +665,28 @@ impl Drop for TmpfsMount {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
+
+/// The liblustreapi test double (tests/lustre_double), built once per test
+/// process: tests run in parallel, and one rebuilding the library while
+/// another loads it makes the load fail.
+pub fn build_lustre_double() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+                .join(format!("lustre-double-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let out = dir.join("liblustreapi.so.1");
+            let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/lustre_double/liblustreapi_double.c");
+            let st = Command::new("cc")
+                .args(["-shared", "-fPIC", "-O2", "-Wall", "-o"])
+                .arg(&out)
+                .arg(&src)
+                .status()
+                .expect("cc");
+            assert!(st.success(), "building the liblustreapi double failed");
+            out
+        })
+        .clone()
+}
