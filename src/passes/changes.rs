@@ -52,6 +52,47 @@ fn plan(
     lustre: &crate::lustre::LustreConfig,
 ) -> Result<(Vec<Item>, String), WalkWhy> {
     let j = journal::read(path)?;
+    trusted(ctx, &j)?;
+    let has_fids = j.changes.iter().any(|c| match c {
+        crate::track::Change::Entry { dir: h, .. } | crate::track::Change::Itself(h) => {
+            h.as_fid().is_some()
+        }
+        crate::track::Change::Loss(_) => false,
+    });
+    let fids = match has_fids {
+        true => Some(crate::track::changelog::FidPaths::new(lustre, ctx.src())?),
+        false => None,
+    };
+    let plan = resolve::plan(&j, ctx.src(), fids.as_ref())?;
+    let renamed = follow_renames(ctx, &plan);
+    let entries: usize = plan.dirs.values().map(|w| w.names.len()).sum();
+    let note = format!(
+        "--changes: {entries} entries in {} directories from the journal ({} records gone or outside the tree); {renamed} directories renamed on the target as on the source; {} filesystems mounted inside the source walked whole",
+        plan.dirs.len(),
+        plan.skipped,
+        plan.mounts
+    );
+    let items = plan
+        .dirs
+        .into_iter()
+        .filter(|(rel, _)| !(ctx.filter.has_excludes() && ctx.filter.excluded(rel)))
+        .map(|(rel, w)| Item::Names {
+            ids: DirIds {
+                src: w.id,
+                dst: None,
+            },
+            names: w.names.into_iter().collect(),
+            subdirs: w.subdirs.into_iter().collect(),
+            itself: w.itself,
+            rel,
+        })
+        .collect();
+    Ok((items, note))
+}
+
+/// Whether journal `j` can stand for every change since the target's last
+/// clean final pass; Err: why not (the pass walks everything).
+fn trusted(ctx: &Ctx, j: &journal::Journal) -> Result<(), WalkWhy> {
     if let Some(d) = &j.doubt {
         return Err(WalkWhy::Doubt(d.clone()));
     }
@@ -92,41 +133,7 @@ fn plan(
     if j.stop_ns.is_some_and(|stop| last.started_ns > stop) {
         return Err("it ended before the last clean pass began (it was used already)".into());
     }
-    let has_fids = j.changes.iter().any(|c| match c {
-        crate::track::Change::Entry { dir: h, .. } | crate::track::Change::Itself(h) => {
-            h.as_fid().is_some()
-        }
-        crate::track::Change::Loss(_) => false,
-    });
-    let fids = match has_fids {
-        true => Some(crate::track::changelog::FidPaths::new(lustre, ctx.src())?),
-        false => None,
-    };
-    let plan = resolve::plan(&j, ctx.src(), fids.as_ref())?;
-    let renamed = follow_renames(ctx, &plan);
-    let entries: usize = plan.dirs.values().map(|w| w.names.len()).sum();
-    let note = format!(
-        "--changes: {entries} entries in {} directories from the journal ({} records gone or outside the tree); {renamed} directories renamed on the target as on the source; {} filesystems mounted inside the source walked whole",
-        plan.dirs.len(),
-        plan.skipped,
-        plan.mounts
-    );
-    let items = plan
-        .dirs
-        .into_iter()
-        .filter(|(rel, _)| !(ctx.filter.has_excludes() && ctx.filter.excluded(rel)))
-        .map(|(rel, w)| Item::Names {
-            ids: DirIds {
-                src: w.id,
-                dst: None,
-            },
-            names: w.names.into_iter().collect(),
-            subdirs: w.subdirs.into_iter().collect(),
-            itself: w.itself,
-            rel,
-        })
-        .collect();
-    Ok((items, note))
+    Ok(())
 }
 
 /// Where a directory was renamed on the source (its old name went, a

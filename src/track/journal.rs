@@ -216,7 +216,8 @@ pub struct Journal {
 
 /// Read journal `path` (a regular file, lines bounded).
 pub fn read(path: &Path) -> Result<Journal, TrackError> {
-    let file = super::open_regular(path)?;
+    // A regular file only: a FIFO would block, a device never end.
+    let (file, _) = crate::bounded::open_regular(path).map_err(|e| TrackError::io(path, e))?;
     let mut r = std::io::BufReader::new(file);
     let mut line = Vec::new();
     let mut n = 0u64;

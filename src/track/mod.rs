@@ -14,7 +14,6 @@ pub mod source;
 pub mod synced;
 
 use std::os::fd::AsFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -89,24 +88,6 @@ fn own_file(path: &Path) -> Result<std::fs::File, TrackError> {
     let (fd, _, _) =
         crate::fsops::open_own_output_path(path, crate::fsops::Existing::Append, 0o600)?;
     Ok(std::fs::File::from(fd))
-}
-
-/// Open a file to read: a regular file only (a FIFO would block, a device
-/// never end).
-fn open_regular(path: &Path) -> Result<std::fs::File, TrackError> {
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| TrackError::io(path, e))?;
-    let st = crate::fsops::fstat(f.as_fd()).map_err(|e| TrackError::os(path, e.op, e.errno))?;
-    if st.kind != crate::fsops::Kind::File {
-        return Err(TrackError::Other(format!(
-            "{}: not a regular file",
-            path.display()
-        )));
-    }
-    Ok(f)
 }
 
 /// What `lmpi track` was asked to do.

@@ -209,37 +209,7 @@ pub fn plan(
             plan.skipped += 1;
             continue;
         };
-        match (name, kind) {
-            (Some(name), Kind::Dir) => {
-                let w = plan.dirs.entry(rel).or_default();
-                w.id = Some(id);
-                if ondir && !dirent {
-                    w.subdirs.insert(name.clone());
-                } else {
-                    *w.names.entry(name.clone()).or_default() |= dirent;
-                }
-                if ondir && dirent {
-                    w.moved.insert(name.clone());
-                }
-            }
-            (None, Kind::Dir) if rel.is_empty() => {
-                let w = plan.dirs.entry(rel).or_default();
-                w.id = Some(id);
-                w.itself = true;
-            }
-            // A directory itself: settled from its parent.
-            (None, Kind::Dir) => {
-                let (parent, leaf) = fsops::parent_and_name(&rel);
-                let w = plan.dirs.entry(parent.to_vec()).or_default();
-                w.subdirs.insert(leaf.to_vec());
-            }
-            // Anything else: an entry of its parent.
-            (_, _) => {
-                let (parent, leaf) = fsops::parent_and_name(&rel);
-                let w = plan.dirs.entry(parent.to_vec()).or_default();
-                w.names.entry(leaf.to_vec()).or_default();
-            }
-        }
+        plan.place((rel, id, kind), name, dirent, ondir);
     }
     // Filesystems mounted inside the tree are not watched (the mark is the
     // source's filesystem): a full walk goes into them, so they are walked.
@@ -291,6 +261,48 @@ fn unescape_mount(field: &[u8]) -> Vec<u8> {
 }
 
 impl Plan {
+    /// One located change: entry `name` (None: the object itself) of the
+    /// object at `rel`, by the kind of change it was.
+    fn place(
+        &mut self,
+        (rel, id, kind): Located,
+        name: Option<&Vec<u8>>,
+        dirent: bool,
+        ondir: bool,
+    ) {
+        match (name, kind) {
+            (Some(name), Kind::Dir) => {
+                let w = self.dirs.entry(rel).or_default();
+                w.id = Some(id);
+                if ondir && !dirent {
+                    w.subdirs.insert(name.clone());
+                } else {
+                    *w.names.entry(name.clone()).or_default() |= dirent;
+                }
+                if ondir && dirent {
+                    w.moved.insert(name.clone());
+                }
+            }
+            (None, Kind::Dir) if rel.is_empty() => {
+                let w = self.dirs.entry(rel).or_default();
+                w.id = Some(id);
+                w.itself = true;
+            }
+            // A directory itself: settled from its parent.
+            (None, Kind::Dir) => {
+                let (parent, leaf) = fsops::parent_and_name(&rel);
+                let w = self.dirs.entry(parent.to_vec()).or_default();
+                w.subdirs.insert(leaf.to_vec());
+            }
+            // Anything else: an entry of its parent.
+            (_, _) => {
+                let (parent, leaf) = fsops::parent_and_name(&rel);
+                let w = self.dirs.entry(parent.to_vec()).or_default();
+                w.names.entry(leaf.to_vec()).or_default();
+            }
+        }
+    }
+
     /// A name that appeared, went or was renamed is walked whole if it is
     /// a directory: no other item may visit a directory below it, or two
     /// would change one directory at once (one removing the other's temp
